@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a clean, one-line error and exit code 1."""
+
+
+class PipelineError(Exception):
+    """A failure the user can act on. The message names the file, field or URL at fault."""

