@@ -1,0 +1,51 @@
+"""Offline inspection of the Dagger module: no engine runs here, but the decorated class
+carries its type definitions and every `dag` chain records the query it would send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import dagger
+from dagger.mod._module import Module
+
+from pipeline.dagger_module import WasmSysexts
+
+
+def module() -> Module:
+    mod: Module = WasmSysexts.__dagger_module__
+    return mod
+
+
+def functions() -> dict[str, Any]:
+    """API name -> the SDK's function definition (return_type, parameters, cache_policy)."""
+    return dict(module()._objects["WasmSysexts"].functions)
+
+
+def register_typedefs() -> BaseException:
+    """Generate the module's type definitions; returns the error that stopped it.
+
+    Every type is converted before the final request, so reaching the connection error
+    (and nothing else) proves the definitions register."""
+    mod = module()
+    # The runtime names the main object through DAGGER_MAIN_OBJECT before import; same here.
+    mod._main_name = "WasmSysexts"
+    mod._main = mod._objects["WasmSysexts"]
+    try:
+        anyio.run(mod._typedefs)
+    except BaseException as err:  # the caller asserts which error it was
+        return err
+    raise AssertionError("typedefs generated without an engine: expected a connection error")
+
+
+def selections(obj: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The (field, arguments) chain a Dagger object would query, in order."""
+    return [(field.name, field.args) for field in obj._ctx.selections]
+
+
+def execs(obj: Any) -> list[list[str]]:
+    return [args["args"] for name, args in selections(obj) if name == "withExec"]
+
+
+def instance() -> WasmSysexts:
+    return WasmSysexts(source=dagger.dag.directory())
