@@ -32,15 +32,15 @@ def tool_path(fmt: str) -> str:
 def tool_version(fmt: str) -> str:
     """The tool's own version line; recorded in metadata and part of the rebuild key."""
     tool = tool_path(fmt)
-    args = [tool, "-version"] if fmt == "squashfs" else [tool, "--help"]
-    proc = subprocess.run(args, capture_output=True, text=True, check=False)
-    text = proc.stdout + proc.stderr
-    match = re.search(r"(mksquashfs version \S+|mkfs\.erofs(?: \(erofs-utils\))? \S+)", text)
-    if fmt == "erofs" and not match:
-        # erofs-utils 1.5 has no version flag; it prints its version when it runs.
-        proc = subprocess.run([tool, "--quiet"], capture_output=True, text=True, check=False)
-        match = re.search(r"mkfs\.erofs \S+", proc.stdout + proc.stderr)
-    return match.group(0) if match else f"{Path(tool).name} (unknown version)"
+    # mkfs.erofs < 1.6 has no version flag but prints its version before complaining.
+    attempts = [["-version"]] if fmt == "squashfs" else [["--version"], ["--quiet"]]
+    pattern = re.compile(r"mksquashfs version \S+|mkfs\.erofs(?: \(erofs-utils\))? \d\S*")
+    for extra in attempts:
+        proc = subprocess.run([tool, *extra], capture_output=True, text=True, check=False)
+        match = pattern.search(proc.stdout + proc.stderr)
+        if match:
+            return match.group(0)
+    return f"{Path(tool).name} (unknown version)"
 
 
 def image_uuid(image_name: str) -> str:
