@@ -209,9 +209,10 @@ class _Validator:
         versions = self.versions(data.get("versions"))
         if version and versions and version not in versions:
             self.bad("version", f"{version!r} has no entry under versions")
-        counts = {len(e) for arches in versions.values() for e in arches.values() if
-                  not isinstance(e, str)}
-        install = self.install(data.get("install"), min(counts) if counts else 1)
+        # `input:` indexes must exist for every version and arch (unknown while those are broken).
+        counts = {len(e) for arches in versions.values() for e in arches.values()
+                  if not isinstance(e, str) and e}
+        install = self.install(data.get("install"), min(counts) if counts else None)
         files = self.files(data.get("files"))
         smoke = self.smoke(data.get("smoke"))
         os_ = self.target_os(data.get("os"))
@@ -312,7 +313,7 @@ class _Validator:
             self.bad(where, "setuid, setgid and sticky bits are not allowed")
         return mode
 
-    def install(self, data: Any, input_count: int) -> tuple[Install, ...]:
+    def install(self, data: Any, input_count: int | None) -> tuple[Install, ...]:
         if not isinstance(data, list) or not data:
             self.bad("install", "must be a non-empty list of {from, to, mode}")
             return ()
@@ -331,7 +332,8 @@ class _Validator:
             self.placeholders(f"{where}.from", src, PLACEHOLDERS)
             dst = self.image_path(f"{where}.to", item["to"])
             index = item.get("input", 0)
-            if not isinstance(index, int) or not 0 <= index < input_count:
+            if not isinstance(index, int) or index < 0 or (
+                    input_count is not None and index >= input_count):
                 self.bad(f"{where}.input", f"must be an input index below {input_count}")
                 continue
             mode = self.mode(f"{where}.mode", item.get("mode"), None)

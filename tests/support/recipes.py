@@ -1,0 +1,49 @@
+"""Small test recipes pinned to archives the tests put on the local mirror."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from support.mirror import Mirror
+from support.payloads import tar_bytes
+
+TINY_BINARY = b"#!/bin/sh\necho tiny\n"
+
+
+def tiny_tarball() -> bytes:
+    return tar_bytes({"tiny/bin/tiny": (TINY_BINARY, 0o755), "tiny/README": b"tiny\n"}, "gz")
+
+
+def write_recipe(recipes: Path, name: str, arches: str, install: str | None = None,
+                 extra: str = "") -> Path:
+    """A recipe NAME whose `versions."1.0"` block is `arches` (YAML, indented 4 spaces)."""
+    install = install or '  - {from: "tiny/bin/tiny", to: /usr/bin/tiny, mode: "0755"}\n'
+    path = recipes / f"{name}.yaml"
+    path.write_text(f"""\
+# test recipe {name}
+name: {name}
+summary: test payload
+homepage: https://example.org/{name}
+license: MIT
+version: "1.0"
+versions:
+  "1.0":
+{arches}install:
+{install}{extra}""")
+    return path
+
+
+def serve(mirror: Mirror, url: str, data: bytes) -> str:
+    """Put `data` on the mirror at `url`; returns its sha256."""
+    mirror.put(url, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def pinned_tiny(mirror: Mirror, recipes: Path, name: str, data: bytes | None = None,
+                sha256: str | None = None, url: str | None = None) -> Path:
+    """A recipe for x86-64 only, pinned to `data` served at `url` (defaults: the tiny tarball)."""
+    url = url or f"https://example.org/{name}/v1.0/{name}.tar.gz"
+    digest = serve(mirror, url, data if data is not None else tiny_tarball())
+    arches = f'    x86-64: {{url: "{url}", sha256: "{sha256 or digest}"}}\n'
+    return write_recipe(recipes, name, arches)
