@@ -1,0 +1,413 @@
+"""`publish static`: merge signed images into a static update-server tree, atomically.
+
+Layout of `--dest PATH` (see docs/publishing.md):
+
+    PATH -> .PATH.generations/<id>/      a symlink, swapped with one rename(2)
+      <name>/<name>-<version>-<arch>.raw, SHA256SUMS, SHA256SUMS.gpg
+      sysupdate.d/<name>.transfer, <name>.conf, <name>.bu
+      import-pubring.gpg                 the key hosts verify SHA256SUMS.gpg with
+      index.json
+
+Every publish writes a complete new generation directory beside the live one (unchanged
+images are hard links, so this is cheap), fsyncs it and then replaces the PATH symlink: a web
+server serving PATH sees the old tree or the new one, never a mix, and a killed publish leaves
+only an unreferenced temporary directory that the next publish removes. The previous
+generation is kept so requests that resolved it just before the swap still complete.
+Publishes serialize on an flock beside PATH. A run that would produce the current tree again
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import openpgp
+from pipeline.arch import ARCHES
+from pipeline.errors import PipelineError
+from pipeline.fetch import sha256_file
+from pipeline.keys import read_secret
+from pipeline.log import Reporter
+from pipeline.sums import SUMS, format_sums, read_sums
+from pipeline.sysupdate import butane, transfer
+from pipeline.versions import newest_first, version_is_valid
+
+SIG = "SHA256SUMS.gpg"
+KEYRING = "import-pubring.gpg"
+INDEX = "index.json"
+CONFIG_DIR = "sysupdate.d"
+KEPT_GENERATIONS = 2  # the live one and the one just replaced (in-flight readers)
+_ARCH_ALT = "|".join(re.escape(a) for a in sorted(ARCHES))
+IMAGE_RE = re.compile(rf"^(?P<name>[a-z0-9][a-z0-9_-]*?)-(?P<version>v?[0-9][^/]*)"
+                      rf"-(?P<arch>{_ARCH_ALT})\.raw$")
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    version: str
+    arch: str
+    file: str
+    sha256: str
+    size: int
+    source: Path  # where the bytes are now (input dir or the live generation)
+
+
+@dataclass
+class Plan:
+    """Everything the new generation will hold: path -> bytes, or path -> Image to link."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    images: dict[str, Image] = field(default_factory=dict)
+
+
+def parse_image_name(file: str, meta: Path | None = None) -> tuple[str, str, str]:
+    """(name, version, arch) of `<name>-<version>-<arch>.raw`, from its build metadata if any."""
+    if meta is not None and meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            found = (str(data["name"]), str(data["version"]), str(data["arch"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PipelineError(f"{meta}: not valid build metadata") from None
+        if f"{found[0]}-{found[1]}-{found[2]}.raw" != file:
+            raise PipelineError(f"{meta}: name/version/arch do not match {file}")
+        return found
+    match = IMAGE_RE.match(file)
+    if not match:
+        raise PipelineError(f"{file}: not named <name>-<version>-<arch>.raw "
+                            f"(arch one of {', '.join(sorted(ARCHES))})")
+    return match["name"], match["version"], match["arch"]
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The OpenPGP key that signs merged manifests (FILE or env:VAR, as for `sign`)."""
+    key_spec: str
+    passphrase_spec: str | None = None
+
+    def sign(self, data: bytes, what: str) -> bytes:
+        phrase = (read_secret(self.passphrase_spec, "--gpg-passphrase").rstrip(b"\r\n")
+                  if self.passphrase_spec else None)
+        return openpgp.detach_sign(data, read_secret(self.key_spec, "--gpg-key"), phrase,
+                                   what)[1]
+
+    def public_key(self) -> bytes:
+        with openpgp.throwaway_home() as home:
+            home.check(["--import"], "--gpg-key", stdin=read_secret(self.key_spec, "--gpg-key"))
+            return home.check(["--export"], "--gpg-key: exporting its public key")
+
+
+def verify_signature(data: Path, signature: Path, keyring: bytes) -> None:
+    """Raise unless `signature` over `data` verifies against `keyring` (sysupdate's way)."""
+    with tempfile.TemporaryDirectory(prefix="wasm-sysexts-ring-") as work:
+        ring = Path(work) / "pubring.gpg"
+        ring.write_bytes(keyring)
+        try:
+            openpgp.verify_detached(data, signature, ring)
+        except PipelineError as err:
+            raise PipelineError(f"{signature}: {err}") from None
+
+
+def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, bytes]:
+    """The input's images, SHA256SUMS bytes and signature; refuses anything tampered with.
+
+    Runs before the destination is touched: a bad signature (checked when a keyring is given)
+    or a hash that differs from its SHA256SUMS entry stops the publish with nothing written.
+    """
+    sums_path, sig_path = src / SUMS, src / SIG
+    if not sums_path.is_file():
+        raise PipelineError(f"{sums_path}: missing (build the images first)")
+    if not sig_path.is_file():
+        raise PipelineError(f"{sig_path}: missing (sign the images first: wasm-sysexts sign)")
+    if keyring is not None:
+        verify_signature(sums_path, sig_path, keyring)
+    sums = read_sums(sums_path)
+    on_disk = {p.name for p in src.glob("*.raw")}
+    unlisted = sorted(on_disk - set(sums))
+    if unlisted:
+        raise PipelineError(f"{src / unlisted[0]}: not listed in {sums_path}")
+    images = []
+    for file, digest in sorted(sums.items()):
+        path = src / file
+        if not file.endswith(".raw"):
+            continue
+        if not path.is_file():
+            raise PipelineError(f"{sums_path}: lists {file}, which is missing")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise PipelineError(f"{path}: sha256 {actual} does not match {digest} in {sums_path}")
+        name, version, arch = parse_image_name(file, src / f"{file}.json")
+        if not version_is_valid(version):
+            raise PipelineError(f"{path}: version {version!r} has characters sysupdate rejects")
+        images.append(Image(name, version, arch, file, digest, path.stat().st_size, path))
+    if not images:
+        raise PipelineError(f"{sums_path}: lists no .raw images")
+    return images, sums_path.read_bytes(), sig_path.read_bytes()
+
+
+def _live(dest: Path) -> Path | None:
+    """The directory readers see at `dest` now, if any."""
+    if dest.is_symlink() or dest.is_dir():
+        if not dest.resolve().is_dir():
+            raise PipelineError(f"{dest}: is a dangling symlink")
+        return dest.resolve()
+    if dest.exists():
+        raise PipelineError(f"--dest {dest}: exists and is not a directory")
+    return None
+
+
+def _current_images(live: Path) -> dict[str, Image]:
+    """Images of the live tree by file name, as its per-extension SHA256SUMS list them."""
+    images: dict[str, Image] = {}
+    for sums_path in sorted(live.glob(f"*/{SUMS}")):
+        for file, digest in read_sums(sums_path).items():
+            path = sums_path.parent / file
+            if not path.is_file():
+                raise PipelineError(f"{sums_path}: lists {file}, which is missing")
+            name, version, arch = parse_image_name(file)
+            images[file] = Image(name, version, arch, file, digest, path.stat().st_size, path)
+    return images
+
+
+def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: bytes,
+         base_url: str | None, keep: int, signer: Signer | None, keyring: bytes) -> Plan:
+    """Compute the next generation; signs only manifests whose content changes."""
+    current = _current_images(live) if live else {}
+    old_index: dict[str, object] = {}
+    if live and (live / INDEX).is_file():
+        try:
+            old_index = json.loads((live / INDEX).read_text(encoding="utf-8"))
+        except ValueError:
+            raise PipelineError(f"{live / INDEX}: not valid JSON") from None
+    base = base_url or str(old_index.get("base_url") or "")
+    if not base:
+        raise PipelineError("--base-url: required for the first publish into a tree")
+    merged = dict(current)
+    for image in new:
+        old = current.get(image.file)
+        if old and old.sha256 != image.sha256:
+            raise PipelineError(f"{image.source}: {image.file} is already published with sha256 "
+                                f"{old.sha256}; published versions are immutable, bump the "
+                                "version instead")
+        if not old:
+            merged[image.file] = image
+
+    result = Plan()
+    public = signer.public_key() if signer else keyring
+    result.files[KEYRING] = public
+    index: dict[str, object] = {"schema": 1, "base_url": base.rstrip("/"), "extensions": {}}
+    names = sorted({i.name for i in merged.values()})
+    for name in names:
+        kept = _prune([i for i in merged.values() if i.name == name], keep)
+        for image in kept:
+            result.images[f"{name}/{image.file}"] = image
+        sums = format_sums({i.file: i.sha256 for i in kept}).encode()
+        result.files[f"{name}/{SUMS}"] = sums
+        result.files[f"{name}/{SIG}"] = _signature(live, name, sums, input_sums, input_sig,
+                                                   signer)
+        conf = transfer(name, base).encode()
+        result.files[f"{CONFIG_DIR}/{name}.transfer"] = conf
+        result.files[f"{CONFIG_DIR}/{name}.conf"] = conf
+        latest = newest_first([i.version for i in kept])[0]
+        # The Butane example installs the newest version; x86-64 when there is one.
+        newest = sorted((i for i in kept if i.version == latest), key=lambda i: i.arch)[-1]
+        result.files[f"{CONFIG_DIR}/{name}.bu"] = butane(
+            name, base, newest.file, newest.sha256, hashlib.sha256(public).hexdigest()).encode()
+        index["extensions"][name] = _index_entry(name, base, kept)  # type: ignore[index]
+    result.files[INDEX] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+    return result
+
+
+def _prune(images: list[Image], keep: int) -> list[Image]:
+    """The newest `keep` versions of each arch (keep <= 0 keeps all), newest first."""
+    kept: list[Image] = []
+    for arch in sorted({i.arch for i in images}):
+        of_arch = {i.version: i for i in images if i.arch == arch}
+        order = newest_first(list(of_arch))
+        kept += [of_arch[v] for v in (order[:keep] if keep > 0 else order)]
+    return kept
+
+
+def _signature(live: Path | None, name: str, sums: bytes, input_sums: bytes, input_sig: bytes,
+               signer: Signer | None) -> bytes:
+    """Reuse a signature over exactly these bytes if one exists, else sign with --gpg-key."""
+    if live and (live / name / SUMS).is_file() and (live / name / SUMS).read_bytes() == sums:
+        return (live / name / SIG).read_bytes()
+    if sums == input_sums:
+        return input_sig
+    if signer is None:
+        raise PipelineError(f"{name}/{SUMS}: the merged manifest differs from the input's signed "
+                            "one; pass --gpg-key FILE|env:VAR to sign it")
+    return signer.sign(sums, f"{name}/{SUMS}")
+
+
+def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, object]:
+    versions = []
+    for version in newest_first(sorted({i.version for i in kept})):
+        arches = {i.arch: {"file": i.file, "url": f"{base.rstrip('/')}/{name}/{i.file}",
+                           "size": i.size, "sha256": i.sha256}
+                  for i in kept if i.version == version}
+        versions.append({"version": version, "arches": dict(sorted(arches.items()))})
+    return {
+        "latest": versions[0]["version"],
+        "versions": versions,
+        "sha256sums": f"{name}/{SUMS}",
+        "signature": f"{name}/{SIG}",
+        "transfer": f"{CONFIG_DIR}/{name}.transfer",
+        "conf": f"{CONFIG_DIR}/{name}.conf",
+        "butane": f"{CONFIG_DIR}/{name}.bu",
+    }
+
+
+def _unchanged(live: Path | None, new: Plan) -> bool:
+    """True if the live tree holds exactly the planned files with the planned bytes."""
+    if live is None:
+        return False
+    present = {str(p.relative_to(live)) for p in live.rglob("*") if not p.is_dir()}
+    if present != set(new.files) | set(new.images):
+        return False
+    for rel, data in new.files.items():
+        if (live / rel).read_bytes() != data:
+            return False
+    return all(i.source == live / rel for rel, i in new.images.items())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _place(image: Image, live: Path | None, target: Path) -> None:
+    """Hard-link an image already in the live tree; copy (and re-hash) one from the input."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if live is not None and image.source.is_relative_to(live):
+        os.link(image.source, target)
+        return
+    digest = hashlib.sha256()
+    with open(image.source, "rb") as src, open(target, "wb") as out:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(target, 0o644)
+    if digest.hexdigest() != image.sha256:  # the input changed after it was verified
+        raise PipelineError(f"{image.source}: changed while publishing (sha256 "
+                            f"{digest.hexdigest()}, expected {image.sha256})")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths (renameat2 RENAME_EXCHANGE): a directory with a symlink."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE):
+        err = ctypes.get_errno()
+        raise PipelineError(f"--dest {b}: cannot swap in atomically ({os.strerror(err)}); move "
+                            "the directory away and publish into a new --dest")
+
+
+@contextmanager
+def dest_lock(dest: Path, reporter: Reporter) -> Iterator[None]:
+    """Serialize publishes into one tree (an flock on a file beside it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reporter.info("publish", f"waiting for another publish into {dest}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def generations_dir(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.generations"
+
+
+def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
+                   signer: Signer | None, keyring_path: Path | None,
+                   reporter: Reporter) -> dict[str, object]:
+    """Publish `src`'s signed images into `dest`; returns the tree's index.json content."""
+    dest = dest.absolute()
+    if keyring_path is not None:
+        try:
+            keyring = keyring_path.read_bytes()
+        except OSError as err:
+            raise PipelineError(f"--keyring {keyring_path}: cannot read: {err.strerror}") from None
+    elif signer:
+        keyring = signer.public_key()
+    else:
+        raise PipelineError("--keyring or --gpg-key: needed to verify the input's SHA256SUMS.gpg")
+    images, input_sums, input_sig = load_input(src, keyring)
+    reporter.info("publish", f"{len(images)} verified image(s) in {src}")
+    with dest_lock(dest, reporter):
+        gens = generations_dir(dest)
+        live = _live(dest)
+        new = plan(live, images, input_sums, input_sig, base_url, keep, signer, keyring)
+        index = json.loads(new.files[INDEX])
+        if _unchanged(live, new):
+            reporter.info("publish", f"{dest}: already up to date")
+            return index
+        gens.mkdir(exist_ok=True)
+        for stale in gens.glob(".tmp-*"):  # left by a publish that was killed
+            shutil.rmtree(stale)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        gen_id = f"{stamp}-{os.getpid()}-{os.urandom(3).hex()}"
+        tmp = gens / f".tmp-{gen_id}"
+        tmp.mkdir()
+        for rel, image in sorted(new.images.items()):
+            _place(image, live, tmp / rel)
+        for rel, data in sorted(new.files.items()):
+            _write(tmp / rel, data)
+        for directory in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
+            _fsync_dir(directory)
+        final = gens / gen_id
+        tmp.rename(final)
+        link = dest.parent / f".{dest.name}.link-{gen_id}"
+        link.symlink_to(final.relative_to(dest.parent))
+        if dest.is_dir() and not dest.is_symlink():
+            # First publish over a plain directory: swap it out in one step and keep it as
+            # the previous generation, so in-flight readers still find their files.
+            _exchange(link, dest)
+            link.rename(gens / f"{gen_id}-previous")
+        else:
+            os.replace(link, dest)
+        _fsync_dir(dest.parent)
+        _prune_generations(gens, final)
+    reporter.info("publish", f"{dest}: now {final.name}")
+    return index
+
+
+def _prune_generations(gens: Path, live: Path) -> None:
+    """Delete all but the newest KEPT_GENERATIONS generations (the live one always stays)."""
+    others = sorted((p for p in gens.iterdir() if not p.name.startswith(".") and p != live),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[KEPT_GENERATIONS - 1:]:
+        shutil.rmtree(old)
