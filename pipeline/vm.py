@@ -239,6 +239,7 @@ def reference_hooks() -> list[str]:
         'ln -sf /dev/null "$1/etc/systemd/system/serial-getty@ttyS0.service"',
         'ln -sf /dev/null "$1/etc/systemd/system/serial-getty@ttyS1.service"',
         f'rm -f "$1{wants}/containerd.service"',
+        'mkdir -p "$1/var/lib/containerd"',  # a mount point: guests put a tmpfs there
         'echo wsx-reference > "$1/etc/hostname"',
     ]
 

@@ -1,0 +1,174 @@
+"""The official Flatcar QEMU image as a `pipeline.vm.VMImage`: downloaded from the channel's
+release server, verified against Flatcar's image signing key, cached by channel and version.
+
+Trust chain: `<image>.DIGESTS.asc` is the clear-signed DIGESTS file (Gentoo style: `# SHA512
+HASH` then `<hex>  <file>` lines). gpg checks its signature in a throwaway home with only the
+keyring we were given (default: keys/flatcar-image-signing.asc, primary key
+F88CFEDEFF29A5B4D9523864E25D9AED0593B34A) and the signer's primary fingerprint must be that
+one; the SHA512 comes from the signed text gpg returns, never from an unsigned copy. The image
+is checked against it after download and again on every use of the cached copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import requests
+
+from pipeline.errors import PipelineError
+from pipeline.fetch import CHUNK, TIMEOUT, mirror_url
+from pipeline.log import Reporter, redact
+from pipeline.sums import locked, write_atomic
+from pipeline.vm import VMImage
+
+CHANNELS = ("stable", "beta", "alpha", "lts")
+IMAGE = "flatcar_production_qemu_uefi_image.img"  # qcow2 despite the name
+FINGERPRINT = "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A"
+DEFAULT_KEYRING = Path(__file__).resolve().parent.parent / "keys" / "flatcar-image-signing.asc"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+LABEL = "flatcar"
+
+
+def release_url(channel: str, version: str, name: str = "") -> str:
+    if channel not in CHANNELS:
+        raise PipelineError(f"--channel: {channel!r} is not one of {', '.join(CHANNELS)}")
+    return f"https://{channel}.release.flatcar-linux.net/amd64-usr/{version}/{name}"
+
+
+def resolve_version(channel: str, version: str, mirror: str | None) -> str:
+    """`current` -> the channel's current release number (from its version.txt)."""
+    if version != "current":
+        if not VERSION_RE.match(version):
+            raise PipelineError(f"--flatcar-version: {version!r} is not like 4593.2.5")
+        return version
+    url = mirror_url(release_url(channel, "current", "version.txt"), mirror)
+    try:
+        response = requests.get(url, timeout=TIMEOUT)
+    except requests.RequestException as err:
+        raise PipelineError(f"{redact(url)}: {type(err).__name__}") from err
+    if response.status_code != 200:
+        raise PipelineError(f"{redact(url)}: HTTP {response.status_code}")
+    found = re.findall(r"^FLATCAR_VERSION=([0-9.]+)$", response.text, re.MULTILINE)
+    if len(found) != 1 or not VERSION_RE.match(found[0]):
+        raise PipelineError(f"{redact(url)}: no FLATCAR_VERSION=X.Y.Z line")
+    return found[0]
+
+
+def verify_digests(signed: Path, keyring: Path, fingerprint: str = FINGERPRINT) -> str:
+    """The text of clear-signed `signed` if a key of `keyring` whose primary fingerprint is
+    `fingerprint` made a good signature over it; PipelineError otherwise."""
+    if not keyring.is_file():
+        raise PipelineError(f"{keyring}: Flatcar signing keyring not found")
+    if shutil.which("gpg") is None:
+        raise PipelineError("gpg: not found on PATH (install the Debian package gpg)")
+    with tempfile.TemporaryDirectory(prefix="wsx-gpg-") as home:
+        gpg = ["gpg", "--homedir", home, "--batch", "--no-options", "--no-autostart",
+               "--no-auto-key-retrieve"]
+        imported = subprocess.run([*gpg, "--import", str(keyring)], capture_output=True,
+                                  text=True, check=False)
+        if imported.returncode != 0:
+            raise PipelineError(f"{keyring}: not an OpenPGP public key file")
+        out = Path(home) / "signed.txt"
+        proc = subprocess.run([*gpg, "--status-fd", "1", "--output", str(out), "--decrypt",
+                               str(signed)], capture_output=True, text=True, check=False)
+        valid = [line.split() for line in proc.stdout.splitlines()
+                 if line.startswith("[GNUPG:] VALIDSIG ")]
+        if proc.returncode != 0 or not valid:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()] or ["no signature"]
+            raise PipelineError(f"{signed}: bad or missing signature ({lines[-1].strip()})")
+        primary = valid[0][-1].upper()
+        if primary != fingerprint.upper():
+            raise PipelineError(f"{signed}: signed by key {primary}, not {fingerprint}")
+        return out.read_text(encoding="utf-8", errors="replace")
+
+
+def parse_digests(text: str, filename: str) -> str:
+    """The SHA512 of `filename` in a DIGESTS text (`# SHA512 HASH` section)."""
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line.strip("# ").upper()
+            continue
+        parts = line.split()
+        if section.startswith("SHA512") and len(parts) == 2 and parts[1] == filename \
+                and re.fullmatch(r"[0-9a-fA-F]{128}", parts[0]):
+            return parts[0].lower()
+    raise PipelineError(f"{filename}.DIGESTS: no SHA512 entry for {filename}")
+
+
+def sha512_file(path: Path) -> str:
+    digest = hashlib.sha512()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, target: Path, reporter: Reporter) -> None:
+    reporter.info(LABEL, f"downloading {redact(url)}")
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+            if response.status_code != 200:
+                raise PipelineError(f"{redact(url)}: HTTP {response.status_code}")
+            with tmp.open("wb") as f:
+                for chunk in response.iter_content(CHUNK):
+                    f.write(chunk)
+        tmp.replace(target)
+    except requests.RequestException as err:
+        raise PipelineError(f"{redact(url)}: {type(err).__name__}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def verified_image(cache_dir: Path, channel: str, version: str, mirror: str | None,
+                   keyring: Path, reporter: Reporter) -> Path:
+    """The channel's QEMU image of `version` in the cache, verified before it is returned."""
+    version = resolve_version(channel, version, mirror)
+    directory = cache_dir / "flatcar" / channel / version
+    image, signed = directory / IMAGE, directory / f"{IMAGE}.DIGESTS.asc"
+    with locked(directory):
+        if not signed.is_file():
+            _download(mirror_url(release_url(channel, version, signed.name), mirror),
+                      signed, reporter)
+        try:
+            expected = parse_digests(verify_digests(signed, keyring), IMAGE)
+        except PipelineError:
+            signed.unlink(missing_ok=True)  # a bad signature file is never reused
+            raise
+        if image.is_file() and sha512_file(image) == expected:
+            return image
+        image.unlink(missing_ok=True)
+        url = mirror_url(release_url(channel, version, IMAGE), mirror)
+        fresh = directory / f".{IMAGE}.new"
+        _download(url, fresh, reporter)
+        actual = sha512_file(fresh)
+        if actual != expected:
+            fresh.unlink()
+            raise PipelineError(f"{redact(url)}: SHA512 {actual[:16]}… does not match the "
+                                f"signed DIGESTS ({expected[:16]}…)")
+        fresh.replace(image)
+        write_atomic(directory / "VERIFIED", f"{expected}  {IMAGE}\n")
+        reporter.info(LABEL, f"Flatcar {channel} {version}: signature and SHA512 verified")
+        return image
+
+
+def flatcar_vm(cache_dir: Path, channel: str = "stable", version: str = "current",
+               mirror: str | None = None, keyring: Path = DEFAULT_KEYRING,
+               reporter: Reporter | None = None) -> VMImage:
+    """A UEFI-booted Flatcar VM (Debian's OVMF firmware); set `config` to an Ignition file."""
+    reporter = reporter or Reporter(quiet=True)
+    for firmware in (OVMF_CODE, OVMF_VARS):
+        if not firmware.is_file():
+            raise PipelineError(f"{firmware}: UEFI firmware not found (install the Debian "
+                                "package ovmf)")
+    image = verified_image(cache_dir, channel, version, mirror, keyring, reporter)
+    return VMImage(kind="flatcar", disk=image, disk_format="qcow2",
+                   firmware=(OVMF_CODE, OVMF_VARS), memory_mb=2048)

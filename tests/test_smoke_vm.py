@@ -1,0 +1,144 @@
+"""Boot smoke tests in the Debian reference VM under TCG: ONE boot merges every image (two
+real runtimes plus three broken images) and runs their smoke commands; a second boot hangs on
+purpose and must be killed at its timeout. A third, with a containerd shim binary, runs only
+when WASM_SYSEXTS_TEST_SHIM points at one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from support.mirror import Mirror
+from support.payloads import HELLO_OUTPUT, tar_bytes
+from support.vm_payloads import CACHE, TEST_HOST, qemu_processes, rename_impostor, write_vm_recipes
+
+from pipeline import vm
+from pipeline.log import Reporter
+
+pytestmark = pytest.mark.vm
+VM_CACHE = CACHE / "vm-cache"  # the reference VM (~50 s to build) is reused across runs
+
+
+def build(recipes: Path, mirror: Mirror, out: Path, *args: str) -> None:
+    run_cli("build", *args, "--recipes", recipes, "--mirror", mirror.url, "--out", out,
+            "--cache", out.parent / "dl", "--quiet", check=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirror,
+          hello_wasm: Path) -> tuple[int, dict[str, object], str]:
+    work = tmp_path_factory.mktemp("smoke")
+    write_vm_recipes(recipes, mirror, work / "c")
+    out = work / "out"
+    build(recipes, mirror, out, "wasmtime", "wazero", "needslib", "impostor")
+    build(recipes, mirror, out, "wrongarch", "--arch", "arm64")
+    rename_impostor(out)
+    proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
+                   "--hello-wasm", hello_wasm, "--cache", VM_CACHE, "--timeout", "600",
+                   "--json")
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def by_name(report: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {str(i["name"]): i for i in report["images"]}  # type: ignore[index, union-attr]
+
+
+def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) -> None:
+    code, report, stderr = smoke
+    assert code == 1, "broken images are in the run, so the command must fail"
+    assert not report["timed_out"]
+    images = by_name(report)
+    for name in ("wasmtime", "wazero"):
+        image = images[name]
+        assert image["merged"] is True and image["status"] == "passed", (image, stderr)
+        assert all(s["status"] == "passed" and s["exit"] == 0 for s in image["steps"])
+        hello = [s for s in image["steps"] if "hello.wasm" in s["command"]]
+        assert hello and HELLO_OUTPUT in hello[0]["output"]
+        assert isinstance(hello[0]["seconds"], float)
+        assert name in str(report["sysext_status"])
+    assert "wazero" in images["wazero"]["steps"][0]["output"] or \
+        "1.9.0" in images["wazero"]["steps"][0]["output"]
+
+
+def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], str]) -> None:
+    _, report, _ = smoke
+    images = by_name(report)
+    misnamed, wrongarch, needslib = images["misnamed"], images["wrongarch"], images["needslib"]
+    assert misnamed["merged"] is False and misnamed["status"] == "failed"
+    assert "misnamed" in misnamed["reason"] or "extension-release" in misnamed["reason"], \
+        misnamed["reason"]
+    assert wrongarch["merged"] is False and wrongarch["status"] == "failed"
+    assert "arm64" in wrongarch["reason"].lower() or "architecture" in \
+        wrongarch["reason"].lower(), wrongarch["reason"]
+    assert all(s["status"] == "not run" for s in misnamed["steps"] + wrongarch["steps"])
+    assert needslib["merged"] is True and needslib["status"] == "failed"
+    step = needslib["steps"][0]
+    assert step["exit"] == 127 and "libwsxmissing.so" in step["reason"], step
+
+
+def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str]) -> None:
+    from pipeline.smoke import ImageReport, SmokeReport, Step, render
+
+    _, report, _ = smoke
+    images = [ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]})
+              for i in report["images"]]  # type: ignore[union-attr]
+    text = render(SmokeReport(**{**report, "images": images}))  # type: ignore[arg-type]
+    assert "PASS  wasmtime-" in text and "FAIL  misnamed-1.0-x86-64.raw" in text
+    assert "2/5 images passed" in text
+
+
+def test_hung_guest_is_killed_and_reported(tmp_path: Path) -> None:
+    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    script = 'wsx_frame \'{"event": "about-to-hang"}\'\nsleep 100000\n'
+    result = vm.boot(image, payload, script, timeout=75)
+    assert result.timed_out and not result.finished
+    assert [f["event"] for f in result.frames] == ["guest-start", "about-to-hang"]
+    assert "about-to-hang" in result.stopped_at
+    assert "Linux version" in result.console or "systemd" in result.console
+    assert qemu_processes("wsx-reference") == []
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("wsx-vm-*"))
+
+
+SHIM = os.environ.get("WASM_SYSEXTS_TEST_SHIM")
+
+
+@pytest.mark.skipif(not SHIM, reason="no containerd shim binary here (runwasi releases cannot "
+                    "be downloaded); set WASM_SYSEXTS_TEST_SHIM=/path/containerd-shim-<rt>-v1")
+def test_containerd_shim_runs_wasm_oci_image(tmp_path: Path, mirror: Mirror,
+                                             hello_wasm: Path) -> None:
+    shim = Path(str(SHIM))
+    name = shim.name.removesuffix("-v1")
+    url = f"{TEST_HOST}/{name}-1.0.tar.gz"
+    data = tar_bytes({shim.name: (shim.read_bytes(), 0o755)}, compression="gz")
+    mirror.put(url, data)
+    import hashlib
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / f"{name}.yaml").write_text(
+        f'name: {name}\nsummary: shim\nhomepage: https://wsx-test.example\n'
+        f'license: Apache-2.0\nversion: "1.0"\nversions:\n  "1.0":\n'
+        f'    x86-64: {{url: "{url}", sha256: "{hashlib.sha256(data).hexdigest()}"}}\n'
+        f'install:\n  - {{from: "{shim.name}", to: /usr/bin/{shim.name}, mode: "0755"}}\n'
+        f'smoke:\n  - "{shim.name} --version"\n')
+    out = tmp_path / "out"
+    build(recipes, mirror, out, name)
+    proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
+                   "--hello-wasm", hello_wasm, "--cache", VM_CACHE, "--json")
+    report = json.loads(proc.stdout)
+    steps = report["images"][0]["steps"]
+    assert [s["command"].split()[:2] for s in steps[-2:]] == [["ctr", "image"], ["ctr", "run"]]
+    assert proc.returncode == 0, json.dumps(report, indent=2)
+    assert HELLO_OUTPUT in steps[-1]["output"]
+
+
+def test_no_stray_files() -> None:
+    assert shutil.which("qemu-system-x86_64")
+    assert qemu_processes("wsx-") == []
