@@ -129,7 +129,7 @@ def _download(url: str, target: Path, reporter: Reporter) -> None:
 
 
 def verified_image(cache_dir: Path, channel: str, version: str, mirror: str | None,
-                   keyring: Path, reporter: Reporter) -> Path:
+                   keyring: Path, reporter: Reporter, fingerprint: str = FINGERPRINT) -> Path:
     """The channel's QEMU image of `version` in the cache, verified before it is returned."""
     version = resolve_version(channel, version, mirror)
     directory = cache_dir / "flatcar" / channel / version
@@ -139,7 +139,7 @@ def verified_image(cache_dir: Path, channel: str, version: str, mirror: str | No
             _download(mirror_url(release_url(channel, version, signed.name), mirror),
                       signed, reporter)
         try:
-            expected = parse_digests(verify_digests(signed, keyring), IMAGE)
+            expected = parse_digests(verify_digests(signed, keyring, fingerprint), IMAGE)
         except PipelineError:
             signed.unlink(missing_ok=True)  # a bad signature file is never reused
             raise
