@@ -139,9 +139,12 @@ class Client:
             found = docker_config_auth(self.registry)
             if found:
                 self.username, self.password = found
-        self._session.verify = not self.insecure
         if self.insecure:  # asked for explicitly; a warning per request would drown the log
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def _tls(self) -> dict[str, bool]:
+        # Per request: a Session-wide verify=False loses to REQUESTS_CA_BUNDLE in the env.
+        return {"verify": False} if self.insecure else {}
 
     def repo(self, name: str = "") -> str:
         """The repository path (after REGISTRY/) of extension `name`."""
@@ -155,7 +158,8 @@ class Client:
             schemes = ("https", "http") if self.insecure else ("https",)
             for scheme in schemes:
                 try:
-                    self._session.get(f"{scheme}://{self.registry}/v2/", timeout=TIMEOUT)
+                    self._session.get(f"{scheme}://{self.registry}/v2/", timeout=TIMEOUT,
+                                      **self._tls())
                 except requests.exceptions.SSLError as err:
                     if scheme == schemes[-1]:
                         raise PipelineError(f"https://{self.registry}/v2/: TLS failed "
@@ -230,7 +234,7 @@ class Client:
         data = body() if callable(body) else body
         try:
             return self._session.request(
-                method, url, data=data, stream=stream, timeout=TIMEOUT,
+                method, url, data=data, stream=stream, timeout=TIMEOUT, **self._tls(),
                 headers={**headers, **({"Authorization": self._auth[scope]}
                                        if scope in self._auth else {})})
         finally:
@@ -253,7 +257,8 @@ class Client:
         query = {"service": fields.get("service", ""), "scope": scope}
         auth = (self.username, self.password or "") if self.username else None
         try:
-            resp = self._session.get(fields["realm"], params=query, auth=auth, timeout=TIMEOUT)
+            resp = self._session.get(fields["realm"], params=query, auth=auth, timeout=TIMEOUT,
+                                     **self._tls())
         except requests.exceptions.RequestException as err:
             raise PipelineError(f"{fields['realm']}: token request failed "
                                 f"({type(err).__name__})") from None

@@ -4,15 +4,18 @@ fault-injecting HTTP proxy that counts requests and can fail or reset them."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.client
 import ipaddress
+import json
 import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +71,7 @@ class Registry:
     def __init__(self, root: Path, tls: bool = False,
                  users: dict[str, str] | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.scheme = "https" if tls else "http"
@@ -123,21 +127,26 @@ class Registry:
                 self.proc.wait()
 
 
-Rule = Callable[[str, str, int], str | None]  # (method, path, nth such request) -> action
+# (method, path, nth such request, Content-Length) -> action
+Rule = Callable[[str, str, int, int], str | None]
 
 
 class FaultProxy:
     """A plain-HTTP proxy in front of a registry that counts requests and injects faults.
 
-    `rule(method, path, n)` returns None to forward, "500" to answer 500, or "reset" to read
-    part of the request body and close the connection without an answer.
+    `rule(method, path, n, length)` returns None to forward, "500" to answer 500, or "reset"
+    to read half the request body and close the connection without an answer.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, token_user: tuple[str, str] | None = None) -> None:
         self.upstream = upstream
+        # With token_user, act as a token-auth registry: 401 + Bearer challenge, tokens from
+        # /token for that user's Basic credentials, stripped before forwarding.
+        self.token_user = token_user
+        self.scopes: list[str] = []
         self.counts: Counter[tuple[str, str]] = Counter()
-        self.log: list[tuple[str, str, int]] = []
-        self.rule: Rule = lambda method, path, n: None
+        self.log: list[tuple[str, str, int, str | None]] = []  # method, path, length, action
+        self.rule: Rule = lambda method, path, n, length: None
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
@@ -170,12 +179,14 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.counts[(self.command, key)] += 1
                     n = proxy.counts[(self.command, key)]
-                action = proxy.rule(self.command, path, n)
                 length = int(self.headers.get("Content-Length") or 0)
+                action = proxy.rule(self.command, path, n, length)
                 with proxy._lock:
-                    proxy.log.append((self.command, path, length))
+                    proxy.log.append((self.command, path, length, action))
+                if proxy.token_user and not self._token_ok(path):
+                    return
                 if action == "reset":
-                    self.rfile.read(min(length, 4096))
+                    self.rfile.read(length // 2)
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
@@ -201,6 +212,35 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+
+            def _token_ok(self, path: str) -> bool:
+                """Serve /token and challenge requests without a valid token."""
+                assert proxy.token_user
+                if path == "/token":
+                    query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                    expected = "Basic " + base64.b64encode(
+                        ":".join(proxy.token_user).encode()).decode()
+                    ok = self.headers.get("Authorization") == expected
+                    proxy.scopes += query.get("scope", [])
+                    body = json.dumps({"token": "t0ken"}).encode() if ok else b""
+                    self._reply(200 if ok else 401, body)
+                    return False
+                if self.headers.get("Authorization") == "Bearer t0ken":
+                    del self.headers["Authorization"]
+                    return True
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._reply(401, b"", {"WWW-Authenticate": (
+                    f'Bearer realm="http://{proxy.host}/token",service="fault-proxy"')})
+                return False
+
+            def _reply(self, status: int, body: bytes,
+                       headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
