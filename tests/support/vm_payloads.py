@@ -114,16 +114,18 @@ def rename_impostor(out: Path) -> None:
     Path(f"{old}.json").unlink()
 
 
-def qemu_processes(marker: str) -> list[int]:
-    """PIDs of live QEMU processes whose command line contains `marker` (a /proc scan)."""
+def qemu_children(parent: int) -> list[int]:
+    """PIDs of live QEMU processes whose parent is `parent` (a /proc scan, no psutil):
+    other engineers' VMs on the same machine do not count."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if cmdline and b"qemu-system" in cmdline[0] and marker.encode() in b" ".join(cmdline):
+        if ppid == parent and cmdline and b"qemu-system" in cmdline[0]:
             found.append(int(entry.name))
     return found
