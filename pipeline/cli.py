@@ -26,7 +26,8 @@ from pipeline.recipe import Recipe, default_recipes_dir, find, load_all
 from pipeline.scaffold import scaffold
 
 # Modules that add subcommands of later pipeline steps: each has register(subparsers).
-STEP_MODULES: list[str] = ["pipeline.publish", "pipeline.smoke"]
+STEP_MODULES: list[str] = ["pipeline.publish", "pipeline.keys", "pipeline.sign",
+                           "pipeline.verify", "pipeline.smoke"]
 
 
 def _epoch() -> int:
