@@ -15,8 +15,9 @@ from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 # builds in the same userland every time; bump deliberately.
 BUILDER_IMAGE = ("docker.io/library/python:3.13-slim-trixie@sha256:"
                  "9d2e5553305c7c7b0097999bb17187c69b921ccd6bc9d40e4bb5ebe652c00285")
-# Debian packages the CLI runs inside the container.
+# Debian packages the CLI runs inside the container; steps add their own.
 BUILDER_PACKAGES = ["squashfs-tools", "erofs-utils", "zstd", "ca-certificates"]
+SMOKE_PACKAGES = ["qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "ovmf", "gpg"]
 SOURCE_IGNORE = ["**", "!pyproject.toml", "!README.md", "!pipeline/**", "!sysexts/**",
                  "!keys/**", "**/__pycache__"]
 DOWNLOAD_CACHE = "wasm-sysexts-downloads"
@@ -34,7 +35,7 @@ class WasmSysexts:
         Ignore(SOURCE_IGNORE),
     ]
 
-    def _builder(self) -> dagger.Container:
+    def _builder(self, *packages: str) -> dagger.Container:
         """The pinned build container with the pipeline installed and the download cache."""
         return (
             dag.container()
@@ -42,7 +43,7 @@ class WasmSysexts:
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
             .with_exec(["apt-get", "update", "-q"])
             .with_exec(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                        *BUILDER_PACKAGES])
+                        *BUILDER_PACKAGES, *packages])
             .with_directory("/src", self.source)
             .with_exec(["pip", "install", "--no-cache-dir", "--root-user-action=ignore", "/src"])
             .with_mounted_cache("/cache", dag.cache_volume(DOWNLOAD_CACHE))
@@ -85,3 +86,26 @@ class WasmSysexts:
         for a in arch or ["x86-64", "arm64"]:
             args += ["--arch", a]
         return self._build(args, recipes, mirror).directory(OUT)
+
+    def _smoke(self, images: dagger.Directory, recipes: dagger.Directory, os: str,
+               channel: str) -> dagger.Container:
+        # QEMU (and mmdebstrap for the reference VM) need root capabilities in the container.
+        return (
+            self._builder(*SMOKE_PACKAGES)
+            .with_directory("/images", images)
+            .with_directory("/recipes", recipes)
+            .with_exec(["wasm-sysexts", "smoke-test", "/images", "--os", os, "--channel",
+                        channel, "--recipes", "/recipes", "--cache", "/cache"],
+                       insecure_root_capabilities=True)
+        )
+
+    @function
+    async def smoke_test(
+        self,
+        images: Annotated[dagger.Directory, Doc("built images with their .json metadata")],
+        recipes: Annotated[dagger.Directory, Doc("recipes directory"), DefaultPath("sysexts")],
+        os: Annotated[str, Doc("flatcar or reference (a Debian trixie VM)")] = "flatcar",
+        channel: Annotated[str, Doc("Flatcar channel: stable, beta, alpha or lts")] = "stable",
+    ) -> str:
+        """Boot one VM with every image, merge them and run each recipe's smoke commands."""
+        return await self._smoke(images, recipes, os, channel).stdout()

@@ -57,3 +57,20 @@ def test_build_all_returns_the_output_directory() -> None:
                               "--arch", "x86-64", "--arch", "arm64", "--recipes", "/recipes",
                               "--out", "/out", "--mirror", "http://127.0.0.1:8080"]
     assert selections(out)[-1] == ("directory", {"path": "/out"})
+
+
+def test_smoke_test_boots_the_vm_with_root_capabilities() -> None:
+    smoke = functions()["smoke_test"]
+    assert smoke.return_type is str
+    assert list(smoke.parameters) == ["images", "recipes", "os", "channel"]
+    assert smoke.parameters["os"].default_value == '"flatcar"'
+    assert smoke.parameters["channel"].default_value == '"stable"'
+    ctr = instance()._smoke(dag.directory(), dag.directory(), "reference", "beta")
+    chain = selections(ctr)
+    last = chain[-1]
+    assert last[0] == "withExec" and last[1]["insecureRootCapabilities"] is True
+    assert last[1]["args"] == ["wasm-sysexts", "smoke-test", "/images", "--os", "reference",
+                               "--channel", "beta", "--recipes", "/recipes", "--cache", "/cache"]
+    assert {"qemu-system-x86", "ovmf", "mmdebstrap"} <= set(execs(ctr)[1])
+    assert [a["path"] for n, a in chain if n == "withDirectory"] == ["/src", "/images",
+                                                                     "/recipes"]
