@@ -18,6 +18,9 @@ BUILDER_IMAGE = ("docker.io/library/python:3.13-slim-trixie@sha256:"
 # Debian packages the CLI runs inside the container; steps add their own.
 BUILDER_PACKAGES = ["squashfs-tools", "erofs-utils", "zstd", "ca-certificates"]
 SMOKE_PACKAGES = ["qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "ovmf", "gpg"]
+# Signing: gpg, openssl for PKCS#7 checks, systemd-repart (257 in trixie) for verity DDIs.
+SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
+SECRETS = "/run/secrets"  # secrets are mounted as files here, never put in env vars or args
 SOURCE_IGNORE = ["**", "!pyproject.toml", "!README.md", "!pipeline/**", "!sysexts/**",
                  "!keys/**", "**/__pycache__"]
 DOWNLOAD_CACHE = "wasm-sysexts-downloads"
@@ -109,3 +112,47 @@ class WasmSysexts:
     ) -> str:
         """Boot one VM with every image, merge them and run each recipe's smoke commands."""
         return await self._smoke(images, recipes, os, channel).stdout()
+
+    def _signer(self, images: dagger.Directory) -> dagger.Container:
+        return self._builder(*SIGN_PACKAGES).with_directory(OUT, images)
+
+    @function
+    def sign(
+        self,
+        images: Annotated[dagger.Directory, Doc("directory of built *.raw images")],
+        gpg_key: Annotated[dagger.Secret, Doc("OpenPGP secret key (env://NAME, file://PATH)")],
+        verity_key: Annotated[dagger.Secret | None,
+                              Doc("PEM RSA key: turn images into verity-signed DDIs")] = None,
+        verity_cert: Annotated[dagger.File | None, Doc("PEM certificate of verity_key")] = None,
+    ) -> dagger.Directory:
+        """Write SHA256SUMS and SHA256SUMS.gpg; with a verity key, make signed DDIs first."""
+        ctr = self._signer(images).with_mounted_secret(f"{SECRETS}/gpg-key", gpg_key)
+        cmd = ["wasm-sysexts", "sign", OUT, "--gpg-key", f"{SECRETS}/gpg-key"]
+        if verity_key is not None:
+            ctr = ctr.with_mounted_secret(f"{SECRETS}/verity-key", verity_key)
+            cmd += ["--verity-key", f"{SECRETS}/verity-key"]
+        if verity_cert is not None:
+            ctr = ctr.with_file("/keys/verity.crt", verity_cert)
+            cmd += ["--verity-cert", "/keys/verity.crt"]
+        return ctr.with_exec(cmd).directory(OUT)
+
+    def _verifier(self, images: dagger.Directory, keyring: dagger.File,
+                  verity_cert: dagger.File | None) -> dagger.Container:
+        ctr = self._signer(images).with_file("/keys/import-pubring.gpg", keyring)
+        cmd = ["wasm-sysexts", "verify", OUT, "--keyring", "/keys/import-pubring.gpg"]
+        if verity_cert is not None:
+            ctr = ctr.with_file("/keys/verity.crt", verity_cert)
+            cmd += ["--verity-cert", "/keys/verity.crt"]
+        return ctr.with_exec(cmd)
+
+    @function
+    async def verify(
+        self,
+        images: Annotated[dagger.Directory, Doc("signed images with SHA256SUMS(.gpg)")],
+        keyring: Annotated[dagger.File, Doc("OpenPGP public keyring (import-pubring.gpg)")],
+        verity_cert: Annotated[dagger.File | None,
+                               Doc("certificate every image's verity signature must match")
+                               ] = None,
+    ) -> str:
+        """Check signature, hashes and verity signatures; fails on any FAILED file."""
+        return await self._verifier(images, keyring, verity_cert).stdout()
