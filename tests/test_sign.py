@@ -422,3 +422,61 @@ def test_verity_cert_requires_ddis(signed: Path, keys: Keys) -> None:
     assert proc.returncode == 1
     assert status_lines(proc)[X86].endswith("not a verity-signed DDI (--verity-cert requires one)")
 
+
+
+# --- enforcement in a booted host ---------------------------------------------------------
+
+# Trusts our cert in userspace (/run/verity.d; the kernel keyring would need a signed kernel),
+# then merges each image under a policy that requires verity signatures.
+ENFORCE_GUEST = r"""
+mkdir -p /run/verity.d /run/extensions
+cp $WSX_DIR/verity.crt /run/verity.d/wasm-sysexts.crt
+try() {  # try CASE IMAGE: merge under the policy, run wasmtime, unmerge
+    ln -sf $WSX_DIR/$2 /run/extensions/wasmtime.raw
+    systemd-sysext merge --image-policy=root=signed+absent:usr=signed+absent >/run/merge 2>&1
+    merge=$?
+    /usr/bin/wasmtime --version >/run/run 2>&1
+    ran=$?
+    m=$(wsx_b64 /run/merge); r=$(wsx_b64 /run/run)
+    f="{\"case\": \"$1\", \"merge\": $merge, \"run\": $ran"
+    wsx_frame "$f, \"merge_out_b64\": \"$m\", \"run_out_b64\": \"$r\"}"
+    systemd-sysext unmerge >/dev/null 2>&1
+    rm -f /run/extensions/wasmtime.raw
+}
+try signed signed.raw
+try other-key other-key.raw
+try unsigned plain.raw
+try signed-again signed.raw
+"""
+
+
+@pytest.mark.vm
+def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, keys: Keys,
+                                                    other_keys: Keys, work: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import vm
+    from pipeline.fetch import default_cache_dir
+    from pipeline.log import Reporter
+
+    # systemd opens verity DDIs through libcryptsetup, which minbase does not pull in.
+    monkeypatch.setattr(vm, "REFERENCE_PACKAGES", (*vm.REFERENCE_PACKAGES, "libcryptsetup12"))
+    image = vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(plain / X86, other / X86)
+    sign_verity(other, other_keys, work)
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    shutil.copyfile(ddis / X86, payload / "signed.raw")
+    shutil.copyfile(other / X86, payload / "other-key.raw")
+    shutil.copyfile(plain / X86, payload / "plain.raw")
+    shutil.copyfile(keys.cert, payload / "verity.crt")
+    result = vm.boot(image, payload, ENFORCE_GUEST, timeout=300)
+    assert result.finished, result.stopped_at + result.console[-3000:]
+    cases = {str(f["case"]): f for f in result.frames if "case" in f}
+    for name in ("signed", "signed-again"):
+        assert cases[name]["merge"] == 0 and cases[name]["run"] == 0, cases[name]
+        assert str(cases[name]["run_out"]).startswith("wasmtime ")
+    for name in ("other-key", "unsigned"):
+        assert cases[name]["run"] != 0, cases[name]  # never merged: no /usr/bin/wasmtime
