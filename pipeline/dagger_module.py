@@ -20,6 +20,9 @@ BUILDER_PACKAGES = ["squashfs-tools", "erofs-utils", "zstd", "ca-certificates"]
 SMOKE_PACKAGES = ["qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "ovmf", "gpg"]
 # Signing: gpg, openssl for PKCS#7 checks, systemd-repart (257 in trixie) for verity DDIs.
 SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
+# Publishing: gpg verifies the input's signature and re-signs merged manifests.
+PUBLISH_PACKAGES = ["gnupg"]
+SITE = "/site/tree"  # publish static's --dest inside the container
 SECRETS = "/run/secrets"  # secrets are mounted as files here, never put in env vars or args
 SOURCE_IGNORE = ["**", "!pyproject.toml", "!README.md", "!pipeline/**", "!sysexts/**",
                  "!keys/**", "**/__pycache__"]
@@ -156,3 +159,64 @@ class WasmSysexts:
     ) -> str:
         """Check signature, hashes and verity signatures; fails on any FAILED file."""
         return await self._verifier(images, keyring, verity_cert).stdout()
+
+    def _publish_static(self, images: dagger.Directory, base_url: str,
+                        existing: dagger.Directory | None, gpg_key: dagger.Secret | None,
+                        keyring: dagger.File | None) -> dagger.Container:
+        ctr = self._builder(*PUBLISH_PACKAGES).with_directory("/images", images)
+        cmd = ["wasm-sysexts", "publish", "static", "/images", "--dest", SITE, "--base-url",
+               base_url]
+        if existing is not None:
+            # A plain directory: publish swaps it for its generation symlink atomically.
+            ctr = ctr.with_directory(SITE, existing)
+        if gpg_key is not None:
+            ctr = ctr.with_mounted_secret(f"{SECRETS}/gpg-key", gpg_key)
+            cmd += ["--gpg-key", f"{SECRETS}/gpg-key"]
+        if keyring is not None:
+            ctr = ctr.with_file("/keys/import-pubring.gpg", keyring)
+            cmd += ["--keyring", "/keys/import-pubring.gpg"]
+        # SITE is a symlink to the new generation; hand back plain files to upload.
+        return ctr.with_exec(cmd).with_exec(["cp", "-a", f"{SITE}/.", OUT])
+
+    @function(cache="never")
+    def publish_static(
+        self,
+        images: Annotated[dagger.Directory, Doc("signed images: *.raw, SHA256SUMS(.gpg)")],
+        base_url: Annotated[str, Doc("URL the returned tree will be served at")],
+        existing: Annotated[dagger.Directory | None,
+                            Doc("the tree currently served, to merge into")] = None,
+        gpg_key: Annotated[dagger.Secret | None,
+                           Doc("OpenPGP secret key re-signing merged SHA256SUMS")] = None,
+        keyring: Annotated[dagger.File | None,
+                           Doc("public keyring verifying the input (default: gpg_key's)")
+                           ] = None,
+    ) -> dagger.Directory:
+        """Merge signed images into a static systemd-sysupdate server tree (docs/publishing.md)."""
+        return self._publish_static(images, base_url, existing, gpg_key, keyring).directory(OUT)
+
+    def _publish_oci(self, images: dagger.Directory, repository: str, username: str,
+                     password: dagger.Secret | None, tag_latest: bool) -> dagger.Container:
+        ctr = self._builder(*PUBLISH_PACKAGES).with_directory("/images", images)
+        cmd = ["wasm-sysexts", "publish", "oci", "/images", "--repository", repository]
+        if username:
+            cmd += ["--username", username]
+        if password is not None:
+            ctr = ctr.with_mounted_secret(f"{SECRETS}/registry-password", password)
+            cmd += ["--password-file", f"{SECRETS}/registry-password"]
+        if tag_latest:
+            cmd.append("--tag-latest")
+        return ctr.with_exec(cmd)
+
+    @function(cache="never")
+    async def publish_oci(
+        self,
+        images: Annotated[dagger.Directory, Doc("signed images: *.raw, SHA256SUMS(.gpg)")],
+        repository: Annotated[str, Doc("REGISTRY/NAMESPACE; images go to .../<name>")],
+        username: Annotated[str, Doc("registry user (empty: anonymous)")] = "",
+        password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        tag_latest: Annotated[bool, Doc("also move the tag latest")] = False,
+    ) -> str:
+        """Push every image as an OCI artifact with its signature (docs/oci.md); returns the
+        pushed references with their digests."""
+        return await self._publish_oci(images, repository, username, password,
+                                       tag_latest).stdout()

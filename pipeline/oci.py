@@ -134,7 +134,7 @@ class Client:
             raise PipelineError(f"--repository {self.repository!r}: expected lowercase "
                                 "REGISTRY[/NAMESPACE]")
         if self.username and self.password is None:
-            raise PipelineError("--username: needs --password-env VAR")
+            raise PipelineError("--username: needs --password-env VAR or --password-file FILE")
         if not self.username:
             found = docker_config_auth(self.registry)
             if found:

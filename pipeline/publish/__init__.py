@@ -13,6 +13,12 @@ from pipeline.log import Reporter
 
 
 def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file:
+        try:
+            return args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            raise PipelineError(f"--password-file {args.password_file}: cannot read: "
+                                f"{err.strerror}") from None
     if not args.password_env:
         return None
     value = os.environ.get(args.password_env)
@@ -26,8 +32,11 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="allow plain HTTP and unverified TLS to the registry")
     parser.add_argument("--username", help="registry user (default: Docker config auths)")
-    parser.add_argument("--password-env", metavar="VAR",
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password-env", metavar="VAR",
                         help="environment variable holding the registry password or token")
+    secret.add_argument("--password-file", type=Path, metavar="FILE",
+                        help="file holding the registry password or token")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
