@@ -1,0 +1,183 @@
+"""A booted host updates itself from our static tree with systemd-sysupdate (Verify=yes).
+
+ONE boot of the Debian trixie reference VM (systemd 257, as Flatcar stable): v1 of `wsxhello`
+is installed the way the Butane snippet installs it, our published `.transfer`/`.conf` and
+public key go where hosts keep them, and the tree is served over HTTP from 127.0.0.1 on the
+host (QEMU user networking restricted to one guest-forward). First a server whose SHA256SUMS
+was altered (its signature no longer matches) must be refused with v1 still active; then
+`systemd-sysupdate -C wsxhello update` + `systemd-sysext refresh` must activate v2.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from support.registry_images import NAME, V1, V2, build_signed, make_key
+
+from pipeline import vm
+from pipeline.fetch import default_cache_dir, sha256_file
+from pipeline.log import Reporter
+from pipeline.sums import format_sums, read_sums
+from pipeline.sysupdate import transfer
+
+pytestmark = pytest.mark.vm
+GUEST_PORT = 8080
+# systemd-sysupdate's url-file transfers download with systemd-pull (Debian: systemd-container)
+# and verify SHA256SUMS.gpg with gpg (gnupg); the stock reference VM has neither.
+SYSUPDATE_PACKAGES = ("systemd-container", "gnupg")
+
+
+def sysupdate_vm(monkeypatch: pytest.MonkeyPatch) -> vm.VMImage:
+    """The reference VM plus SYSUPDATE_PACKAGES (vm.reference_vm takes no extra packages, but
+    reads its package list at call time and caches by it)."""
+    monkeypatch.setattr(vm, "REFERENCE_PACKAGES", vm.REFERENCE_PACKAGES + SYSUPDATE_PACKAGES)
+    return vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
+
+
+# QEMU's guestfwd to a TCP chardev (what vm.boot's net_forward sets up) is ONE host
+# connection shared by every guest connection, but systemd-pull fetches SHA256SUMS and
+# SHA256SUMS.gpg at once. The `cmd:` form spawns a process per guest connection instead; this
+# relay joins each to the HTTP server. vm.boot has no option for it (reported), so the QEMU
+# argv is rewritten on its way to Popen for this test.
+RELAY = """import os, socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def up():
+    while data := os.read(0, 65536):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    os.write(1, data)
+"""
+
+
+def per_connection_forward(monkeypatch: pytest.MonkeyPatch, relay: Path) -> None:
+    relay.write_text(RELAY)
+    real = subprocess.Popen
+
+    def popen(args: list[str], *rest: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        if args and "qemu-system" in str(args[0]):
+            args = [re.sub(r"-tcp:127\.0\.0\.1:(\d+)$", rf"-cmd:{sys.executable} {relay} \1", a)
+                    if a.startswith("user,") else a for a in args]
+        return real(args, *rest, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(vm.subprocess, "Popen", popen)
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A static web server on 127.0.0.1 serving a directory (following symlinks)."""
+    root = tmp_path / "htdocs"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(QuietHandler, directory=str(root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+GUEST = f"""
+N={NAME}
+run() {{  # run STEP CMD...: report its exit code and output
+    step=$1; shift
+    "$@" >/run/out 2>&1; rc=$?
+    wsx_frame "{{\\"step\\": \\"$step\\", \\"rc\\": $rc, \\"out_b64\\": \\"$(wsx_b64 /run/out)\\"}}"
+}}
+run net wsx_net_up
+# The root file system is read-only (like Flatcar's /usr): writable /etc, /opt and /tmp.
+mkdir -p /run/rw && mount -t tmpfs tmpfs /run/rw && mkdir -p /run/rw/up /run/rw/work
+mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/rw/up,workdir=/run/rw/work /etc
+mount -t tmpfs tmpfs /opt
+touch /tmp/.w 2>/dev/null || mount -t tmpfs tmpfs /tmp
+# What the Butane snippet installs: v1, the component's transfer files, the keyring.
+mkdir -p /opt/extensions/$N /etc/extensions /etc/sysupdate.$N.d
+cp $WSX_DIR/$N-{V1}-x86-64.raw /opt/extensions/$N/
+ln -s /opt/extensions/$N/$N-{V1}-x86-64.raw /etc/extensions/$N.raw
+cp $WSX_DIR/good/$N.transfer $WSX_DIR/good/$N.conf /etc/sysupdate.$N.d/
+cp $WSX_DIR/import-pubring.gpg /etc/systemd/import-pubring.gpg
+cp $WSX_DIR/import-pubring.gpg /etc/systemd/import-pubring.pgp
+run merge-v1 systemd-sysext refresh
+run active-v1 $N
+SU=/usr/lib/systemd/systemd-sysupdate
+run bad-update $SU --definitions=$WSX_DIR/bad update
+run bad-link readlink -f /etc/extensions/$N.raw
+run bad-refresh systemd-sysext refresh
+run bad-active $N
+run list $SU -C $N list
+run update $SU -C $N update
+run link readlink -f /etc/extensions/$N.raw
+run refresh systemd-sysext refresh
+run active $N
+run status systemd-sysext status
+"""
+
+
+def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
+        tmp_path: Path, mirror, http_root: tuple[Path, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    image = sysupdate_vm(monkeypatch)
+    secret, pubring = make_key(tmp_path / "key")
+    signed = build_signed(run_cli, mirror, tmp_path / "images", secret)
+    root, port = http_root
+    base = f"http://10.0.2.100:{GUEST_PORT}"
+    good = root / "good"
+    for version in (V1, V2):
+        run_cli("publish", "static", signed[version], "--dest", good, "--base-url",
+                f"{base}/good", "--gpg-key", secret, "--keyring", pubring, check=True)
+
+    # The attacker's server: v2 swapped for other bytes, SHA256SUMS updated to match, the
+    # signature left as it was (the key is not theirs), so it no longer verifies.
+    bad = root / "bad"
+    shutil.copytree(good, bad)
+    evil = bad / NAME / f"{NAME}-{V2}-x86-64.raw"
+    evil.write_bytes((bad / NAME / f"{NAME}-{V1}-arm64.raw").read_bytes())
+    sums = read_sums(bad / NAME / "SHA256SUMS")
+    sums[evil.name] = sha256_file(evil)
+    (bad / NAME / "SHA256SUMS").write_text(format_sums(sums))
+
+    payload = tmp_path / "payload"
+    (payload / "good").mkdir(parents=True)
+    (payload / "bad").mkdir()
+    shutil.copy(signed[V1] / f"{NAME}-{V1}-x86-64.raw", payload)
+    shutil.copy(good / "import-pubring.gpg", payload)
+    for suffix in ("transfer", "conf"):
+        shutil.copy(good / "sysupdate.d" / f"{NAME}.{suffix}", payload / "good")
+    (payload / "bad" / f"{NAME}.transfer").write_text(transfer(NAME, f"{base}/bad"))
+    assert "Verify=yes" in (payload / "good" / f"{NAME}.transfer").read_text()
+
+    per_connection_forward(monkeypatch, tmp_path / "relay.py")
+    result = vm.boot(image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, port),
+                     reporter=Reporter(quiet=True))
+    steps = {str(f["step"]): f for f in result.frames if "step" in f}
+    detail = "\n".join(f"{k}: rc={v['rc']} {v.get('out', '')}" for k, v in steps.items())
+    assert result.finished, f"{result.stopped_at}\n{detail}\n{result.console[-3000:]}"
+
+    assert steps["active-v1"]["rc"] == 0 and steps["active-v1"]["out"] == f"{NAME} {V1}\n", detail
+    # Bad signature: refused, nothing staged, v1 still active.
+    assert steps["bad-update"]["rc"] != 0, detail
+    assert steps["bad-link"]["out"].strip().endswith(f"{NAME}-{V1}-x86-64.raw"), detail
+    assert steps["bad-active"]["out"] == f"{NAME} {V1}\n", detail
+    # Good server: v2 downloaded, verified, linked and, after refresh, active.
+    assert steps["update"]["rc"] == 0, detail
+    assert steps["link"]["out"].strip() == f"/opt/extensions/{NAME}/{NAME}-{V2}-x86-64.raw", \
+        detail
+    assert steps["refresh"]["rc"] == 0, detail
+    assert steps["active"]["out"] == f"{NAME} {V2}\n", detail
