@@ -479,4 +479,6 @@ def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, key
         assert cases[name]["merge"] == 0 and cases[name]["run"] == 0, cases[name]
         assert str(cases[name]["run_out"]).startswith("wasmtime ")
     for name in ("other-key", "unsigned"):
-        assert cases[name]["run"] != 0, cases[name]  # never merged: no /usr/bin/wasmtime
+        assert cases[name]["merge"] != 0 and cases[name]["run"] != 0, cases[name]
+    assert "Image does not match image policy" in str(cases["unsigned"]["merge_out"])
+    assert "Failed to merge" in str(cases["other-key"]["merge_out"])
