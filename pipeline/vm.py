@@ -46,6 +46,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -55,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import debroot
+from pipeline import relay as relay_module
 from pipeline.errors import PipelineError
 from pipeline.log import Reporter
 from pipeline.sums import locked
@@ -215,8 +217,11 @@ def _die_with_parent() -> None:
 # ---------------------------------------------------------------- reference VM
 
 REFERENCE_SUITE = "trixie"
+# What a Flatcar host has and our steps use: containerd (shim smoke steps), libcryptsetup
+# (verity-signed DDIs), systemd-pull and gpg (systemd-sysupdate with Verify=yes).
 REFERENCE_PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "linux-image-amd64",
-                      "initramfs-tools", "containerd")
+                      "initramfs-tools", "containerd", "libcryptsetup12", "systemd-container",
+                      "gnupg")
 
 
 def _write_hook(path: str, text: str, mode: str = "0644") -> str:
@@ -398,8 +403,10 @@ def boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
                  "-device", "virtio-blk-pci,drive=payload"]
         if net_forward:
             guest_port, host_port = net_forward
+            # One relay process per guest connection (see pipeline/relay.py).
+            relay = f"{sys.executable} {relay_module.__file__} {host_port}"
             args += ["-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:{guest_port}"
-                                f"-tcp:127.0.0.1:{host_port}",
+                                f"-cmd:{relay}",
                      "-device", "virtio-net-pci,netdev=n0"]
         else:
             args += ["-nic", "none"]

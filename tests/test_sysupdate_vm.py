@@ -11,10 +11,7 @@ was altered (its signature no longer matches) must be refused with v1 still acti
 from __future__ import annotations
 
 import functools
-import re
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -32,46 +29,6 @@ from pipeline.sysupdate import transfer
 
 pytestmark = pytest.mark.vm
 GUEST_PORT = 8080
-# systemd-sysupdate's url-file transfers download with systemd-pull (Debian: systemd-container)
-# and verify SHA256SUMS.gpg with gpg (gnupg); the stock reference VM has neither.
-SYSUPDATE_PACKAGES = ("systemd-container", "gnupg")
-
-
-def sysupdate_vm(monkeypatch: pytest.MonkeyPatch) -> vm.VMImage:
-    """The reference VM plus SYSUPDATE_PACKAGES (vm.reference_vm takes no extra packages, but
-    reads its package list at call time and caches by it)."""
-    monkeypatch.setattr(vm, "REFERENCE_PACKAGES", vm.REFERENCE_PACKAGES + SYSUPDATE_PACKAGES)
-    return vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
-
-
-# QEMU's guestfwd to a TCP chardev (what vm.boot's net_forward sets up) is ONE host
-# connection shared by every guest connection, but systemd-pull fetches SHA256SUMS and
-# SHA256SUMS.gpg at once. The `cmd:` form spawns a process per guest connection instead; this
-# relay joins each to the HTTP server. vm.boot has no option for it (reported), so the QEMU
-# argv is rewritten on its way to Popen for this test.
-RELAY = """import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while data := os.read(0, 65536):
-        s.sendall(data)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while data := s.recv(65536):
-    os.write(1, data)
-"""
-
-
-def per_connection_forward(monkeypatch: pytest.MonkeyPatch, relay: Path) -> None:
-    relay.write_text(RELAY)
-    real = subprocess.Popen
-
-    def popen(args: list[str], *rest: object, **kwargs: object) -> subprocess.Popen[bytes]:
-        if args and "qemu-system" in str(args[0]):
-            args = [re.sub(r"-tcp:127\.0\.0\.1:(\d+)$", rf"-cmd:{sys.executable} {relay} \1", a)
-                    if a.startswith("user,") else a for a in args]
-        return real(args, *rest, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-    monkeypatch.setattr(vm.subprocess, "Popen", popen)
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -131,9 +88,9 @@ run status systemd-sysext status
 
 
 def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
-        tmp_path: Path, mirror, http_root: tuple[Path, int],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    image = sysupdate_vm(monkeypatch)
+        tmp_path: Path, mirror, http_root: tuple[Path, int]) -> None:
+    # The reference VM carries systemd-pull (systemd-container) and gpg, as Flatcar does.
+    image = vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
     secret, pubring = make_key(tmp_path / "key")
     signed = build_signed(run_cli, mirror, tmp_path / "images", secret)
     root, port = http_root
@@ -163,7 +120,6 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     (payload / "bad" / f"{NAME}.transfer").write_text(transfer(NAME, f"{base}/bad"))
     assert "Verify=yes" in (payload / "good" / f"{NAME}.transfer").read_text()
 
-    per_connection_forward(monkeypatch, tmp_path / "relay.py")
     result = vm.boot(image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, port),
                      reporter=Reporter(quiet=True))
     steps = {str(f["step"]): f for f in result.frames if "step" in f}
