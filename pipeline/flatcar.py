@@ -12,17 +12,16 @@ is checked against it after download and again on every use of the cached copy.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import requests
 
 from pipeline.errors import PipelineError
-from pipeline.fetch import CHUNK, TIMEOUT, mirror_url
+from pipeline.fetch import TIMEOUT, Fetcher, mirror_url
 from pipeline.log import Reporter, redact
+from pipeline.openpgp import throwaway_home
 from pipeline.sums import locked, write_atomic
 from pipeline.vm import VMImage
 
@@ -66,22 +65,17 @@ def verify_digests(signed: Path, keyring: Path, fingerprint: str = FINGERPRINT) 
     `fingerprint` made a good signature over it; PipelineError otherwise."""
     if not keyring.is_file():
         raise PipelineError(f"{keyring}: Flatcar signing keyring not found")
-    if shutil.which("gpg") is None:
-        raise PipelineError("gpg: not found on PATH (install the Debian package gpg)")
-    with tempfile.TemporaryDirectory(prefix="wsx-gpg-") as home:
-        gpg = ["gpg", "--homedir", home, "--batch", "--no-options", "--no-autostart",
-               "--no-auto-key-retrieve"]
-        imported = subprocess.run([*gpg, "--import", str(keyring)], capture_output=True,
-                                  text=True, check=False)
-        if imported.returncode != 0:
+    with throwaway_home() as home:
+        if home.run(["--import", str(keyring)]).returncode != 0:
             raise PipelineError(f"{keyring}: not an OpenPGP public key file")
-        out = Path(home) / "signed.txt"
-        proc = subprocess.run([*gpg, "--status-fd", "1", "--output", str(out), "--decrypt",
-                               str(signed)], capture_output=True, text=True, check=False)
-        valid = [line.split() for line in proc.stdout.splitlines()
+        out = home.path / "signed.txt"
+        proc = home.run(["--no-auto-key-retrieve", "--status-fd", "1", "--output", str(out),
+                         "--decrypt", str(signed)])
+        valid = [line.split() for line in proc.stdout.decode(errors="replace").splitlines()
                  if line.startswith("[GNUPG:] VALIDSIG ")]
         if proc.returncode != 0 or not valid:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()] or ["no signature"]
+            lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines()
+                     if ln.strip()] or ["no signature"]
             raise PipelineError(f"{signed}: bad or missing signature ({lines[-1].strip()})")
         primary = valid[0][-1].upper()
         if primary != fingerprint.upper():
@@ -104,40 +98,26 @@ def parse_digests(text: str, filename: str) -> str:
 
 
 def sha512_file(path: Path) -> str:
-    digest = hashlib.sha512()
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha512").hexdigest()
 
 
-def _download(url: str, target: Path, reporter: Reporter) -> None:
-    reporter.info(LABEL, f"downloading {redact(url)}")
-    tmp = target.with_name(f".{target.name}.part")
-    try:
-        with requests.get(url, stream=True, timeout=TIMEOUT) as response:
-            if response.status_code != 200:
-                raise PipelineError(f"{redact(url)}: HTTP {response.status_code}")
-            with tmp.open("wb") as f:
-                for chunk in response.iter_content(CHUNK):
-                    f.write(chunk)
-        tmp.replace(target)
-    except requests.RequestException as err:
-        raise PipelineError(f"{redact(url)}: {type(err).__name__}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
+def _download(fetcher: Fetcher, url: str, target: Path) -> None:
+    """Fetch `url` (through the fetcher's mirror, retries and progress) and move it to `target`;
+    its SHA512 is checked by the caller against the signed DIGESTS."""
+    os.replace(fetcher.fetch(url, None, LABEL), target)
 
 
 def verified_image(cache_dir: Path, channel: str, version: str, mirror: str | None,
                    keyring: Path, reporter: Reporter, fingerprint: str = FINGERPRINT) -> Path:
     """The channel's QEMU image of `version` in the cache, verified before it is returned."""
     version = resolve_version(channel, version, mirror)
+    fetcher = Fetcher(cache_dir=cache_dir, reporter=reporter, mirror=mirror)
     directory = cache_dir / "flatcar" / channel / version
     image, signed = directory / IMAGE, directory / f"{IMAGE}.DIGESTS.asc"
     with locked(directory):
         if not signed.is_file():
-            _download(mirror_url(release_url(channel, version, signed.name), mirror),
-                      signed, reporter)
+            _download(fetcher, release_url(channel, version, signed.name), signed)
         try:
             expected = parse_digests(verify_digests(signed, keyring, fingerprint), IMAGE)
         except PipelineError:
@@ -146,9 +126,9 @@ def verified_image(cache_dir: Path, channel: str, version: str, mirror: str | No
         if image.is_file() and sha512_file(image) == expected:
             return image
         image.unlink(missing_ok=True)
-        url = mirror_url(release_url(channel, version, IMAGE), mirror)
+        url = release_url(channel, version, IMAGE)
         fresh = directory / f".{IMAGE}.new"
-        _download(url, fresh, reporter)
+        _download(fetcher, url, fresh)
         actual = sha512_file(fresh)
         if actual != expected:
             fresh.unlink()

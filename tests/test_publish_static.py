@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from support.registry_images import NAME, V1, V2, build_signed, make_key, resign
+from support.registry_images import NAME, V1, V2, build_signed, make_key
 
 from pipeline import openpgp
 from pipeline.fetch import sha256_file
@@ -159,7 +159,7 @@ def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed, key)
     big = shutil.copytree(signed[V1], tmp_path / "big")
     with open(big / f"{NAME}-2.0.0-x86-64.raw", "wb") as f:
         f.truncate(2 << 30)  # sparse: quick to hash, slow enough to copy to kill mid-way
-    resign(big, key[0])
+    run_cli("sign", big, "--gpg-key", key[0], check=True)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(big),
                              "--dest", str(dest), "--gpg-key", str(key[0]), "--keyring",
                              str(key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -203,7 +203,7 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed, key) -> Non
     other = shutil.copytree(signed[V1], tmp_path / "other")
     for image in other.glob("*.raw"):
         image.rename(image.with_name(image.name.replace(NAME, "wsxother")))
-    resign(other, key[0])
+    run_cli("sign", other, "--gpg-key", key[0], check=True)
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(src),
                                "--dest", str(dest), "--gpg-key", str(key[0]), "--keyring",
                                str(key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import openpgp
-from pipeline.fetch import sha256_file
-from pipeline.sums import SUMS, format_sums, read_sums
+from pipeline.sums import SUMS, read_sums
 from support.mirror import Mirror
 from support.payloads import tar_bytes
 
@@ -69,13 +68,6 @@ def make_key(directory: Path) -> tuple[Path, Path]:
     return directory / "secret.asc", directory / "pubring.gpg"
 
 
-def sign_dir(directory: Path, secret: Path) -> None:
-    """Write DIR/SHA256SUMS.gpg over DIR/SHA256SUMS (what `wasm-sysexts sign` produces)."""
-    _, signature = openpgp.detach_sign((directory / SUMS).read_bytes(), secret.read_bytes(),
-                                       None, "test")
-    (directory / f"{SUMS}.gpg").write_bytes(signature)
-
-
 def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
                  secret: Path) -> dict[str, Path]:
     """{version: directory of that version's signed images (both arches)}."""
@@ -89,7 +81,7 @@ def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
                 "--out", out, "--quiet", check=True)
         assert sorted(read_sums(out / SUMS)) == [f"{NAME}-{version}-{a}.raw"
                                                  for a in sorted(ARCHES)]
-        sign_dir(out, secret)
+        run_cli("sign", out, "--gpg-key", secret, check=True)
         dirs[version] = out
     return dirs
 
@@ -97,10 +89,3 @@ def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
 def copy_input(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
-
-
-def resign(directory: Path, secret: Path) -> None:
-    """Rewrite SHA256SUMS for the *.raw files present, and sign it."""
-    sums = {p.name: sha256_file(p) for p in sorted(directory.glob("*.raw"))}
-    (directory / SUMS).write_text(format_sums(sums))
-    sign_dir(directory, secret)
