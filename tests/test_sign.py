@@ -16,6 +16,7 @@ import pytest
 from conftest import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
+from support.vm_payloads import VM_CACHE
 
 from pipeline.gpt import PARTITION_TYPES, read_partitions
 
@@ -71,7 +72,7 @@ def other_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Holds the download cache and the cached Debian trixie root for systemd-repart."""
+    """Holds the download cache of the builds."""
     return tmp_path_factory.mktemp("sign-work")
 
 
@@ -104,10 +105,11 @@ def sign(directory: Path, keys: Keys, *extra: str | Path, env: dict[str, str] | 
     return run_cli("sign", directory, "--gpg-key", keys.gpg, *extra, env=env, check=check)
 
 
-def sign_verity(directory: Path, keys: Keys, work: Path,
+def sign_verity(directory: Path, keys: Keys,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    # The cached Debian trixie root that runs systemd-repart is shared with the VM tests.
     return sign(directory, keys, "--verity-key", keys.verity_key, "--verity-cert", keys.cert,
-                "--cache", work / "cache", check=check)
+                "--cache", VM_CACHE, check=check)
 
 
 def verify(directory: Path, keys: Keys, *extra: str | Path) -> subprocess.CompletedProcess[str]:
@@ -128,14 +130,14 @@ def signed(tmp_path_factory: pytest.TempPathFactory, plain: Path, keys: Keys) ->
 
 
 @pytest.fixture(scope="module")
-def ddis(tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Path, keys: Keys,
-         work: Path) -> Path:
+def ddis(tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Path,
+         keys: Keys) -> Path:
     """The x86-64 squashfs and the arm64 erofs image, turned into verity-signed DDIs."""
     directory = tmp_path_factory.mktemp("ddis") / "images"
     directory.mkdir()
     shutil.copyfile(plain / X86, directory / X86)
     shutil.copyfile(plain_erofs, directory / ARM)
-    sign_verity(directory, keys, work)
+    sign_verity(directory, keys)
     return directory
 
 
@@ -370,23 +372,23 @@ def test_veritysetup_agrees_on_the_root_hash(ddis: Path, tmp_path: Path) -> None
 
 def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
                                                        plain_erofs: Path, keys: Keys,
-                                                       work: Path, tmp_path: Path) -> None:
+                                                       tmp_path: Path) -> None:
     again = tmp_path / "again"
     again.mkdir()
     shutil.copyfile(plain / X86, again / X86)
     shutil.copyfile(plain_erofs, again / ARM)
-    sign_verity(again, keys, work)
+    sign_verity(again, keys)
     for name in (X86, ARM):
         assert (again / name).read_bytes() == (ddis / name).read_bytes(), name
     assert (again / "SHA256SUMS").read_bytes() == (ddis / "SHA256SUMS").read_bytes()
     # Signing DDIs again with the same cert keeps them as they are.
-    proc = sign_verity(again, keys, work)
+    proc = sign_verity(again, keys)
     assert "already a DDI signed by this cert" in proc.stderr
     assert (again / "SHA256SUMS").read_bytes() == (ddis / "SHA256SUMS").read_bytes()
 
 
 def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
-                                     work: Path, tmp_path: Path) -> None:
+                                     tmp_path: Path) -> None:
     proc = verify(ddis, keys, "--verity-cert", other_keys.cert)
     assert proc.returncode == 1
     lines = status_lines(proc)
@@ -396,7 +398,7 @@ def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
     # Signing with another verity key does not silently replace a signed DDI.
     d = tmp_path / "images"
     shutil.copytree(ddis, d)
-    proc = sign_verity(d, other_keys, work, check=False)
+    proc = sign_verity(d, other_keys, check=False)
     assert proc.returncode == 1 and "signer is not this certificate" in proc.stderr
     assert (d / "SHA256SUMS.gpg").read_bytes() == (ddis / "SHA256SUMS.gpg").read_bytes()
 
@@ -452,19 +454,18 @@ try signed-again signed.raw
 
 @pytest.mark.vm
 def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, keys: Keys,
-                                                    other_keys: Keys, work: Path,
+                                                    other_keys: Keys,
                                                     tmp_path: Path) -> None:
     from pipeline import vm
-    from pipeline.fetch import default_cache_dir
     from pipeline.log import Reporter
 
     # The reference VM carries libcryptsetup, through which systemd opens verity DDIs.
     assert "libcryptsetup12" in vm.REFERENCE_PACKAGES
-    image = vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
+    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
     other = tmp_path / "other"
     other.mkdir()
     shutil.copyfile(plain / X86, other / X86)
-    sign_verity(other, other_keys, work)
+    sign_verity(other, other_keys)
     payload = tmp_path / "payload"
     payload.mkdir()
     shutil.copyfile(ddis / X86, payload / "signed.raw")

@@ -14,13 +14,18 @@ import pytest
 from conftest import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, tar_bytes
-from support.vm_payloads import CACHE, TEST_HOST, qemu_children, rename_impostor, write_vm_recipes
+from support.vm_payloads import (
+    TEST_HOST,
+    VM_CACHE,
+    qemu_children,
+    rename_impostor,
+    write_vm_recipes,
+)
 
 from pipeline import vm
 from pipeline.log import Reporter
 
 pytestmark = pytest.mark.vm
-VM_CACHE = CACHE / "vm-cache"  # the reference VM (~50 s to build) is reused across runs
 
 
 def build(recipes: Path, mirror: Mirror, out: Path, *args: str) -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from support.registry_images import NAME, V1, V2, build_signed, make_key
+from support.vm_payloads import VM_CACHE
 
 from pipeline import vm
-from pipeline.fetch import default_cache_dir, sha256_file
+from pipeline.fetch import sha256_file
 from pipeline.log import Reporter
 from pipeline.sums import format_sums, read_sums
 from pipeline.sysupdate import transfer
@@ -90,7 +91,7 @@ run status systemd-sysext status
 def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
         tmp_path: Path, mirror, http_root: tuple[Path, int]) -> None:
     # The reference VM carries systemd-pull (systemd-container) and gpg, as Flatcar does.
-    image = vm.reference_vm(default_cache_dir(), Reporter(quiet=True))
+    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
     secret, pubring = make_key(tmp_path / "key")
     signed = build_signed(run_cli, mirror, tmp_path / "images", secret)
     root, port = http_root

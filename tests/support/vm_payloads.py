@@ -18,6 +18,9 @@ WAZERO_URL = (f"https://github.com/wazero/wazero/releases/download/v{WAZERO_VERS
 TEST_HOST = "https://wsx-test.example/files"
 CACHE = Path(os.environ.get("WASM_SYSEXTS_TEST_CACHE",
                             Path.home() / ".cache" / "wasm-sysexts-tests"))
+# The pipeline cache every VM and signing test shares: Debian roots (the reference VM's,
+# systemd-repart's) and the reference VM disk are built once, then reused across runs.
+VM_CACHE = CACHE / "vm-cache"
 
 
 def wazero_binary() -> Path:
