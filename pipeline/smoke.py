@@ -333,6 +333,26 @@ class SmokeReport:
         return asdict(self)
 
 
+# Lines of systemd-sysext's debug log that say why it refused an image, most telling first.
+REFUSAL_LINES = ("is for architecture", "is for OS", "carries no extension-release",
+                 "does not match image policy", "signature", "Failed to read metadata for image")
+
+
+def refusal_reason(log: str, name: str) -> str:
+    """': <why>' from systemd's debug log of a refused image, or '' when it said nothing."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for needle in REFUSAL_LINES:
+        line = next((ln for ln in lines if needle in ln), None)
+        if line is None:
+            continue
+        if needle == "Failed to read metadata for image":
+            # systemd's words when the image lacks an extension-release file for its name.
+            return (f": no usr/lib/extension-release.d/extension-release.{name} in the image "
+                    f"(systemd: {line})")
+        return f": {line}"
+    return ": " + " | ".join(lines[-6:]) if lines else ""
+
+
 def apply_frames(reports: list[ImageReport], frames: list[dict[str, object]]) -> tuple[str, str]:
     """Fill `reports` from the guest's frames; returns (merge output, sysext status)."""
     by_name = {r.name: r for r in reports if not r.reason}
@@ -348,10 +368,8 @@ def apply_frames(reports: list[ImageReport], frames: list[dict[str, object]]) ->
         elif event == "image" and report is not None:
             report.merged = frame.get("merged") is True
             if not report.merged:
-                detail = str(frame.get("reason", "")).strip()
-                report.reason = "not merged by systemd-sysext" + (
-                    ": " + " | ".join(ln.strip() for ln in detail.splitlines()[-6:])
-                    if detail else "")
+                report.reason = "not merged by systemd-sysext" + refusal_reason(
+                    str(frame.get("reason", "")), report.name)
         elif event == "step" and report is not None:
             index = frame.get("index")
             if not isinstance(index, int) or not 0 <= index < len(report.steps):
