@@ -77,3 +77,21 @@ def recipes(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror) -> Path:
     directory = tmp_path_factory.mktemp("recipes")
     (directory / "wasmtime.yaml").write_text(wasmtime_recipe(mirror))
     return directory
+
+
+@pytest.fixture(scope="session")
+def publish_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(armored secret key, binary public keyring) signing the publishing tests' images."""
+    from support.registry_images import make_key
+
+    return make_key(tmp_path_factory.mktemp("publish-key"))
+
+
+@pytest.fixture(scope="session")
+def signed_images(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror,
+                  publish_key: tuple[Path, Path]) -> dict[str, Path]:
+    """{version: signed directory} of the `wsxhello` test extension, both arches; read-only
+    for tests (copy before changing anything)."""
+    from support.registry_images import build_signed
+
+    return build_signed(run_cli, mirror, tmp_path_factory.mktemp("signed"), publish_key[0])

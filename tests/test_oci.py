@@ -19,20 +19,10 @@ import pytest
 import requests
 from conftest import run_cli
 from support.registry import FaultProxy, Registry
-from support.registry_images import NAME, V1, V2, build_signed, make_key
+from support.registry_images import NAME, V1, V2, make_key
 
 from pipeline.oci import ARTIFACT_TYPE, INDEX, LAYER_TYPE, MANIFEST, SIGNATURE_TYPE
 from pipeline.sums import read_sums
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_key(tmp_path_factory.mktemp("key"))
-
-
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory, mirror, key) -> dict[str, Path]:
-    return build_signed(run_cli, mirror, tmp_path_factory.mktemp("images"), key[0])
 
 
 @pytest.fixture
@@ -61,14 +51,14 @@ def manifest(host: str, ref: str) -> tuple[dict, str]:
 
 
 def test_push_then_pull_with_our_client_skopeo_and_oras(tmp_path: Path, registry: Registry,
-                                                        signed, key) -> None:
-    push(registry.host, signed[V1], "--keyring", str(key[1]))
-    proc = push(registry.host, signed[V2], "--tag-latest", "--json")
+                                                        signed_images, publish_key) -> None:
+    push(registry.host, signed_images[V1], "--keyring", str(publish_key[1]))
+    proc = push(registry.host, signed_images[V2], "--tag-latest", "--json")
     pushed = {r["reference"].rsplit(":", 1)[1]: r["digest"] for r in json.loads(proc.stdout)}
     assert set(pushed) == {f"{V2}-x86-64", f"{V2}-arm64", V2, "latest"}
-    sums = read_sums(signed[V2] / "SHA256SUMS")
+    sums = read_sums(signed_images[V2] / "SHA256SUMS")
     image_file = f"{NAME}-{V2}-x86-64.raw"
-    original = (signed[V2] / image_file).read_bytes()
+    original = (signed_images[V2] / image_file).read_bytes()
 
     # Layout: per-arch artifact manifest, one layer = the image, digest = its SHA256SUMS entry.
     doc, digest = manifest(registry.host, f"{V2}-x86-64")
@@ -81,7 +71,7 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(tmp_path: Path, registry
     assert layer["annotations"]["org.opencontainers.image.title"] == image_file
     assert doc["annotations"]["dev.wasm-sysexts.sysext.version"] == V2
     assert doc["annotations"]["dev.wasm-sysexts.sysext.arch"] == "x86-64"
-    assert doc["annotations"]["org.opencontainers.image.source"] == \
+    assert doc["annotations"]["org.opencontainers.image.source"] ==\
         f"https://example.org/{NAME}"
     index, index_digest = manifest(registry.host, V2)
     assert index_digest == pushed[V2] == pushed["latest"]
@@ -100,14 +90,14 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(tmp_path: Path, registry
     # Our client: by version (index -> arch) and by digest.
     out = tmp_path / "ours"
     proc = run_cli("pull", "oci", f"{registry.host}/wsx/{NAME}:{V2}", "--out", out,
-                   "--arch", "x86-64", "--keyring", key[1], "--insecure", check=True)
+                   "--arch", "x86-64", "--keyring", publish_key[1], "--insecure", check=True)
     assert proc.stdout.strip() == str(out / image_file)
     assert (out / image_file).read_bytes() == original
-    assert (out / "SHA256SUMS").read_bytes() == (signed[V2] / "SHA256SUMS").read_bytes()
+    assert (out / "SHA256SUMS").read_bytes() == (signed_images[V2] / "SHA256SUMS").read_bytes()
     run_cli("pull", "oci", f"{registry.host}/wsx/{NAME}@{pushed[f'{V2}-arm64']}", "--out",
-            out, "--keyring", key[1], "--insecure", check=True)
-    assert (out / f"{NAME}-{V2}-arm64.raw").read_bytes() == \
-        (signed[V2] / f"{NAME}-{V2}-arm64.raw").read_bytes()
+            out, "--keyring", publish_key[1], "--insecure", check=True)
+    assert (out / f"{NAME}-{V2}-arm64.raw").read_bytes() ==\
+        (signed_images[V2] / f"{NAME}-{V2}-arm64.raw").read_bytes()
 
     # skopeo: inspect (raw: the non-raw form refuses non-image artifacts) and copy.
     ref = f"docker://{registry.host}/wsx/{NAME}:{V2}-x86-64"
@@ -132,9 +122,9 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(tmp_path: Path, registry
     assert Path(files[0]).read_bytes() == original
 
 
-def test_pull_refuses_wrong_key_and_corrupt_blob(tmp_path: Path, registry: Registry, signed,
-                                                 key) -> None:
-    push(registry.host, signed[V1])
+def test_pull_refuses_wrong_key_and_corrupt_blob(tmp_path: Path, registry: Registry, signed_images,
+                                                 publish_key) -> None:
+    push(registry.host, signed_images[V1])
     _, other = make_key(tmp_path / "other-key")
     ref = f"{registry.host}/wsx/{NAME}:{V1}-x86-64"
     proc = run_cli("pull", "oci", ref, "--out", tmp_path / "a", "--keyring", other,
@@ -143,31 +133,31 @@ def test_pull_refuses_wrong_key_and_corrupt_blob(tmp_path: Path, registry: Regis
     assert "no valid signature" in proc.stderr and "not made by a key" in proc.stderr
     assert not list((tmp_path / "a").glob("*.raw"))
 
-    digest = read_sums(signed[V1] / "SHA256SUMS")[f"{NAME}-{V1}-x86-64.raw"]
+    digest = read_sums(signed_images[V1] / "SHA256SUMS")[f"{NAME}-{V1}-x86-64.raw"]
     data = registry.root / "storage/docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
     data.write_bytes(data.read_bytes()[:-1] + b"X")
-    proc = run_cli("pull", "oci", ref, "--out", tmp_path / "b", "--keyring", key[1],
+    proc = run_cli("pull", "oci", ref, "--out", tmp_path / "b", "--keyring", publish_key[1],
                    "--insecure")
     assert proc.returncode == 1
     assert f"expected sha256:{digest}" in proc.stderr
     assert not list((tmp_path / "b").glob("*.raw"))
 
 
-def test_second_push_uploads_nothing(registry: Registry, proxy: FaultProxy, signed) -> None:
-    push(proxy.host, signed[V1])
+def test_second_push_uploads_nothing(registry: Registry, proxy: FaultProxy, signed_images) -> None:
+    push(proxy.host, signed_images[V1])
     first = proxy.count("POST", r"/blobs/uploads/$")
     assert first == 5  # empty config, two images, SHA256SUMS, its signature
     before = dict(proxy.counts)
-    proc = push(proxy.host, signed[V1])
+    proc = push(proxy.host, signed_images[V1])
     assert "0 blob(s) uploaded" in proc.stderr
     new = {k: v - before.get(k, 0) for k, v in proxy.counts.items() if v != before.get(k, 0)}
     assert not [k for k in new if k[0] in ("POST", "PUT", "PATCH")], new
 
 
 def test_transient_faults_are_retried(tmp_path: Path, registry: Registry, proxy: FaultProxy,
-                                      signed, key) -> None:
+                                      signed_images, publish_key) -> None:
     image = f"{NAME}-{V1}-x86-64.raw"
-    layer = read_sums(signed[V1] / "SHA256SUMS")[image]
+    layer = read_sums(signed_images[V1] / "SHA256SUMS")[image]
 
     resets: list[int] = []
 
@@ -182,22 +172,22 @@ def test_transient_faults_are_retried(tmp_path: Path, registry: Registry, proxy:
         return None
 
     proxy.rule = rule
-    proc = push(proxy.host, signed[V1])
+    proc = push(proxy.host, signed_images[V1])
     assert "retry" in proc.stderr
     assert resets, "no blob large enough to be cut mid-way"
     assert [a for *_, a in proxy.log].count("500") >= 3
     proxy.rule = lambda *a: None
     run_cli("pull", "oci", f"{registry.host}/wsx/{NAME}:{V1}", "--out", tmp_path / "out",
-            "--arch", "x86-64", "--keyring", key[1], "--insecure", check=True)
+            "--arch", "x86-64", "--keyring", publish_key[1], "--insecure", check=True)
     assert hashlib.sha256((tmp_path / "out" / image).read_bytes()).hexdigest() == layer
 
 
 def test_persistent_failure_leaves_tags_alone(registry: Registry, proxy: FaultProxy,
-                                              signed) -> None:
-    push(proxy.host, signed[V1], "--tag-latest")
+                                              signed_images) -> None:
+    push(proxy.host, signed_images[V1], "--tag-latest")
     latest = manifest(registry.host, "latest")[1]
     proxy.rule = lambda method, path, n, length: "500" if "/blobs/uploads/" in path else None
-    proc = push(proxy.host, signed[V2], "--tag-latest", check=False)
+    proc = push(proxy.host, signed_images[V2], "--tag-latest", check=False)
     assert proc.returncode == 1
     assert "gave up after" in proc.stderr and "HTTP 500" in proc.stderr
     assert len(proc.stderr.strip().splitlines()[-1]) < 300
@@ -206,13 +196,13 @@ def test_persistent_failure_leaves_tags_alone(registry: Registry, proxy: FaultPr
     assert not [t for t in tags["tags"] if t.startswith(V2)]
 
 
-def test_htpasswd_over_tls_docker_config_and_wrong_password(tmp_path: Path, signed,
-                                                            key) -> None:
+def test_htpasswd_over_tls_docker_config_and_wrong_password(tmp_path: Path, signed_images,
+                                                            publish_key) -> None:
     secret = "pa55-w0rd-never-shown"
     with Registry(tmp_path / "reg", tls=True, users={"alice": secret}) as reg:
         assert reg.ca is not None
         env = {"REQUESTS_CA_BUNDLE": str(reg.ca), "REG_PW": secret}
-        args = ["publish", "oci", signed[V1], "--repository", f"{reg.host}/wsx"]
+        args = ["publish", "oci", signed_images[V1], "--repository", f"{reg.host}/wsx"]
         proc = run_cli(*args, "--username", "alice", "--password-env", "REG_PW", env=env)
         assert proc.returncode == 0, proc.stderr
         assert secret not in proc.stdout + proc.stderr
@@ -222,7 +212,7 @@ def test_htpasswd_over_tls_docker_config_and_wrong_password(tmp_path: Path, sign
         auth = base64.b64encode(f"alice:{secret}".encode()).decode()
         (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
         proc = run_cli("pull", "oci", f"{reg.host}/wsx/{NAME}:{V1}-x86-64", "--out",
-                       tmp_path / "out", "--keyring", key[1],
+                       tmp_path / "out", "--keyring", publish_key[1],
                        env={"REQUESTS_CA_BUNDLE": str(reg.ca), "DOCKER_CONFIG": str(docker)})
         assert proc.returncode == 0, proc.stderr
 
@@ -244,13 +234,13 @@ def test_htpasswd_over_tls_docker_config_and_wrong_password(tmp_path: Path, sign
         assert proc.returncode == 0, proc.stderr
 
 
-def test_bearer_token_auth(tmp_path: Path, registry: Registry, signed, key) -> None:
+def test_bearer_token_auth(tmp_path: Path, registry: Registry, signed_images, publish_key) -> None:
     with FaultProxy(registry.host, token_user=("bob", "tok-secret")) as proxy:
-        proc = push(proxy.host, signed[V1], "--username", "bob", "--password-env", "PW",
+        proc = push(proxy.host, signed_images[V1], "--username", "bob", "--password-env", "PW",
                     env={"PW": "tok-secret"})
         assert f"repository:wsx/{NAME}:pull,push" in proxy.scopes
         assert "tok-secret" not in proc.stderr
-        proc = push(proxy.host, signed[V1], "--username", "bob", "--password-env", "PW",
+        proc = push(proxy.host, signed_images[V1], "--username", "bob", "--password-env", "PW",
                     env={"PW": "nope"}, check=False)
         assert proc.returncode == 1 and "token request: HTTP 401" in proc.stderr
 

@@ -15,23 +15,13 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from support.registry_images import NAME, V1, V2, build_signed, make_key
+from support.registry_images import NAME, V1, V2
 
 from pipeline import openpgp
 from pipeline.fetch import sha256_file
 from pipeline.sums import read_sums
 
 BASE = "http://127.0.0.1:8080/ext"
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_key(tmp_path_factory.mktemp("key"))
-
-
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory, mirror, key) -> dict[str, Path]:
-    return build_signed(run_cli, mirror, tmp_path_factory.mktemp("images"), key[0])
 
 
 def publish(src: Path, dest: Path, key: tuple[Path, Path], *extra: str,
@@ -47,16 +37,16 @@ def snapshot(dest: Path) -> dict[str, object]:
     return {"link": os.readlink(dest) if dest.is_symlink() else None, "files": files}
 
 
-def test_publish_v1_then_v2(tmp_path: Path, signed: dict[str, Path], key) -> None:
+def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publish_key) -> None:
     dest = tmp_path / "www" / "ext"
-    proc = publish(signed[V1], dest, key, "--base-url", BASE)
+    proc = publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     assert proc.stdout.strip() == f"{NAME}: {V1}"
     assert dest.is_symlink()
     ext = dest / NAME
     images = {f"{NAME}-{V1}-x86-64.raw", f"{NAME}-{V1}-arm64.raw"}
     assert {p.name for p in ext.iterdir()} == images | {"SHA256SUMS", "SHA256SUMS.gpg"}
-    assert read_sums(ext / "SHA256SUMS") == read_sums(signed[V1] / "SHA256SUMS")
-    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", key[1])
+    assert read_sums(ext / "SHA256SUMS") == read_sums(signed_images[V1] / "SHA256SUMS")
+    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", publish_key[1])
 
     transfer = (dest / "sysupdate.d" / f"{NAME}.transfer").read_text()
     assert (dest / "sysupdate.d" / f"{NAME}.conf").read_text() == transfer
@@ -65,19 +55,19 @@ def test_publish_v1_then_v2(tmp_path: Path, signed: dict[str, Path], key) -> Non
                  f"Path=/opt/extensions/{NAME}", f"CurrentSymlink=/etc/extensions/{NAME}.raw",
                  "InstancesMax=3"):
         assert line in transfer.splitlines()
-    assert (dest / "import-pubring.gpg").read_bytes() == key[1].read_bytes()
+    assert (dest / "import-pubring.gpg").read_bytes() == publish_key[1].read_bytes()
 
     v1_link = os.readlink(dest)
-    proc = publish(signed[V2], dest, key)  # the base URL is remembered in index.json
+    proc = publish(signed_images[V2], dest, publish_key)  # the base URL is remembered in index.json
     assert proc.stdout.strip() == f"{NAME}: {V2}, {V1}"
     assert os.readlink(dest) != v1_link
     sums = read_sums(ext / "SHA256SUMS")
-    assert sums == {**read_sums(signed[V1] / "SHA256SUMS"),
-                    **read_sums(signed[V2] / "SHA256SUMS")}
+    assert sums == {**read_sums(signed_images[V1] / "SHA256SUMS"),
+                    **read_sums(signed_images[V2] / "SHA256SUMS")}
     for file, digest in sums.items():
         assert sha256_file(ext / file) == digest
     # The merged manifest is new, so it was re-signed with --gpg-key.
-    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", key[1])
+    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", publish_key[1])
 
     index = json.loads((dest / "index.json").read_text())
     entry = index["extensions"][NAME]
@@ -95,43 +85,44 @@ def test_publish_v1_then_v2(tmp_path: Path, signed: dict[str, Path], key) -> Non
     # Idempotent: the same publish again writes nothing, not even a new generation.
     before = snapshot(dest)
     generations = sorted(p.name for p in (dest.parent / ".ext.generations").iterdir())
-    proc = publish(signed[V2], dest, key)
+    proc = publish(signed_images[V2], dest, publish_key)
     assert "already up to date" in proc.stderr
     assert snapshot(dest) == before
     assert sorted(p.name for p in (dest.parent / ".ext.generations").iterdir()) == generations
 
 
-def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed, key) -> None:
+def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, publish_key) -> None:
     dest = tmp_path / "ext"
-    publish(signed[V1], dest, key, "--base-url", BASE)
-    publish(signed[V2], dest, key, "--keep", "1")
+    publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
+    publish(signed_images[V2], dest, publish_key, "--keep", "1")
     assert sorted(read_sums(dest / NAME / "SHA256SUMS")) == [
         f"{NAME}-{V2}-arm64.raw", f"{NAME}-{V2}-x86-64.raw"]
     assert not list((dest / NAME).glob(f"*{V1}*"))
 
 
 def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
-        tmp_path: Path, signed, key) -> None:
+        tmp_path: Path, signed_images, publish_key) -> None:
     dest = tmp_path / "ext"
     # No --gpg-key: v1 alone merges into exactly its signed manifest, whose signature is kept.
-    run_cli("publish", "static", signed[V1], "--dest", dest, "--keyring", key[1],
+    run_cli("publish", "static", signed_images[V1], "--dest", dest, "--keyring", publish_key[1],
             "--base-url", BASE, check=True)
-    assert (dest / NAME / "SHA256SUMS.gpg").read_bytes() == \
-        (signed[V1] / "SHA256SUMS.gpg").read_bytes()
+    assert (dest / NAME / "SHA256SUMS.gpg").read_bytes() ==\
+        (signed_images[V1] / "SHA256SUMS.gpg").read_bytes()
     before = snapshot(dest)
-    proc = run_cli("publish", "static", signed[V2], "--dest", dest, "--keyring", key[1])
+    proc = run_cli("publish", "static", signed_images[V2], "--dest", dest, "--keyring",
+                   publish_key[1])
     assert proc.returncode == 1
     assert "pass --gpg-key" in proc.stderr
     assert snapshot(dest) == before
 
 
 @pytest.mark.parametrize("damage", ["image", "signature", "unlisted"])
-def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signed, key,
-                                                           damage: str) -> None:
+def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signed_images,
+                                                           publish_key, damage: str) -> None:
     dest = tmp_path / "ext"
-    publish(signed[V1], dest, key, "--base-url", BASE)
+    publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     before = snapshot(dest)
-    bad = shutil.copytree(signed[V2], tmp_path / "bad")
+    bad = shutil.copytree(signed_images[V2], tmp_path / "bad")
     image = bad / f"{NAME}-{V2}-x86-64.raw"
     if damage == "image":
         data = bytearray(image.read_bytes())
@@ -145,24 +136,25 @@ def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signe
     else:
         shutil.copy(image, bad / f"{NAME}-9.9.9-x86-64.raw")
         expected = "not listed in"
-    proc = publish(bad, dest, key, check=False)
+    proc = publish(bad, dest, publish_key, check=False)
     assert proc.returncode == 1, proc.stderr
     assert expected in proc.stderr
     assert snapshot(dest) == before
     assert not list((tmp_path / ".ext.generations").glob(".tmp-*"))
 
 
-def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed, key) -> None:
+def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed_images,
+                                                    publish_key) -> None:
     dest = tmp_path / "ext"
-    publish(signed[V1], dest, key, "--base-url", BASE)
+    publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     before = snapshot(dest)
-    big = shutil.copytree(signed[V1], tmp_path / "big")
+    big = shutil.copytree(signed_images[V1], tmp_path / "big")
     with open(big / f"{NAME}-2.0.0-x86-64.raw", "wb") as f:
         f.truncate(2 << 30)  # sparse: quick to hash, slow enough to copy to kill mid-way
-    run_cli("sign", big, "--gpg-key", key[0], check=True)
+    run_cli("sign", big, "--gpg-key", publish_key[0], check=True)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(big),
-                             "--dest", str(dest), "--gpg-key", str(key[0]), "--keyring",
-                             str(key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
+                             str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     gens = tmp_path / ".ext.generations"
     deadline = time.monotonic() + 120
     partial: list[Path] = []
@@ -174,20 +166,20 @@ def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed, key)
     assert partial, "the publish finished before it could be killed mid-copy"
     assert snapshot(dest) == before
     # The next publish clears the debris and completes.
-    publish(big, dest, key)
+    publish(big, dest, publish_key)
     assert not list(gens.glob(".tmp-*"))
     assert f"{NAME}-2.0.0-x86-64.raw" in read_sums(dest / NAME / "SHA256SUMS")
 
 
-def test_concurrent_publishes_are_serialized(tmp_path: Path, signed, key) -> None:
+def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publish_key) -> None:
     dest = tmp_path / "ext"
-    publish(signed[V1], dest, key, "--base-url", BASE)
+    publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     lock = open(tmp_path / ".ext.lock", "a")  # noqa: SIM115 - held across the check below
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static",
-                                    str(signed[V2]), "--dest", str(dest), "--gpg-key",
-                                    str(key[0]), "--keyring", str(key[1])],
+                                    str(signed_images[V2]), "--dest", str(dest), "--gpg-key",
+                                    str(publish_key[0]), "--keyring", str(publish_key[1])],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert waiting.poll() is None, waiting.communicate()
@@ -200,14 +192,14 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed, key) -> Non
     assert "waiting for another publish" in err
 
     # Two real publishes at once: both land, neither loses the other's images.
-    other = shutil.copytree(signed[V1], tmp_path / "other")
+    other = shutil.copytree(signed_images[V1], tmp_path / "other")
     for image in other.glob("*.raw"):
         image.rename(image.with_name(image.name.replace(NAME, "wsxother")))
-    run_cli("sign", other, "--gpg-key", key[0], check=True)
+    run_cli("sign", other, "--gpg-key", publish_key[0], check=True)
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(src),
-                               "--dest", str(dest), "--gpg-key", str(key[0]), "--keyring",
-                               str(key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for src in (other, signed[V2])]
+                               "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
+                               str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for src in (other, signed_images[V2])]
     for p in procs:
         p.communicate(timeout=120)
         assert p.returncode == 0
@@ -216,20 +208,21 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed, key) -> Non
     assert [v["version"] for v in index["extensions"][NAME]["versions"]] == [V2, V1]
 
 
-def test_plain_directory_dest_is_swapped_atomically(tmp_path: Path, signed, key) -> None:
+def test_plain_directory_dest_is_swapped_atomically(tmp_path: Path, signed_images,
+                                                    publish_key) -> None:
     first = tmp_path / "first"
-    publish(signed[V1], first, key, "--base-url", BASE)
+    publish(signed_images[V1], first, publish_key, "--base-url", BASE)
     dest = tmp_path / "webroot"
     shutil.copytree(first, dest, symlinks=False)  # e.g. a tree restored from a backup
-    publish(signed[V2], dest, key)
+    publish(signed_images[V2], dest, publish_key)
     assert dest.is_symlink()
     assert len(read_sums(dest / NAME / "SHA256SUMS")) == 4
     previous = list((tmp_path / ".webroot.generations").glob("*-previous"))
     assert len(previous) == 1 and (previous[0] / NAME / f"{NAME}-{V1}-x86-64.raw").is_file()
 
 
-def test_first_publish_needs_base_url(tmp_path: Path, signed, key) -> None:
-    proc = publish(signed[V1], tmp_path / "ext", key, check=False)
+def test_first_publish_needs_base_url(tmp_path: Path, signed_images, publish_key) -> None:
+    proc = publish(signed_images[V1], tmp_path / "ext", publish_key, check=False)
     assert proc.returncode == 1
     assert "--base-url: required" in proc.stderr
     assert not (tmp_path / "ext").exists()
