@@ -136,7 +136,7 @@ def test_containerd_shim_runs_wasm_oci_image(tmp_path: Path, mirror: Mirror,
         f'license: Apache-2.0\nversion: "1.0"\nversions:\n  "1.0":\n'
         f'    x86-64: {{url: "{url}", sha256: "{hashlib.sha256(data).hexdigest()}"}}\n'
         f'install:\n  - {{from: "{shim.name}", to: /usr/bin/{shim.name}, mode: "0755"}}\n'
-        f'smoke:\n  - "{shim.name} --version"\n')
+        f'smoke:\n  - "{shim.name} -v"\n')  # Go-style flags: -v prints the version
     out = tmp_path / "out"
     build(recipes, mirror, out, name)
     proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
