@@ -29,6 +29,16 @@ def run_cli(*args: str | Path, env: dict[str, str] | None = None,
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stop_test_gpg_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that run gpg themselves start agents in their homes; stop those when done (the
+    pipeline's own gpg homes stop theirs)."""
+    yield
+    for socket in tmp_path_factory.getbasetemp().rglob("S.gpg-agent"):
+        subprocess.run(["gpgconf", "--homedir", str(socket.parent), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def hello_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_hello(tmp_path_factory.mktemp("wasm") / "hello.wasm")
