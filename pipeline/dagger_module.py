@@ -30,6 +30,17 @@ DOWNLOAD_CACHE = "wasm-sysexts-downloads"
 OUT = "/out"
 
 
+def _pass_file(ctr: dagger.Container, cmd: list[str], flag: str, path: str,
+               value: dagger.Secret | dagger.File | None) -> tuple[dagger.Container, list[str]]:
+    """Mount `value` at `path` (a Secret as a secret file, never an env var or argument) and
+    hand `flag path` to the CLI; nothing when `value` is None."""
+    if value is None:
+        return ctr, cmd
+    if isinstance(value, dagger.Secret):
+        return ctr.with_mounted_secret(path, value), [*cmd, flag, path]
+    return ctr.with_file(path, value), [*cmd, flag, path]
+
+
 @object_type
 class WasmSysexts:
     """Build, sign, test and publish WebAssembly runtimes as systemd-sysext images."""
@@ -129,23 +140,17 @@ class WasmSysexts:
         verity_cert: Annotated[dagger.File | None, Doc("PEM certificate of verity_key")] = None,
     ) -> dagger.Directory:
         """Write SHA256SUMS and SHA256SUMS.gpg; with a verity key, make signed DDIs first."""
-        ctr = self._signer(images).with_mounted_secret(f"{SECRETS}/gpg-key", gpg_key)
-        cmd = ["wasm-sysexts", "sign", OUT, "--gpg-key", f"{SECRETS}/gpg-key"]
-        if verity_key is not None:
-            ctr = ctr.with_mounted_secret(f"{SECRETS}/verity-key", verity_key)
-            cmd += ["--verity-key", f"{SECRETS}/verity-key"]
-        if verity_cert is not None:
-            ctr = ctr.with_file("/keys/verity.crt", verity_cert)
-            cmd += ["--verity-cert", "/keys/verity.crt"]
+        ctr, cmd = _pass_file(self._signer(images), ["wasm-sysexts", "sign", OUT], "--gpg-key",
+                              f"{SECRETS}/gpg-key", gpg_key)
+        ctr, cmd = _pass_file(ctr, cmd, "--verity-key", f"{SECRETS}/verity-key", verity_key)
+        ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
         return ctr.with_exec(cmd).directory(OUT)
 
     def _verifier(self, images: dagger.Directory, keyring: dagger.File,
                   verity_cert: dagger.File | None) -> dagger.Container:
-        ctr = self._signer(images).with_file("/keys/import-pubring.gpg", keyring)
-        cmd = ["wasm-sysexts", "verify", OUT, "--keyring", "/keys/import-pubring.gpg"]
-        if verity_cert is not None:
-            ctr = ctr.with_file("/keys/verity.crt", verity_cert)
-            cmd += ["--verity-cert", "/keys/verity.crt"]
+        ctr, cmd = _pass_file(self._signer(images), ["wasm-sysexts", "verify", OUT],
+                              "--keyring", "/keys/import-pubring.gpg", keyring)
+        ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
         return ctr.with_exec(cmd)
 
     @function
@@ -169,12 +174,8 @@ class WasmSysexts:
         if existing is not None:
             # A plain directory: publish swaps it for its generation symlink atomically.
             ctr = ctr.with_directory(SITE, existing)
-        if gpg_key is not None:
-            ctr = ctr.with_mounted_secret(f"{SECRETS}/gpg-key", gpg_key)
-            cmd += ["--gpg-key", f"{SECRETS}/gpg-key"]
-        if keyring is not None:
-            ctr = ctr.with_file("/keys/import-pubring.gpg", keyring)
-            cmd += ["--keyring", "/keys/import-pubring.gpg"]
+        ctr, cmd = _pass_file(ctr, cmd, "--gpg-key", f"{SECRETS}/gpg-key", gpg_key)
+        ctr, cmd = _pass_file(ctr, cmd, "--keyring", "/keys/import-pubring.gpg", keyring)
         # SITE is a symlink to the new generation; hand back plain files to upload.
         return ctr.with_exec(cmd).with_exec(["cp", "-a", f"{SITE}/.", OUT])
 
@@ -200,9 +201,8 @@ class WasmSysexts:
         cmd = ["wasm-sysexts", "publish", "oci", "/images", "--repository", repository]
         if username:
             cmd += ["--username", username]
-        if password is not None:
-            ctr = ctr.with_mounted_secret(f"{SECRETS}/registry-password", password)
-            cmd += ["--password-file", f"{SECRETS}/registry-password"]
+        ctr, cmd = _pass_file(ctr, cmd, "--password-file", f"{SECRETS}/registry-password",
+                              password)
         if tag_latest:
             cmd.append("--tag-latest")
         return ctr.with_exec(cmd)
