@@ -16,30 +16,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import smoke, vm
-from pipeline.fetch import default_cache_dir
-from pipeline.log import Reporter
-from pipeline.recipe import default_recipes_dir
+from pipeline.core.options import default_cache_dir
+from pipeline.recipe.load import default_recipes_dir
+from pipeline.smoke.payloads import HELLO_TEXT, hello_wasm_module
+from pipeline.smoke.run import GuestOS, Target, run
+from pipeline.vm.qemu import boot
+from pipeline.vm.reference import reference_vm
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("images", type=Path)
     parser.add_argument("--recipes", type=Path, default=default_recipes_dir())
     parser.add_argument("--cache", type=Path, default=default_cache_dir())
     args = parser.parse_args()
-    reporter = Reporter(quiet=True)
-    image = vm.reference_vm(args.cache, reporter)
+    image = reference_vm(args.cache)
     with tempfile.TemporaryDirectory() as empty:
         started = time.monotonic()
-        bare = vm.boot(image, Path(empty), "true", timeout=600)
+        bare = boot(image, Path(empty), "true", timeout=600)
         bare_s = time.monotonic() - started
     if not bare.finished:
         print(f"bare boot did not finish: {bare.stopped_at}", file=sys.stderr)
         return 1
     started = time.monotonic()
-    report = smoke.run(args.images, image, "reference", args.recipes, 900, reporter,
-                       smoke.hello_wasm_module(), smoke.HELLO_TEXT)
+    report = run(args.images, Target(GuestOS.REFERENCE, args.cache), args.recipes, 900,
+                 hello_wasm_module(), HELLO_TEXT, vm=image)
     full_s = time.monotonic() - started
     print(f"accelerator:        {bare.accel}")
     print(f"bare boot:          {bare_s:6.1f} s")

@@ -12,7 +12,7 @@ from conftest import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 
-from pipeline.image import image_uuid
+from pipeline.build.image import image_uuid
 
 IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 

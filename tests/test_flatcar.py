@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from support.mirror import Mirror
 
-from pipeline import flatcar
-from pipeline.errors import PipelineError
-from pipeline.ignition import smoke_config
-from pipeline.log import Reporter
-from pipeline.smoke import hello_oci_tar, hello_wasm_module
+from pipeline.core.errors import PipelineError
+from pipeline.smoke.payloads import hello_oci_tar, hello_wasm_module
+from pipeline.vm import flatcar
+from pipeline.vm.ignition import smoke_config
 
 VERSION = "4593.2.5"
 IMAGE_BYTES = b"QFI\xfb fake flatcar qcow2 image\n" * 1000
@@ -61,7 +60,7 @@ def publish(mirror: Mirror, home: Path, channel: str, image: bytes, text: str) -
 def test_committed_key_is_flatcars(tmp_path: Path) -> None:
     home = tmp_path / "g"
     home.mkdir(mode=0o700)
-    gpg(home, "--import", str(flatcar.DEFAULT_KEYRING))
+    gpg(home, "--import", str(flatcar.default_keyring()))
     listing = gpg(home, "--with-colons", "--list-keys").stdout.splitlines()
     assert next(ln.split(":")[9] for ln in listing if ln.startswith("fpr:")) == \
         flatcar.FINGERPRINT
@@ -72,7 +71,7 @@ def test_good_tree_verifies_and_is_cached(tmp_path: Path, mirror: Mirror,
     home, public, fpr = signer
     publish(mirror, home, "beta", IMAGE_BYTES, digests(IMAGE_BYTES))
     args = dict(cache_dir=tmp_path, channel="beta", version="current", mirror=mirror.url,
-                keyring=public, reporter=Reporter(quiet=True), fingerprint=fpr)
+                keyring=public, fingerprint=fpr)
     image = flatcar.verified_image(**args)  # type: ignore[arg-type]
     assert image.read_bytes() == IMAGE_BYTES and VERSION in str(image)
     path = "/beta.release.flatcar-linux.net/amd64-usr/" + VERSION + "/" + flatcar.IMAGE
@@ -86,9 +85,8 @@ def test_tampered_image_is_refused(tmp_path: Path, mirror: Mirror,
     home, public, fpr = signer
     publish(mirror, home, "alpha", IMAGE_BYTES + b"evil", digests(IMAGE_BYTES))
     with pytest.raises(PipelineError, match="does not match the signed DIGESTS"):
-        flatcar.verified_image(tmp_path, "alpha", VERSION, mirror.url, public,
-                               Reporter(quiet=True), fpr)
-    cached = tmp_path / "flatcar" / "alpha" / VERSION
+        flatcar.verified_image(tmp_path, "alpha", VERSION, mirror.url, public, fpr)
+    cached = tmp_path / "flatcar" / "alpha" / "x86-64" / VERSION
     assert sorted(p.name for p in cached.iterdir() if p.name != ".lock") == \
         [flatcar.IMAGE + ".DIGESTS.asc"], "only the verified DIGESTS stays; no image"
 
@@ -103,17 +101,15 @@ def test_tampered_or_foreign_signature_is_refused(tmp_path: Path, mirror: Mirror
     # Signature intact, content changed: a different hash for the image.
     signed.write_text(good.replace(hashlib.sha512(IMAGE_BYTES).hexdigest(), "0" * 128))
     with pytest.raises(PipelineError, match="bad or missing signature"):
-        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, public,
-                               Reporter(quiet=True), fpr)
+        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, public, fpr)
     # Good signature, but by a key that is not Flatcar's (the default fingerprint).
     signed.write_text(good)
     with pytest.raises(PipelineError, match=f"not {flatcar.FINGERPRINT}"):
-        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, public,
-                               Reporter(quiet=True))
+        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, public)
     # The real Flatcar key does not accept our fake signature at all.
     with pytest.raises(PipelineError, match="bad or missing signature"):
-        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, flatcar.DEFAULT_KEYRING,
-                               Reporter(quiet=True))
+        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url,
+                               flatcar.default_keyring())
 
 
 def test_bad_channel_and_version() -> None:

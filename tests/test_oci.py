@@ -21,8 +21,9 @@ from conftest import run_cli
 from support.registry import FaultProxy, Registry
 from support.registry_images import NAME, V1, V2, make_key
 
-from pipeline.oci import ARTIFACT_TYPE, INDEX, LAYER_TYPE, MANIFEST, SIGNATURE_TYPE
-from pipeline.sums import read_sums
+from pipeline.core.artifacts import read_sums
+from pipeline.publish.oci.client import INDEX, MANIFEST
+from pipeline.publish.oci.layout import ARTIFACT_TYPE, LAYER_TYPE, SIGNATURE_TYPE
 
 
 @pytest.fixture

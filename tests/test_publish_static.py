@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from support.registry_images import NAME, V1, V2
+from support.registry_images import NAME, V1, V2, sign_into
 
-from pipeline import openpgp
-from pipeline.fetch import sha256_file
-from pipeline.sums import read_sums
+from pipeline.core.artifacts import read_sums
+from pipeline.core.fs import sha256_file
+from pipeline.sign import openpgp
 
 BASE = "http://127.0.0.1:8080/ext"
 
@@ -46,7 +46,9 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     images = {f"{NAME}-{V1}-x86-64.raw", f"{NAME}-{V1}-arm64.raw"}
     assert {p.name for p in ext.iterdir()} == images | {"SHA256SUMS", "SHA256SUMS.gpg"}
     assert read_sums(ext / "SHA256SUMS") == read_sums(signed_images[V1] / "SHA256SUMS")
-    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", publish_key[1])
+    assert openpgp.verify_detached((ext / "SHA256SUMS").read_bytes(),
+                                   (ext / "SHA256SUMS.gpg").read_bytes(),
+                                   publish_key[1].read_bytes())
 
     transfer = (dest / "sysupdate.d" / f"{NAME}.transfer").read_text()
     assert (dest / "sysupdate.d" / f"{NAME}.conf").read_text() == transfer
@@ -67,7 +69,9 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     for file, digest in sums.items():
         assert sha256_file(ext / file) == digest
     # The merged manifest is new, so it was re-signed with --gpg-key.
-    assert openpgp.verify_detached(ext / "SHA256SUMS", ext / "SHA256SUMS.gpg", publish_key[1])
+    assert openpgp.verify_detached((ext / "SHA256SUMS").read_bytes(),
+                                   (ext / "SHA256SUMS.gpg").read_bytes(),
+                                   publish_key[1].read_bytes())
 
     index = json.loads((dest / "index.json").read_text())
     entry = index["extensions"][NAME]
@@ -148,10 +152,11 @@ def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed_image
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     before = snapshot(dest)
-    big = shutil.copytree(signed_images[V1], tmp_path / "big")
-    with open(big / f"{NAME}-2.0.0-x86-64.raw", "wb") as f:
-        f.truncate(2 << 30)  # sparse: quick to hash, slow enough to copy to kill mid-way
-    run_cli("sign", big, "--gpg-key", publish_key[0], check=True)
+    unsigned = shutil.copytree(signed_images[V1], tmp_path / "unsigned")
+    with open(unsigned / f"{NAME}-2.0.0-x86-64.raw", "wb") as f:
+        f.write(b"hsqs")  # a squashfs magic, for sign; the rest is sparse: quick to hash,
+        f.truncate(2 << 30)  # slow enough to copy to kill mid-way
+    big = sign_into(run_cli, unsigned, tmp_path / "big", publish_key[0])
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(big),
                              "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
                              str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -192,10 +197,12 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publ
     assert "waiting for another publish" in err
 
     # Two real publishes at once: both land, neither loses the other's images.
-    other = shutil.copytree(signed_images[V1], tmp_path / "other")
-    for image in other.glob("*.raw"):
+    renamed = shutil.copytree(signed_images[V1], tmp_path / "renamed")
+    for image in renamed.glob("*.raw"):
         image.rename(image.with_name(image.name.replace(NAME, "wsxother")))
-    run_cli("sign", other, "--gpg-key", publish_key[0], check=True)
+    for meta in renamed.glob("*.json"):
+        meta.unlink()  # it describes the wsxhello image the bytes came from
+    other = sign_into(run_cli, renamed, tmp_path / "other", publish_key[0])
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(src),
                                "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
                                str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pipeline.versions import newest_first, strverscmp_improved, version_is_valid
+from pipeline.publish.versions import newest_first, strverscmp_improved, version_is_valid
 
 # The ordering documented in systemd's string-util-fundamental.c, oldest first.
 SYSTEMD_ORDER = ["122.1", "123~rc1-1", "123", "123-a", "123-a.1", "123-1", "123-1.1",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from pipeline.arch import ARCHES
+from pipeline.core.vocab import Arch
 from pipeline.recipe import RecipeError, default_recipes_dir, load, load_all
 
 BAD = """\
@@ -88,8 +88,8 @@ def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
     for recipe in recipes:
         assert recipe.smoke, recipe.name
         for version, arches in recipe.versions.items():
-            assert set(arches) == set(ARCHES), (recipe.name, version)
-            for arch in ARCHES:
+            assert set(arches) == set(Arch), (recipe.name, version)
+            for arch in Arch:
                 if recipe.unavailable(version, arch):
                     continue
                 for item in recipe.inputs(version, arch):
@@ -98,10 +98,10 @@ def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
                 for entry in recipe.install:
                     assert "{" not in recipe.expand(entry.src, version, arch)
     wamr = next(r for r in recipes if r.name == "wamr")
-    assert wamr.unavailable(wamr.version, "arm64")
+    assert wamr.unavailable(wamr.version, Arch.ARM64)
     # The default version of most runtimes must be buildable: pinned for every arch.
     buildable = [r.name for r in recipes if all(
-        i.sha256 for a in ARCHES if not r.unavailable(r.version, a)
+        i.sha256 for a in Arch if not r.unavailable(r.version, a)
         for i in r.inputs(r.version, a))]
     assert {"wasmtime", "wasmedge", "wasmer", "spin", "wasmcloud", "wamr", "wazero"} <= \
         set(buildable)

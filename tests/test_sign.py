@@ -18,7 +18,7 @@ from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 from support.vm_payloads import VM_CACHE
 
-from pipeline.gpt import PARTITION_TYPES, read_partitions
+from pipeline.sign.gpt import PARTITION_TYPES, read_partitions
 
 X86 = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 ARM = f"wasmtime-{WASMTIME_VERSION}-arm64.raw"
@@ -100,9 +100,15 @@ def copy_images(src: Path, dst: Path) -> Path:
     return dst
 
 
+def signed_dir(directory: Path) -> Path:
+    """Where `sign(directory)` writes: sign never rewrites its input."""
+    return directory.with_name(directory.name + ".signed")
+
+
 def sign(directory: Path, keys: Keys, *extra: str | Path, env: dict[str, str] | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_cli("sign", directory, "--gpg-key", keys.gpg, *extra, env=env, check=check)
+         check: bool = True, out: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("sign", directory, "--out", out or signed_dir(directory), "--gpg-key",
+                   keys.gpg, *extra, env=env, check=check)
 
 
 def sign_verity(directory: Path, keys: Keys,
@@ -126,7 +132,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory, plain: Path, keys: Keys) ->
     """The plain images, signed with OpenPGP only."""
     directory = copy_images(plain, tmp_path_factory.mktemp("signed") / "images")
     sign(directory, keys)
-    return directory
+    return signed_dir(directory)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +144,7 @@ def ddis(tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Pat
     shutil.copyfile(plain / X86, directory / X86)
     shutil.copyfile(plain_erofs, directory / ARM)
     sign_verity(directory, keys)
-    return directory
+    return signed_dir(directory)
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -225,7 +231,10 @@ def tamper_sums(d: Path, other: Keys) -> None:
 
 
 def sign_with_other_key(d: Path, other: Keys) -> None:
-    sign(d, other)
+    resigned = d.with_name("by-other-key")
+    sign(d, other, out=resigned)
+    for name in ("SHA256SUMS", "SHA256SUMS.gpg"):
+        shutil.copyfile(resigned / name, d / name)
 
 
 def drop_signature(d: Path, other: Keys) -> None:
@@ -264,8 +273,8 @@ def test_stale_sums_are_recomputed(signed: Path, keys: Keys, tmp_path: Path) -> 
     (d / "SHA256SUMS").write_text(f"{'0' * 64}  {X86}\n")
     (d / "SHA256SUMS.gpg").unlink()
     sign(d, keys)
-    assert (d / "SHA256SUMS").read_bytes() == (signed / "SHA256SUMS").read_bytes()
-    assert verify(d, keys).returncode == 0
+    assert (signed_dir(d) / "SHA256SUMS").read_bytes() == (signed / "SHA256SUMS").read_bytes()
+    assert verify(signed_dir(d), keys).returncode == 0
 
 
 def test_private_keys_never_appear_in_output(signed: Path, keys: Keys, other_keys: Keys,
@@ -289,31 +298,37 @@ def test_private_keys_never_appear_in_output(signed: Path, keys: Keys, other_key
     env = {"SIGNING_KEY": armored, "SIGNING_PASSPHRASE": passphrase,
            "VERITY_KEY": keys.verity_key.read_text(), "TMPDIR": str(scratch)}
     outputs = [keys.output]
-    ok = run_cli("sign", d, "--gpg-key", "env:SIGNING_KEY", "--gpg-passphrase",
+    good = tmp_path / "good"
+    ok = run_cli("sign", d, "--out", good, "--gpg-key", "env:SIGNING_KEY", "--gpg-passphrase",
                  "env:SIGNING_PASSPHRASE", "--json", env=env)
     outputs.append(ok.stdout + ok.stderr)
     assert ok.returncode == 0, ok.stderr
-    assert run_cli("verify", d, "--keyring", pubring).returncode == 0
+    assert run_cli("verify", good, "--keyring", pubring).returncode == 0
+    failed = tmp_path / "failed"
     for bad in (["--gpg-passphrase", "env:NO_SUCH_VAR"], []):
-        proc = run_cli("sign", d, "--gpg-key", "env:SIGNING_KEY", *bad, env=env)
+        proc = run_cli("sign", d, "--out", failed, "--gpg-key", "env:SIGNING_KEY", *bad,
+                       env=env)
         assert proc.returncode == 1
         outputs.append(proc.stdout + proc.stderr)
     env_bad = {**env, "SIGNING_PASSPHRASE": "wrong"}
-    proc = run_cli("sign", d, "--gpg-key", "env:SIGNING_KEY", "--gpg-passphrase",
-                   "env:SIGNING_PASSPHRASE", env=env_bad)
+    proc = run_cli("sign", d, "--out", failed, "--gpg-key", "env:SIGNING_KEY",
+                   "--gpg-passphrase", "env:SIGNING_PASSPHRASE", env=env_bad)
     assert proc.returncode == 1 and "wrong or missing passphrase" in proc.stderr
     outputs.append(proc.stdout + proc.stderr)
     # A verity key that does not match its certificate fails before anything is written.
-    proc = run_cli("sign", d, "--gpg-key", keys.gpg, "--verity-key", "env:VERITY_KEY",
-                   "--verity-cert", other_keys.cert, env=env)
+    proc = run_cli("sign", d, "--out", failed, "--gpg-key", keys.gpg, "--verity-key",
+                   "env:VERITY_KEY", "--verity-cert", other_keys.cert, env=env)
     assert proc.returncode == 1 and "does not match --verity-cert" in proc.stderr
     outputs.append(proc.stdout + proc.stderr)
     text = "\n".join(outputs)
     for secret in [passphrase, *keys.secrets(),
                    *[ln for ln in armored.splitlines() if len(ln) >= 40]]:
         assert secret not in text
-    # Failed runs left the last good signature in place, and no gpg home behind.
-    assert run_cli("verify", d, "--keyring", pubring).returncode == 0
+    # Failed runs wrote nothing, left the good signature in place, and no gpg home behind.
+    assert not failed.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gnupg", "good", "images",
+                                                          "protected.gpg"]
+    assert run_cli("verify", good, "--keyring", pubring).returncode == 0
     assert list(scratch.iterdir()) == []
     scratch.rmdir()
 
@@ -378,13 +393,15 @@ def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
     shutil.copyfile(plain / X86, again / X86)
     shutil.copyfile(plain_erofs, again / ARM)
     sign_verity(again, keys)
+    again = signed_dir(again)
     for name in (X86, ARM):
         assert (again / name).read_bytes() == (ddis / name).read_bytes(), name
     assert (again / "SHA256SUMS").read_bytes() == (ddis / "SHA256SUMS").read_bytes()
     # Signing DDIs again with the same cert keeps them as they are.
     proc = sign_verity(again, keys)
     assert "already a DDI signed by this cert" in proc.stderr
-    assert (again / "SHA256SUMS").read_bytes() == (ddis / "SHA256SUMS").read_bytes()
+    assert (signed_dir(again) / "SHA256SUMS").read_bytes() == \
+        (ddis / "SHA256SUMS").read_bytes()
 
 
 def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
@@ -401,6 +418,7 @@ def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
     proc = sign_verity(d, other_keys, check=False)
     assert proc.returncode == 1 and "signer is not this certificate" in proc.stderr
     assert (d / "SHA256SUMS.gpg").read_bytes() == (ddis / "SHA256SUMS.gpg").read_bytes()
+    assert not signed_dir(d).exists(), "a failed sign writes no directory"
 
 
 def test_flipped_payload_byte_fails_verity_even_with_fresh_sums(ddis: Path, keys: Keys,
@@ -412,7 +430,7 @@ def test_flipped_payload_byte_fails_verity_even_with_fresh_sums(ddis: Path, keys
                 if p.type_guid == PARTITION_TYPES[("x86-64", "root")])
     flip_byte(d / X86, root.offset + root.size // 2)
     sign(d, keys)  # OpenPGP only: SHA256SUMS now matches the tampered image
-    proc = verify(d, keys, "--verity-cert", keys.cert)
+    proc = verify(signed_dir(d), keys, "--verity-cert", keys.cert)
     assert proc.returncode == 1
     lines = status_lines(proc)
     assert lines[X86] == f"{X86}: FAILED: verity hash tree does not match the data partition"
@@ -456,23 +474,23 @@ try signed-again signed.raw
 def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, keys: Keys,
                                                     other_keys: Keys,
                                                     tmp_path: Path) -> None:
-    from pipeline import vm
-    from pipeline.log import Reporter
+    from pipeline.vm import qemu, reference
 
     # The reference VM carries libcryptsetup, through which systemd opens verity DDIs.
-    assert "libcryptsetup12" in vm.REFERENCE_PACKAGES
-    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
+    assert "libcryptsetup12" in reference.PACKAGES
+    image = reference.reference_vm(VM_CACHE)
     other = tmp_path / "other"
     other.mkdir()
     shutil.copyfile(plain / X86, other / X86)
     sign_verity(other, other_keys)
+    other = signed_dir(other)
     payload = tmp_path / "payload"
     payload.mkdir()
     shutil.copyfile(ddis / X86, payload / "signed.raw")
     shutil.copyfile(other / X86, payload / "other-key.raw")
     shutil.copyfile(plain / X86, payload / "plain.raw")
     shutil.copyfile(keys.cert, payload / "verity.crt")
-    result = vm.boot(image, payload, ENFORCE_GUEST, timeout=300)
+    result = qemu.boot(image, payload, ENFORCE_GUEST, timeout=300)
     assert result.finished, result.stopped_at + result.console[-3000:]
     cases = {str(f["case"]): f for f in result.frames if "case" in f}
     for name in ("signed", "signed-again"):

@@ -22,8 +22,8 @@ from support.vm_payloads import (
     write_vm_recipes,
 )
 
-from pipeline import vm
-from pipeline.log import Reporter
+from pipeline.vm import qemu
+from pipeline.vm.reference import reference_vm
 
 pytestmark = pytest.mark.vm
 
@@ -87,7 +87,8 @@ def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], st
 
 
 def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str]) -> None:
-    from pipeline.smoke import ImageReport, SmokeReport, Step, render
+    from pipeline.smoke.plan import ImageReport, Step
+    from pipeline.smoke.report import SmokeReport, render
 
     _, report, _ = smoke
     images = [ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]})
@@ -99,14 +100,14 @@ def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str])
 
 def test_hung_guest_is_killed_and_reported(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
+    image = reference_vm(VM_CACHE)
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the harness's temp files go here
     payload = tmp_path / "payload"
     payload.mkdir()
     script = 'wsx_frame \'{"event": "about-to-hang"}\'\nsleep 100000\n'
-    result = vm.boot(image, payload, script, timeout=110)  # boot ~40 s, more on a busy host
+    result = qemu.boot(image, payload, script, timeout=110)  # boot ~40 s, more on a busy host
     assert result.timed_out and not result.finished
     assert [f["event"] for f in result.frames] == ["guest-start", "about-to-hang"]
     assert "about-to-hang" in result.stopped_at

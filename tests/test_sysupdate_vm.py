@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from support.registry_images import NAME, V1, V2, build_signed, make_key
+from support.relay import relay_command
 from support.vm_payloads import VM_CACHE
 
-from pipeline import vm
-from pipeline.fetch import sha256_file
-from pipeline.log import Reporter
-from pipeline.sums import format_sums, read_sums
-from pipeline.sysupdate import transfer
+from pipeline.core.artifacts import format_sums, read_sums
+from pipeline.core.fs import sha256_file
+from pipeline.publish.sysupdate import transfer
+from pipeline.vm import qemu
+from pipeline.vm.reference import reference_vm
 
 pytestmark = pytest.mark.vm
 GUEST_PORT = 8080
@@ -91,7 +92,7 @@ run status systemd-sysext status
 def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
         tmp_path: Path, mirror, http_root: tuple[Path, int]) -> None:
     # The reference VM carries systemd-pull (systemd-container) and gpg, as Flatcar does.
-    image = vm.reference_vm(VM_CACHE, Reporter(quiet=True))
+    image = reference_vm(VM_CACHE)
     secret, pubring = make_key(tmp_path / "key")
     signed = build_signed(run_cli, mirror, tmp_path / "images", secret)
     root, port = http_root
@@ -121,8 +122,8 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     (payload / "bad" / f"{NAME}.transfer").write_text(transfer(NAME, f"{base}/bad"))
     assert "Verify=yes" in (payload / "good" / f"{NAME}.transfer").read_text()
 
-    result = vm.boot(image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, port),
-                     reporter=Reporter(quiet=True))
+    result = qemu.boot(image, payload, GUEST, timeout=420,
+                       net_forward=(GUEST_PORT, relay_command(port)))
     steps = {str(f["step"]): f for f in result.frames if "step" in f}
     detail = "\n".join(f"{k}: rc={v['rc']} {v.get('out', '')}" for k, v in steps.items())
     assert result.finished, f"{result.stopped_at}\n{detail}\n{result.console[-3000:]}"

@@ -20,48 +20,41 @@ writes nothing.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipeline import openpgp
-from pipeline.arch import ARCHES
-from pipeline.errors import PipelineError
-from pipeline.fetch import sha256_file
-from pipeline.keys import read_secret
-from pipeline.log import Reporter
-from pipeline.sums import SUMS, format_sums, read_sums
-from pipeline.sysupdate import butane, transfer
-from pipeline.versions import newest_first, version_is_valid
+from pipeline.core import log
+from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, format_sums, read_sums
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import flocked, fsync_dir, sha256_file
+from pipeline.core.vocab import KEYRING, SIGNATURE, SUMS, Arch
+from pipeline.publish.sysupdate import butane, transfer
+from pipeline.publish.versions import newest_first
+from pipeline.sign.openpgp import Signer, read_keyring, verify_detached
 
-SIG = "SHA256SUMS.gpg"
-KEYRING = "import-pubring.gpg"
 INDEX = "index.json"
 CONFIG_DIR = "sysupdate.d"
 KEPT_GENERATIONS = 2  # the live one and the one just replaced (in-flight readers)
-_ARCH_ALT = "|".join(re.escape(a) for a in sorted(ARCHES))
-IMAGE_RE = re.compile(rf"^(?P<name>[a-z0-9][a-z0-9_-]*?)-(?P<version>v?[0-9][^/]*)"
-                      rf"-(?P<arch>{_ARCH_ALT})\.raw$")
+_log = log.get("publish")
 
 
 @dataclass(frozen=True)
 class Image:
     name: str
     version: str
-    arch: str
+    arch: Arch
     file: str
     sha256: str
     size: int
     source: Path  # where the bytes are now (input dir or the live generation)
+    meta: ImageMeta | None = None  # the build's metadata, when the input carried it
 
 
 @dataclass
@@ -71,51 +64,12 @@ class Plan:
     images: dict[str, Image] = field(default_factory=dict)
 
 
-def parse_image_name(file: str, meta: Path | None = None) -> tuple[str, str, str]:
-    """(name, version, arch) of `<name>-<version>-<arch>.raw`, from its build metadata if any."""
-    if meta is not None and meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            found = (str(data["name"]), str(data["version"]), str(data["arch"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            raise PipelineError(f"{meta}: not valid build metadata") from None
-        if f"{found[0]}-{found[1]}-{found[2]}.raw" != file:
-            raise PipelineError(f"{meta}: name/version/arch do not match {file}")
-        return found
-    match = IMAGE_RE.match(file)
-    if not match:
-        raise PipelineError(f"{file}: not named <name>-<version>-<arch>.raw "
-                            f"(arch one of {', '.join(sorted(ARCHES))})")
-    return match["name"], match["version"], match["arch"]
-
-
-@dataclass(frozen=True)
-class Signer:
-    """The OpenPGP key that signs merged manifests (FILE or env:VAR, as for `sign`)."""
-    key_spec: str
-    passphrase_spec: str | None = None
-
-    def sign(self, data: bytes, what: str) -> bytes:
-        phrase = (read_secret(self.passphrase_spec, "--gpg-passphrase").rstrip(b"\r\n")
-                  if self.passphrase_spec else None)
-        return openpgp.detach_sign(data, read_secret(self.key_spec, "--gpg-key"), phrase,
-                                   what)[1]
-
-    def public_key(self) -> bytes:
-        with openpgp.throwaway_home() as home:
-            home.check(["--import"], "--gpg-key", stdin=read_secret(self.key_spec, "--gpg-key"))
-            return home.check(["--export"], "--gpg-key: exporting its public key")
-
-
 def verify_signature(data: Path, signature: Path, keyring: bytes) -> None:
     """Raise unless `signature` over `data` verifies against `keyring` (sysupdate's way)."""
-    with tempfile.TemporaryDirectory(prefix="wasm-sysexts-ring-") as work:
-        ring = Path(work) / "pubring.gpg"
-        ring.write_bytes(keyring)
-        try:
-            openpgp.verify_detached(data, signature, ring)
-        except PipelineError as err:
-            raise PipelineError(f"{signature}: {err}") from None
+    try:
+        verify_detached(data.read_bytes(), signature.read_bytes(), keyring)
+    except PipelineError as err:
+        raise PipelineError(f"{signature}: {err}") from None
 
 
 def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, bytes]:
@@ -124,15 +78,16 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
     Runs before the destination is touched: a bad signature (checked when a keyring is given)
     or a hash that differs from its SHA256SUMS entry stops the publish with nothing written.
     """
-    sums_path, sig_path = src / SUMS, src / SIG
+    sums_path, sig_path = src / SUMS, src / SIGNATURE
     if not sums_path.is_file():
         raise PipelineError(f"{sums_path}: missing (build the images first)")
     if not sig_path.is_file():
         raise PipelineError(f"{sig_path}: missing (sign the images first: wasm-sysexts sign)")
     if keyring is not None:
         verify_signature(sums_path, sig_path, keyring)
+    directory = ImageDir(src)
     sums = read_sums(sums_path)
-    on_disk = {p.name for p in src.glob("*.raw")}
+    on_disk = {p.name for p in directory.image_files()}
     unlisted = sorted(on_disk - set(sums))
     if unlisted:
         raise PipelineError(f"{src / unlisted[0]}: not listed in {sums_path}")
@@ -146,10 +101,10 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
         actual = sha256_file(path)
         if actual != digest:
             raise PipelineError(f"{path}: sha256 {actual} does not match {digest} in {sums_path}")
-        name, version, arch = parse_image_name(file, src / f"{file}.json")
-        if not version_is_valid(version):
-            raise PipelineError(f"{path}: version {version!r} has characters sysupdate rejects")
-        images.append(Image(name, version, arch, file, digest, path.stat().st_size, path))
+        name = ImageName.parse(file)  # the signed name decides; metadata must agree with it
+        meta = directory.read_meta(name)
+        images.append(Image(name.name, name.version, name.arch, file, digest,
+                            path.stat().st_size, path, meta))
     if not images:
         raise PipelineError(f"{sums_path}: lists no .raw images")
     return images, sums_path.read_bytes(), sig_path.read_bytes()
@@ -174,8 +129,9 @@ def _current_images(live: Path) -> dict[str, Image]:
             path = sums_path.parent / file
             if not path.is_file():
                 raise PipelineError(f"{sums_path}: lists {file}, which is missing")
-            name, version, arch = parse_image_name(file)
-            images[file] = Image(name, version, arch, file, digest, path.stat().st_size, path)
+            name = ImageName.parse(file)
+            images[file] = Image(name.name, name.version, name.arch, file, digest,
+                                 path.stat().st_size, path)
     return images
 
 
@@ -183,7 +139,7 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
          base_url: str | None, keep: int, signer: Signer | None, keyring: bytes) -> Plan:
     """Compute the next generation; signs only manifests whose content changes."""
     current = _current_images(live) if live else {}
-    old_index: dict[str, object] = {}
+    old_index: dict[str, Any] = {}
     if live and (live / INDEX).is_file():
         try:
             old_index = json.loads((live / INDEX).read_text(encoding="utf-8"))
@@ -205,7 +161,8 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
     result = Plan()
     public = signer.public_key() if signer else keyring
     result.files[KEYRING] = public
-    index: dict[str, object] = {"schema": 1, "base_url": base.rstrip("/"), "extensions": {}}
+    extensions: dict[str, Any] = {}
+    index = {"schema": 1, "base_url": base.rstrip("/"), "extensions": extensions}
     names = sorted({i.name for i in merged.values()})
     for name in names:
         kept = _prune([i for i in merged.values() if i.name == name], keep)
@@ -213,8 +170,8 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
             result.images[f"{name}/{image.file}"] = image
         sums = format_sums({i.file: i.sha256 for i in kept}).encode()
         result.files[f"{name}/{SUMS}"] = sums
-        result.files[f"{name}/{SIG}"] = _signature(live, name, sums, input_sums, input_sig,
-                                                   signer)
+        result.files[f"{name}/{SIGNATURE}"] = _signature(live, name, sums, input_sums,
+                                                         input_sig, signer)
         conf = transfer(name, base).encode()
         result.files[f"{CONFIG_DIR}/{name}.transfer"] = conf
         result.files[f"{CONFIG_DIR}/{name}.conf"] = conf
@@ -223,7 +180,7 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
         newest = sorted((i for i in kept if i.version == latest), key=lambda i: i.arch)[-1]
         result.files[f"{CONFIG_DIR}/{name}.bu"] = butane(
             name, base, newest.file, newest.sha256, hashlib.sha256(public).hexdigest()).encode()
-        index["extensions"][name] = _index_entry(name, base, kept)  # type: ignore[index]
+        extensions[name] = _index_entry(name, base, kept)
     result.files[INDEX] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
     return result
 
@@ -242,16 +199,16 @@ def _signature(live: Path | None, name: str, sums: bytes, input_sums: bytes, inp
                signer: Signer | None) -> bytes:
     """Reuse a signature over exactly these bytes if one exists, else sign with --gpg-key."""
     if live and (live / name / SUMS).is_file() and (live / name / SUMS).read_bytes() == sums:
-        return (live / name / SIG).read_bytes()
+        return (live / name / SIGNATURE).read_bytes()
     if sums == input_sums:
         return input_sig
     if signer is None:
         raise PipelineError(f"{name}/{SUMS}: the merged manifest differs from the input's signed "
                             "one; pass --gpg-key FILE|env:VAR to sign it")
-    return signer.sign(sums, f"{name}/{SUMS}")
+    return signer.sign(sums, f"{name}/{SUMS}")[1]
 
 
-def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, object]:
+def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, Any]:
     versions = []
     for version in newest_first(sorted({i.version for i in kept})):
         arches = {i.arch: {"file": i.file, "url": f"{base.rstrip('/')}/{name}/{i.file}",
@@ -262,7 +219,7 @@ def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, object]:
         "latest": versions[0]["version"],
         "versions": versions,
         "sha256sums": f"{name}/{SUMS}",
-        "signature": f"{name}/{SIG}",
+        "signature": f"{name}/{SIGNATURE}",
         "transfer": f"{CONFIG_DIR}/{name}.transfer",
         "conf": f"{CONFIG_DIR}/{name}.conf",
         "butane": f"{CONFIG_DIR}/{name}.bu",
@@ -310,14 +267,6 @@ def _place(image: Image, live: Path | None, target: Path) -> None:
                             f"{digest.hexdigest()}, expected {image.sha256})")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _RENAME_EXCHANGE = 2
 
 
@@ -331,20 +280,9 @@ def _exchange(a: Path, b: Path) -> None:
                             "the directory away and publish into a new --dest")
 
 
-@contextmanager
-def dest_lock(dest: Path, reporter: Reporter) -> Iterator[None]:
+def dest_lock(dest: Path) -> AbstractContextManager[None]:
     """Serialize publishes into one tree (an flock on a file beside it)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.parent / f".{dest.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            reporter.info("publish", f"waiting for another publish into {dest}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return flocked(dest.parent / f".{dest.name}.lock", f"waiting for another publish into {dest}")
 
 
 def generations_dir(dest: Path) -> Path:
@@ -352,28 +290,24 @@ def generations_dir(dest: Path) -> Path:
 
 
 def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
-                   signer: Signer | None, keyring_path: Path | None,
-                   reporter: Reporter) -> dict[str, object]:
+                   signer: Signer | None, keyring_path: Path | None) -> dict[str, Any]:
     """Publish `src`'s signed images into `dest`; returns the tree's index.json content."""
     dest = dest.absolute()
     if keyring_path is not None:
-        try:
-            keyring = keyring_path.read_bytes()
-        except OSError as err:
-            raise PipelineError(f"--keyring {keyring_path}: cannot read: {err.strerror}") from None
+        keyring = read_keyring(keyring_path)
     elif signer:
         keyring = signer.public_key()
     else:
         raise PipelineError("--keyring or --gpg-key: needed to verify the input's SHA256SUMS.gpg")
     images, input_sums, input_sig = load_input(src, keyring)
-    reporter.info("publish", f"{len(images)} verified image(s) in {src}")
-    with dest_lock(dest, reporter):
+    _log.info(f"{len(images)} verified image(s) in {src}")
+    with dest_lock(dest):
         gens = generations_dir(dest)
         live = _live(dest)
         new = plan(live, images, input_sums, input_sig, base_url, keep, signer, keyring)
-        index = json.loads(new.files[INDEX])
+        index: dict[str, Any] = json.loads(new.files[INDEX])
         if _unchanged(live, new):
-            reporter.info("publish", f"{dest}: already up to date")
+            _log.info(f"{dest}: already up to date")
             return index
         gens.mkdir(exist_ok=True)
         for stale in gens.glob(".tmp-*"):  # left by a publish that was killed
@@ -387,7 +321,7 @@ def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
         for rel, data in sorted(new.files.items()):
             _write(tmp / rel, data)
         for directory in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
-            _fsync_dir(directory)
+            fsync_dir(directory)
         final = gens / gen_id
         tmp.rename(final)
         link = dest.parent / f".{dest.name}.link-{gen_id}"
@@ -399,9 +333,9 @@ def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
             link.rename(gens / f"{gen_id}-previous")
         else:
             os.replace(link, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         _prune_generations(gens, final)
-    reporter.info("publish", f"{dest}: now {final.name}")
+    _log.info(f"{dest}: now {final.name}")
     return index
 
 

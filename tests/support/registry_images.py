@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import openpgp
-from pipeline.sums import SUMS, read_sums
+from pipeline.core.artifacts import read_sums
+from pipeline.core.vocab import SUMS
+from pipeline.sign import openpgp
 from support.mirror import Mirror
 from support.payloads import tar_bytes
 
@@ -75,15 +76,20 @@ def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
     write_recipe(mirror, recipes)
     dirs = {}
     for version in (V1, V2):
-        out = work / version
+        out = work / f"built-{version}"
         run_cli("build", NAME, "--version", version, "--arch", "x86-64", "--arch", "arm64",
                 "--recipes", recipes, "--mirror", mirror.url, "--cache", work / "cache",
                 "--out", out, "--quiet", check=True)
         assert sorted(read_sums(out / SUMS)) == [f"{NAME}-{version}-{a}.raw"
                                                  for a in sorted(ARCHES)]
-        run_cli("sign", out, "--gpg-key", secret, check=True)
-        dirs[version] = out
+        dirs[version] = sign_into(run_cli, out, work / version, secret)
     return dirs
+
+
+def sign_into(run_cli: Callable[..., Any], source: Path, target: Path, secret: Path) -> Path:
+    """`wasm-sysexts sign SOURCE --out TARGET` (TARGET must not exist yet); returns TARGET."""
+    run_cli("sign", source, "--out", target, "--gpg-key", secret, check=True)
+    return target
 
 
 def copy_input(source: Path, target: Path) -> Path:

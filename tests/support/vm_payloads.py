@@ -112,6 +112,7 @@ def rename_impostor(out: Path) -> None:
     old, new = out / "impostor-1.0-x86-64.raw", out / "misnamed-1.0-x86-64.raw"
     meta = json.loads(Path(f"{old}.json").read_text())
     meta["name"] = "misnamed"
+    meta["image"]["file"] = new.name  # metadata must agree with the file name it sits beside
     old.replace(new)
     Path(f"{new}.json").write_text(json.dumps(meta))
     Path(f"{old}.json").unlink()

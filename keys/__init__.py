@@ -1,0 +1,1 @@
+"""Public keys, shipped as package data (pipeline.keys); see README.md here."""

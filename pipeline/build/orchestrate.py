@@ -1,0 +1,192 @@
+"""recipe -> fetch -> stage -> image for one image, and many at once (build-all).
+
+Outputs in `--out DIR` follow the artifact contract (pipeline.core.artifacts): the image, its
+`<image>.json` and the directory's SHA256SUMS. An image whose inputs, recipe, format and tools
+are unchanged is not rebuilt: its metadata records a key over all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import anyio
+
+from pipeline import __version__
+from pipeline.build.extract import unpack
+from pipeline.build.fetch import Fetcher, input_filename
+from pipeline.build.image import make_image, tool_version
+from pipeline.build.stage import stage
+from pipeline.core import log
+from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import scratch_dir, sha256_file, sweep
+from pipeline.core.log import human_size, labelled, redact
+from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
+from pipeline.recipe.model import Recipe
+
+_log = log.get("build")
+
+
+@dataclass(frozen=True)
+class Options:
+    out_dir: Path
+    fmt: ImageFormat = ImageFormat.SQUASHFS
+    epoch: int = 0
+
+
+@dataclass
+class Result:
+    name: str
+    version: str
+    arch: Arch
+    format: ImageFormat
+    status: BuildStatus
+    image: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {k: (str(v) if isinstance(v, Arch | ImageFormat | BuildStatus) else v)
+                for k, v in asdict(self).items()}
+
+
+def build_key(recipe: Recipe, version: str, arch: Arch, fmt: ImageFormat, epoch: int,
+              tool: str) -> str:
+    """A hash over everything that decides the image bytes."""
+    material = {
+        "pipeline": __version__, "format": str(fmt), "tool": tool, "epoch": epoch,
+        "arch": str(arch), "name": recipe.name, "version": version, "os": asdict(recipe.os),
+        "inputs": [i.sha256 for i in recipe.inputs(version, arch)],
+        "install": [asdict(i) for i in recipe.install],
+        "files": [asdict(f) for f in recipe.files],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _unchanged(out: ImageDir, image: ImageName, key: str) -> ImageMeta | None:
+    """The existing metadata if the image on disk is exactly what `key` would build."""
+    try:
+        old = out.read_meta(image)
+    except PipelineError:
+        return None  # unreadable or disagreeing metadata: rebuild
+    path = out.path / image.file
+    if old is None or old.build_key != key or not path.is_file():
+        return None
+    return old if sha256_file(path) == old.sha256 else None
+
+
+def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
+              opts: Options) -> Result:
+    """Build one image; a PipelineError leaves no new image, metadata or sums entry behind."""
+    image = ImageName(recipe.name, version, arch)
+    started = time.monotonic()
+    result = Result(recipe.name, version, arch, opts.fmt, BuildStatus.FAILED)
+    reason = recipe.unavailable(version, arch)
+    if reason:
+        result.status, result.error = BuildStatus.SKIPPED, f"not available: {reason}"
+        _log.info(f"skipped: {reason}")
+        return result
+    inputs = recipe.inputs(version, arch)
+    for i, item in enumerate(inputs):
+        if item.sha256 is None:
+            raise PipelineError(f"{recipe.path}: versions.{version}.{arch}"
+                                f"{f'[{i}]' if len(inputs) > 1 else ''}.sha256: not pinned; "
+                                f"run 'wasm-sysexts lock {recipe.name} --version {version}'")
+    tool = tool_version(opts.fmt)
+    key = build_key(recipe, version, arch, opts.fmt, opts.epoch, tool)
+    out = ImageDir(opts.out_dir)
+    old = _unchanged(out, image, key)
+    if old is not None:
+        out.update_sums({image.file: old.sha256})
+        result.status, result.image, result.sha256 = BuildStatus.UNCHANGED, image.file, old.sha256
+        result.size = old.size
+        _log.info(f"unchanged: {image.file}")
+        return result
+
+    _log.info(f"building {image.file} ({opts.fmt})")
+    urls = [recipe.expand(i.url, version, arch) for i in inputs]
+    paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, inputs, strict=True)]
+    with scratch_dir(opts.out_dir, image.file) as work:
+        unpacked = []
+        for i, (url, path) in enumerate(zip(urls, paths, strict=True)):
+            target = work / f"input{i}"
+            target.mkdir()
+            unpack(path, input_filename(url), target, redact(url))
+            unpacked.append(target)
+        root = work / "root"
+        root.mkdir()
+        stage(recipe, version, arch, unpacked, [redact(u) for u in urls], root, opts.epoch)
+        staged = work / image.file
+        make_image(root, staged, opts.fmt, opts.epoch, image.file)
+        meta = ImageMeta(
+            name=recipe.name, version=version, arch=arch, format=opts.fmt,
+            sha256=sha256_file(staged), size=staged.stat().st_size,
+            recipe={"file": recipe.path.name, "summary": recipe.summary,
+                    "homepage": recipe.homepage, "license": recipe.license},
+            inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs,
+                                                                        strict=True)),
+            tools={str(opts.fmt): tool, "wasm-sysexts": __version__},
+            source_date_epoch=opts.epoch, build_key=key)
+        out.put(staged, meta)
+    result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
+    result.size = meta.size
+    result.seconds = round(time.monotonic() - started, 1)
+    _log.info(f"built {image.file}: {human_size(meta.size)} sha256 {meta.sha256[:16]}… "
+              f"in {result.seconds}s")
+    return result
+
+
+def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Options,
+               concurrency: int) -> list[Result]:
+    """Build every (recipe, version, arch) with bounded concurrency; failures do not stop others."""
+    try:
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PipelineError(f"--out {opts.out_dir}: cannot create: {err.strerror}") from None
+    sweep(opts.out_dir)  # work directories of killed builds
+    results: list[Result | None] = [None] * len(jobs)
+
+    def one(index: int) -> None:
+        recipe, version, arch = jobs[index]
+        started = time.monotonic()
+        with labelled(ImageName(recipe.name, version, arch).label):
+            try:
+                results[index] = build_one(recipe, version, arch, fetcher, opts)
+            except Exception as err:  # one runtime's failure, even a bug, must not stop the rest
+                message = str(err).splitlines()[0] if isinstance(err, PipelineError) else \
+                    f"internal error: {type(err).__name__}: {err}"
+                _log.info(f"FAILED: {message}")
+                results[index] = Result(recipe.name, version, arch, opts.fmt,
+                                        BuildStatus.FAILED,
+                                        seconds=round(time.monotonic() - started, 1),
+                                        error=message)
+
+    async def main() -> None:
+        limiter = anyio.CapacityLimiter(max(1, concurrency))
+        async with anyio.create_task_group() as group:
+            for index in range(len(jobs)):
+                group.start_soon(partial(anyio.to_thread.run_sync, one, index, limiter=limiter))
+
+    anyio.run(main)
+    return [r for r in results if r is not None]
+
+
+def summary_table(results: list[Result]) -> str:
+    header = ("IMAGE", "STATUS", "SIZE", "SHA256", "TIME", "DETAIL")
+    rows = [header] + [(
+        r.image or ImageName(r.name, r.version, r.arch).file, str(r.status),
+        human_size(r.size) if r.size else "-", (r.sha256 or "-")[:12],
+        f"{r.seconds:.1f}s", r.error or "",
+    ) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ).rstrip() + "\n"

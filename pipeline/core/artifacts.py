@@ -1,0 +1,283 @@
+"""The artifact contract: what an output directory holds and how every step reads it.
+
+    <name>-<version>-<arch>.raw         an image (plain squashfs/erofs from build, or a DDI)
+    <name>-<version>-<arch>.raw.json    its metadata (`ImageMeta`)
+    SHA256SUMS                          sha256sum(1) lines for the images
+    SHA256SUMS.gpg                      detached OpenPGP signature of SHA256SUMS (after sign)
+
+Name, version and arch come from the image's file name, which SHA256SUMS (and so its signature)
+covers; `<image>.json` is not signed, so it must agree with the file name or the image is
+refused: unsigned metadata never decides what is built on, tested or published. Build, the
+rebuild check, sign, smoke, publish static and OCI all read directories through `ImageDir`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import locked, sha256_file, write_atomic
+from pipeline.core.vocab import (
+    IMAGE_SUFFIX,
+    META_SUFFIX,
+    NAME_PATTERN,
+    SHA256_RE,
+    SUMS,
+    VERSION_PATTERN,
+    Arch,
+    ImageFormat,
+)
+
+_ARCHES = "|".join(re.escape(a) for a in Arch)
+_IMAGE_RE = re.compile(rf"^(?P<name>{NAME_PATTERN})-(?P<version>{VERSION_PATTERN})"
+                       rf"-(?P<arch>{_ARCHES}){re.escape(IMAGE_SUFFIX)}$")
+_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s][^/]*)$")
+
+
+@dataclass(frozen=True, order=True)
+class ImageName:
+    name: str
+    version: str
+    arch: Arch
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}-{self.version}-{self.arch}{IMAGE_SUFFIX}"
+
+    @property
+    def label(self) -> str:
+        """How progress lines name this image."""
+        return f"{self.name} {self.version} {self.arch}"
+
+    @classmethod
+    def parse(cls, file: str) -> ImageName:
+        match = _IMAGE_RE.match(file)
+        if not match:
+            raise PipelineError(f"{file}: not named <name>-<version>-<arch>{IMAGE_SUFFIX} "
+                                f"(arch one of {', '.join(Arch)})")
+        return cls(match["name"], match["version"], Arch(match["arch"]))
+
+
+# ---------------------------------------------------------------- SHA256SUMS
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    """file name -> sha256; malformed lines are an error naming the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise PipelineError(f"{path}: cannot read: {why}") from None
+    sums: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _SUMS_LINE.match(line)
+        if not match:
+            raise PipelineError(f"{path}: line {number}: not '<sha256>  <file name>'")
+        if match.group(2) in sums:
+            raise PipelineError(f"{path}: line {number}: {match.group(2)} listed twice")
+        sums[match.group(2)] = match.group(1)
+    return sums
+
+
+def format_sums(sums: dict[str, str]) -> str:
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+
+
+# ---------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class VerityRecord:
+    """How a DDI was made from a plain image: what hosts check and what it was signed from."""
+
+    root_hash: str
+    certificate_sha256: str
+    source_format: str
+    source_sha256: str
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """`<image>.json`. `extra` carries sections this version does not know, unchanged."""
+
+    name: str
+    version: str
+    arch: Arch
+    format: ImageFormat
+    sha256: str
+    size: int
+    recipe: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[InputRecord, ...] = ()
+    tools: dict[str, str] = field(default_factory=dict)
+    source_date_epoch: int = 0
+    build_key: str = ""
+    verity: VerityRecord | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> ImageName:
+        return ImageName(self.name, self.version, self.arch)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            **self.extra,
+            "name": self.name, "version": self.version, "arch": str(self.arch),
+            "format": str(self.format), "recipe": self.recipe,
+            "inputs": [asdict(i) for i in self.inputs], "tools": self.tools,
+            "source_date_epoch": self.source_date_epoch,
+            "image": {"file": self.image.file, "sha256": self.sha256, "size": self.size},
+            "build_key": self.build_key,
+        }
+        if self.verity is not None:
+            data["verity"] = asdict(self.verity)
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ImageMeta:
+        """Parse and type-check metadata; PipelineError naming `where` and the field."""
+        try:
+            image = data["image"]
+            verity = data.get("verity")
+            meta = cls(
+                name=_str(data["name"]), version=_str(data["version"]),
+                arch=Arch(data["arch"]), format=ImageFormat(data["format"]),
+                sha256=_sha(image["sha256"]), size=_int(image["size"]),
+                recipe={str(k): _str(v) for k, v in dict(data.get("recipe", {})).items()},
+                inputs=tuple(InputRecord(_str(i["url"]), _sha(i["sha256"]))
+                             for i in data.get("inputs", [])),
+                tools={str(k): _str(v) for k, v in dict(data.get("tools", {})).items()},
+                source_date_epoch=_int(data.get("source_date_epoch", 0)),
+                build_key=_str(data.get("build_key", "")),
+                verity=VerityRecord(**{f.name: _str(verity[f.name])
+                                       for f in fields(VerityRecord)}) if verity else None,
+                extra={k: v for k, v in data.items() if k not in _KNOWN},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise PipelineError(f"{where}: not valid image metadata ({_what(err)})") from None
+        if image.get("file") != meta.image.file:
+            raise PipelineError(f"{where}: image.file {image.get('file')!r} does not match "
+                                f"name, version and arch ({meta.image.file})")
+        return meta
+
+
+_KNOWN = {"name", "version", "arch", "format", "recipe", "inputs", "tools",
+          "source_date_epoch", "image", "build_key", "verity"}
+
+
+def _what(err: Exception) -> str:
+    return f"missing {err}" if isinstance(err, KeyError) else str(err) or type(err).__name__
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _sha(value: Any) -> str:
+    if not isinstance(value, str) or not SHA256_RE.match(value):
+        raise ValueError(f"{value!r} is not a sha256")
+    return value
+
+
+# ---------------------------------------------------------------- directories
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One image in a directory: its (signed) name, path and checked metadata, if any."""
+
+    name: ImageName
+    path: Path
+    meta: ImageMeta | None
+
+
+class ImageDir:
+    """An output directory of images, their metadata and SHA256SUMS."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def sums_path(self) -> Path:
+        return self.path / SUMS
+
+    def meta_path(self, image: ImageName) -> Path:
+        return self.path / f"{image.file}{META_SUFFIX}"
+
+    def image_files(self) -> list[Path]:
+        if not self.path.is_dir():
+            raise PipelineError(f"{self.path}: not a directory")
+        return sorted(self.path.glob(f"*{IMAGE_SUFFIX}"))
+
+    def artifacts(self, require_meta: bool = False) -> list[Artifact]:
+        """Every image of the directory, named by its file; raises on a bad name or metadata
+        that disagrees with it (or is missing, with `require_meta`)."""
+        found = []
+        for path in self.image_files():
+            name = ImageName.parse(path.name)
+            if path.is_symlink() or not path.is_file():
+                raise PipelineError(f"{path}: not a regular file")
+            found.append(Artifact(name, path, self.read_meta(name, require_meta)))
+        return found
+
+    def read_meta(self, image: ImageName, required: bool = False) -> ImageMeta | None:
+        path = self.meta_path(image)
+        if not path.exists():
+            if required:
+                raise PipelineError(f"{path}: missing (build metadata of {image.file})")
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise PipelineError(f"{path}: not valid JSON ({type(err).__name__})") from None
+        meta = ImageMeta.from_json(data, str(path))
+        if meta.image != image:
+            raise PipelineError(f"{path}: describes {meta.image.file}, not {image.file}; "
+                                "the image is refused (metadata must agree with the signed "
+                                "file name)")
+        return meta
+
+    def sums(self) -> dict[str, str]:
+        return read_sums(self.sums_path) if self.sums_path.exists() else {}
+
+    def put(self, staged: Path, meta: ImageMeta) -> None:
+        """Move a finished image in with its metadata and SHA256SUMS entry, as one step under
+        the directory lock: a concurrent build of the same name never mixes the three."""
+        with locked(self.path):
+            staged.replace(self.path / meta.image.file)
+            write_atomic(self.meta_path(meta.image), meta.dumps())
+            self._update_sums({meta.image.file: meta.sha256})
+
+    def update_sums(self, known: dict[str, str] | None = None) -> dict[str, str]:
+        """Rewrite SHA256SUMS to list exactly the images in the directory. `known` gives
+        hashes just computed; other entries are kept while their file exists, missing ones
+        are hashed."""
+        with locked(self.path):
+            return self._update_sums(known or {})
+
+    def _update_sums(self, known: dict[str, str]) -> dict[str, str]:
+        old = self.sums()
+        sums = {p.name: known.get(p.name) or old.get(p.name) or sha256_file(p)
+                for p in self.image_files()}
+        write_atomic(self.sums_path, format_sums(sums))
+        return sums

@@ -1,0 +1,125 @@
+"""Progress and log lines on stderr (stdout stays for results and --json), through stdlib
+`logging`.
+
+Every line carries a label: the image being built (`[wasmtime 49.0.4 x86-64] ...`) when one is
+set for the current context with `labelled(...)` (a context variable, so concurrent builds in
+threads each keep their own), else the step's logger name (`[vm] ...`). Modules log with
+`log = logging.getLogger("wsx.<step>")`; the CLI calls `setup()` once. Download progress
+redraws one line on a terminal and is silent elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = "wsx"
+_label: ContextVar[str] = ContextVar("wsx_label", default="")
+
+
+def get(step: str) -> logging.Logger:
+    """The logger of a pipeline step; its name is the default label."""
+    return logging.getLogger(f"{ROOT}.{step}")
+
+
+@contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Label every line logged in this context (this thread or task) with `label`."""
+    token = _label.set(label)
+    try:
+        yield
+    finally:
+        _label.reset(token)
+
+
+def current_label() -> str:
+    return _label.get()
+
+
+class _Handler(logging.Handler):
+    """Writes `[label] message` lines; ends a live progress line before a log line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.live = False
+        self.guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = getattr(record, "wsx_label", "") or record.name.removeprefix(f"{ROOT}.")
+        text = record.getMessage()
+        line = f"[{label}] {text}" if label and label != ROOT else text
+        with self.guard:
+            self._end_live()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def progress(self, text: str) -> None:
+        with self.guard:
+            self.stream.write(f"\r\033[K{text}")
+            self.stream.flush()
+            self.live = True
+
+    def _end_live(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.live = False
+
+
+class _LabelFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.wsx_label = _label.get()
+        return True
+
+
+_handler: _Handler | None = None
+
+
+def setup(quiet: bool = False, stream: TextIO | None = None) -> None:
+    """Send the pipeline's log to `stream` (stderr); `quiet` keeps only warnings and errors."""
+    global _handler
+    root = logging.getLogger(ROOT)
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = _Handler(stream or sys.stderr)
+    _handler.addFilter(_LabelFilter())
+    root.addHandler(_handler)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def progress(done: int, total: int | None, started: float) -> None:
+    """Redraw the current download's progress line (terminals only, not when quiet)."""
+    root = logging.getLogger(ROOT)
+    if _handler is None or not _handler.tty or not root.isEnabledFor(logging.INFO):
+        return
+    rate = done / max(time.monotonic() - started, 1e-6)
+    share = f"{100 * done // total:3d}% " if total else ""
+    label = _label.get()
+    text = (f"[{label}] " if label else "") + share + human_size(done) + (
+        f"/{human_size(total)}" if total else "")
+    _handler.progress(f"{text} {human_size(rate)}/s")
+
+
+def redact(url: str) -> str:
+    """The URL without any user:password@ part, for display."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,26 @@
+"""The repository's recipes (`sysexts/`) and public keys (`keys/`), shipped in the package as
+`pipeline.sysexts` and `pipeline.keys` (pyproject maps those packages onto the two top-level
+directories), so a plain `pip install` carries them, as do the Dagger containers."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+
+
+def data_dir(package: str) -> Path:
+    """The directory of package data `pipeline.<package>` ("sysexts" or "keys")."""
+    found = importlib.resources.files(f"pipeline.{package}")
+    if not isinstance(found, Path):  # a zipped install: not how this package is shipped
+        raise PipelineError(f"pipeline.{package}: package data is not a directory ({found})")
+    return found
+
+
+def recipes_dir() -> Path:
+    return data_dir("sysexts")
+
+
+def keys_dir() -> Path:
+    return data_dir("keys")

@@ -1,0 +1,1 @@
+"""OCI artifacts: the registry client, the artifact layout (push) and pull."""

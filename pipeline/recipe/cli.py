@@ -1,0 +1,73 @@
+"""`list`, `lock` and `new`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.build.cli import fetcher
+from pipeline.core import options
+from pipeline.recipe.load import find, load_all
+from pipeline.recipe.lock import lock
+from pipeline.recipe.model import Recipe
+from pipeline.recipe.scaffold import scaffold
+
+
+def _arches(recipe: Recipe) -> dict[str, str]:
+    """arch -> "available" or "unavailable: <why>", for the default version."""
+    states = {}
+    for arch in sorted(recipe.versions[recipe.version]):
+        why = recipe.unavailable(recipe.version, arch)
+        states[str(arch)] = f"unavailable: {why}" if why else "available"
+    return states
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    recipes = load_all(args.recipes)
+    if args.json:
+        print(json.dumps([{
+            "name": r.name, "version": r.version, "summary": r.summary, "license": r.license,
+            "homepage": r.homepage, "versions": sorted(r.versions), "arches": _arches(r),
+            "pinned": r.pinned(r.version),
+        } for r in recipes], indent=2))
+        return 0
+    width = max((len(r.name) for r in recipes), default=4)
+    for r in recipes:
+        arches = ",".join(a for a, state in _arches(r).items() if state == "available")
+        pinned = "" if r.pinned(r.version) else "  (unpinned: run lock)"
+        print(f"{r.name:<{width}}  {r.version:<10}  {arches:<13}  {r.summary}{pinned}")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    for name in args.names:
+        recipe = find(args.recipes, name)
+        for line in lock(recipe, args.version or recipe.version, fetcher(args)):
+            print(f"{name}: {line}")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    path = scaffold(args.recipes, args.name)
+    print(f"wrote {path}; fill it in, then run: wasm-sysexts lock {args.name}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("list", help="list recipes")
+    options.add_recipes(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("lock", help="download assets and pin their sha256 in the recipe")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--version", dest="version", help="version to pin (default: the recipe's)")
+    p.add_argument("--quiet", action="store_true")
+    options.add_recipes(p)
+    options.add_fetch(p)
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("new", help="scaffold a commented recipe")
+    p.add_argument("name", metavar="NAME")
+    options.add_recipes(p)
+    p.set_defaults(func=cmd_new)

@@ -1,0 +1,315 @@
+"""Step 1: load and validate recipes (`sysexts/<name>.yaml`).
+
+A recipe is data. Loading checks every field and reports every problem at once, one line each,
+as `FILE: field: message`, so a maintainer fixes a recipe in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.resources import recipes_dir
+from pipeline.core.vocab import OS_FIELD_RE, SHA256_RE, Arch, name_problem, version_problem
+from pipeline.recipe.model import (
+    PLACEHOLDERS,
+    SMOKE_PLACEHOLDERS,
+    ExtraFile,
+    Input,
+    Install,
+    Recipe,
+    RecipeError,
+    TargetOS,
+    Versions,
+)
+
+MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
+TOP_LEVEL = {
+    "name", "summary", "homepage", "license", "version", "versions", "install", "files",
+    "smoke", "os", "checksums",
+}
+OS_KEYS = {"id", "sysext_level", "version_id"}
+
+
+def default_recipes_dir() -> Path:
+    """The repository's recipes, as shipped in the package."""
+    return recipes_dir()
+
+
+def load_all(recipes_dir: Path) -> list[Recipe]:
+    """Load every `*.yaml` in `recipes_dir`, sorted by name; all problems reported together."""
+    if not recipes_dir.is_dir():
+        raise PipelineError(f"{recipes_dir}: recipes directory not found")
+    recipes: list[Recipe] = []
+    problems: list[str] = []
+    for path in sorted(recipes_dir.glob("*.yaml")):
+        try:
+            recipes.append(load(path))
+        except RecipeError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise RecipeError(problems)
+    return recipes
+
+
+def find(recipes_dir: Path, name: str) -> Recipe:
+    path = recipes_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(recipes_dir.glob("*.yaml"))) or "none"
+        raise PipelineError(f"{path}: no recipe named {name!r} (known: {known})")
+    return load(path)
+
+
+def load(path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise RecipeError([f"{path}: cannot read: {err.strerror}"]) from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError([f"{path}: {where}: invalid YAML: {reason}"]) from err
+    return _Validator(path).recipe(data)
+
+
+class _Validator:
+    """Walks the parsed YAML, collecting problems instead of stopping at the first one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def bad(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {where}: {message}")
+
+    def text(self, data: dict[str, Any], key: str, required: bool = True) -> str:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.bad(key, "missing")
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            self.bad(key, "must be a non-empty string")
+            return ""
+        return value
+
+    def recipe(self, data: Any) -> Recipe:
+        if not isinstance(data, dict):
+            raise RecipeError([f"{self.path}: file: must be a mapping of recipe fields"])
+        for key in sorted(set(data) - TOP_LEVEL, key=str):
+            self.bad(str(key), f"unknown field (known: {', '.join(sorted(TOP_LEVEL))})")
+        name = self.text(data, "name")
+        if name and name_problem(name):
+            self.bad("name", str(name_problem(name)))
+        elif name and name != self.path.stem:
+            self.bad("name", f"{name!r} must equal the file name {self.path.stem!r}")
+        summary = self.text(data, "summary")
+        homepage = self.text(data, "homepage")
+        license_ = self.text(data, "license")
+        version = data.get("version")
+        if isinstance(version, (int, float)):
+            self.bad("version", "must be a quoted string (YAML reads 1.10 as the number 1.1)")
+            version = ""
+        elif version is None:
+            self.bad("version", "missing")
+            version = ""
+        elif version_problem(version):
+            self.bad("version", str(version_problem(version)))
+            version = ""
+        versions = self.versions(data.get("versions"))
+        if version and versions and version not in versions:
+            self.bad("version", f"{version!r} has no entry under versions")
+        # `input:` indexes must exist for every version and arch (unknown while those are broken).
+        counts = {len(e) for arches in versions.values() for e in arches.values()
+                  if not isinstance(e, str) and e}
+        install = self.install(data.get("install"), min(counts) if counts else None)
+        files = self.files(data.get("files"))
+        smoke = self.smoke(data.get("smoke"))
+        os_ = self.target_os(data.get("os"))
+        checksums = data.get("checksums")
+        if checksums is not None:
+            if not isinstance(checksums, str) or not checksums.startswith("https://"):
+                self.bad("checksums", "must be an https:// URL template")
+                checksums = None
+            else:
+                self.placeholders("checksums", checksums, PLACEHOLDERS)
+        if self.problems:
+            raise RecipeError(self.problems)
+        return Recipe(
+            path=self.path, name=name, summary=summary, homepage=homepage, license=license_,
+            version=str(version), versions=versions, install=install, files=files, smoke=smoke,
+            os=os_, checksums=checksums,
+        )
+
+    def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as err:
+            self.bad(where, f"bad placeholder syntax: {err}")
+            return
+        for unknown in sorted(names - allowed):
+            self.bad(where, f"unknown placeholder {{{unknown}}} (known: "
+                            f"{', '.join('{' + p + '}' for p in sorted(allowed))})")
+
+    def versions(self, data: Any) -> Versions:
+        if not isinstance(data, dict) or not data:
+            self.bad("versions", "must be a non-empty mapping of version -> arch -> input")
+            return {}
+        result: Versions = {}
+        for ver, arches in data.items():
+            where = f"versions.{ver}"
+            if not isinstance(ver, str):
+                self.bad(where, "version keys must be quoted strings like \"1.2.3\"")
+                continue
+            if version_problem(ver):
+                self.bad(where, str(version_problem(ver)))
+                continue
+            if not isinstance(arches, dict) or not arches:
+                self.bad(where, f"must map arches ({', '.join(Arch)}) to inputs")
+                continue
+            entries: dict[Arch, tuple[Input, ...] | str] = {}
+            for arch, entry in arches.items():
+                if arch not in set(Arch):
+                    self.bad(f"{where}.{arch}", f"unknown arch (known: {', '.join(Arch)})")
+                    continue
+                parsed = self.arch_entry(f"{where}.{arch}", entry)
+                if parsed is not None:
+                    entries[Arch(arch)] = parsed
+            result[ver] = entries
+        return result
+
+    def arch_entry(self, where: str, entry: Any) -> tuple[Input, ...] | str | None:
+        if isinstance(entry, dict) and set(entry) == {"unavailable"}:
+            reason = entry["unavailable"]
+            if not isinstance(reason, str) or not reason.strip():
+                self.bad(f"{where}.unavailable", "must say why, as a string")
+                return None
+            return reason
+        items = entry if isinstance(entry, list) else [entry]
+        if not items:
+            self.bad(where, "needs at least one input")
+            return None
+        inputs: list[Input] = []
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]" if isinstance(entry, list) else where
+            if not isinstance(item, dict) or set(item) != {"url", "sha256"}:
+                self.bad(at, "must be {url: ..., sha256: ...} (or {unavailable: reason})")
+                continue
+            url, sha = item["url"], item["sha256"]
+            if not isinstance(url, str) or not url.startswith("https://"):
+                self.bad(f"{at}.url", "must be an https:// URL")
+                continue
+            self.placeholders(f"{at}.url", url, PLACEHOLDERS)
+            if sha is not None and (not isinstance(sha, str) or not SHA256_RE.match(sha)):
+                self.bad(f"{at}.sha256", "must be 64 lowercase hex digits, or null until locked")
+                continue
+            inputs.append(Input(url=url, sha256=sha))
+        return tuple(inputs)
+
+    def image_path(self, where: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.startswith(("/usr/", "/opt/")):
+            self.bad(where, "must be an absolute path under /usr/ or /opt/")
+            return ""
+        if ".." in PurePosixPath(value).parts or "//" in value:
+            self.bad(where, "must not contain '..' or empty components")
+            return ""
+        return value
+
+    def mode(self, where: str, value: Any, default: int | None) -> int | None:
+        if value is None:
+            return default
+        if not isinstance(value, str) or not MODE_RE.match(value):
+            self.bad(where, 'must be an octal string such as "0755" (quoted)')
+            return default
+        mode = int(value, 8)
+        if mode & 0o7000:
+            self.bad(where, "setuid, setgid and sticky bits are not allowed")
+        return mode
+
+    def install(self, data: Any, input_count: int | None) -> tuple[Install, ...]:
+        if not isinstance(data, list) or not data:
+            self.bad("install", "must be a non-empty list of {from, to, mode}")
+            return ()
+        result: list[Install] = []
+        for i, item in enumerate(data):
+            where = f"install[{i}]"
+            if not isinstance(item, dict) or not {"from", "to"} <= set(item):
+                self.bad(where, "must be a mapping with from and to")
+                continue
+            for key in sorted(set(item) - {"from", "to", "mode", "input"}):
+                self.bad(f"{where}.{key}", "unknown field (known: from, to, mode, input)")
+            src = item["from"]
+            if not isinstance(src, str) or not src or src.startswith("/") or ".." in src.split("/"):
+                self.bad(f"{where}.from", "must be a relative archive member path or glob")
+                continue
+            self.placeholders(f"{where}.from", src, PLACEHOLDERS)
+            dst = self.image_path(f"{where}.to", item["to"])
+            index = item.get("input", 0)
+            if not isinstance(index, int) or index < 0 or (
+                    input_count is not None and index >= input_count):
+                self.bad(f"{where}.input", f"must be an input index below {input_count}")
+                continue
+            mode = self.mode(f"{where}.mode", item.get("mode"), None)
+            if dst:
+                result.append(Install(src=src, dst=dst, mode=mode, input=index))
+        return tuple(result)
+
+    def files(self, data: Any) -> tuple[ExtraFile, ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            self.bad("files", "must be a list of {path, content, mode}")
+            return ()
+        result: list[ExtraFile] = []
+        for i, item in enumerate(data):
+            where = f"files[{i}]"
+            if not isinstance(item, dict) or not {"path", "content"} <= set(item):
+                self.bad(where, "must be a mapping with path and content")
+                continue
+            for key in sorted(set(item) - {"path", "content", "mode"}):
+                self.bad(f"{where}.{key}", "unknown field (known: path, content, mode)")
+            path = self.image_path(f"{where}.path", item["path"])
+            if not isinstance(item["content"], str):
+                self.bad(f"{where}.content", "must be a string")
+                continue
+            mode = self.mode(f"{where}.mode", item.get("mode"), 0o644)
+            if path and mode is not None:
+                result.append(ExtraFile(path=path, content=item["content"], mode=mode))
+        return tuple(result)
+
+    def smoke(self, data: Any) -> tuple[str, ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, list) or not all(isinstance(c, str) and c for c in data):
+            self.bad("smoke", "must be a list of shell command strings")
+            return ()
+        for i, cmd in enumerate(data):
+            self.placeholders(f"smoke[{i}]", cmd, SMOKE_PLACEHOLDERS)
+        return tuple(data)
+
+    def target_os(self, data: Any) -> TargetOS:
+        if data is None:
+            return TargetOS()
+        if not isinstance(data, dict) or "id" not in data:
+            self.bad("os", "must be a mapping with id (and sysext_level or version_id)")
+            return TargetOS()
+        for key in sorted(set(data) - OS_KEYS):
+            self.bad(f"os.{key}", f"unknown field (known: {', '.join(sorted(OS_KEYS))})")
+        values: dict[str, str | None] = {}
+        for key in sorted(OS_KEYS):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or not OS_FIELD_RE.match(value)):
+                self.bad(f"os.{key}", "must be a quoted string of [A-Za-z0-9._+~-]")
+                return TargetOS()
+            values[key] = value
+        os_id = values["id"] or TargetOS.id
+        if os_id != TargetOS.id and not (values["sysext_level"] or values["version_id"]):
+            self.bad("os", "a specific os.id needs sysext_level or version_id")
+        return TargetOS(id=os_id, sysext_level=values["sysext_level"],
+                        version_id=values["version_id"])

@@ -1,0 +1,84 @@
+"""`lock`: download a version's assets, cross-check upstream checksum files, write pins back.
+
+Pins are written into the recipe text itself (not a re-dump of the YAML), so comments and layout
+survive: the line holding an input's URL gets its `sha256:` value replaced.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipeline.build.fetch import Fetcher, input_filename
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import sha256_file, write_atomic
+from pipeline.core.log import labelled, redact
+from pipeline.recipe.load import load
+from pipeline.recipe.model import Recipe
+
+CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(?:\./)?(\S+)\s*$")
+
+
+def parse_checksum_file(text: str) -> dict[str, str]:
+    """sha256sum-style lines (`<hex>  <file>`); other lines (signatures, comments) are ignored."""
+    result = {}
+    for line in text.splitlines():
+        match = CHECKSUM_LINE.match(line.strip())
+        if match:
+            result[match.group(2).rsplit("/", 1)[-1]] = match.group(1).lower()
+    return result
+
+
+def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
+    """Pin every input of `version`; returns one line per input saying what was done."""
+    report: list[str] = []
+    pins: dict[str, str] = {}  # raw URL template as written in the recipe -> sha256
+    if version not in recipe.versions:
+        raise PipelineError(f"{recipe.path}: versions: no version {version!r}; add it with "
+                            "sha256: null first")
+    for arch in sorted(recipe.versions[version]):
+        if recipe.unavailable(version, arch):
+            continue
+        upstream: dict[str, str] = {}
+        sums_url = recipe.checksums_url(version, arch)
+        with labelled(f"{recipe.name} {version} {arch}"):
+            if sums_url:
+                sums_path = fetcher.fetch(sums_url, None)
+                upstream = parse_checksum_file(sums_path.read_text(encoding="utf-8",
+                                                                   errors="replace"))
+            urls = [(i, recipe.expand(i.url, version, arch)) for i in recipe.inputs(version, arch)]
+            paths = [(item, url, fetcher.fetch(url, None)) for item, url in urls]
+        for item, url, path in paths:
+            digest = sha256_file(path)
+            name = input_filename(url)
+            source = "downloaded"
+            if sums_url:
+                if name not in upstream:
+                    raise PipelineError(f"{redact(sums_url)}: does not list {name}")
+                if upstream[name] != digest:
+                    raise PipelineError(f"{redact(url)}: sha256 {digest} does not match "
+                                        f"{upstream[name]} in {redact(sums_url)}")
+                source = "matches upstream checksums"
+            if item.sha256 and item.sha256 != digest:
+                raise PipelineError(f"{recipe.path}: versions.{version}.{arch}: pinned "
+                                    f"{item.sha256} but {redact(url)} now has {digest}; "
+                                    "upstream replaced the file, investigate before re-pinning")
+            pins[item.url] = digest
+            report.append(f"{name}: {digest} ({source})")
+    if not pins:
+        raise PipelineError(f"{recipe.path}: versions: no downloadable inputs for {version!r}")
+    _write_pins(recipe.path, pins)
+    load(recipe.path)  # the rewritten recipe must still validate
+    return report
+
+
+def _write_pins(path: Path, pins: dict[str, str]) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for url, digest in pins.items():
+        hits = [i for i, line in enumerate(lines) if url in line]
+        if len(hits) != 1 or "sha256:" not in lines[hits[0]]:
+            raise PipelineError(f"{path}: cannot find one line with url {url!r} and its sha256; "
+                                "write inputs as {url: ..., sha256: ...} on one line")
+        lines[hits[0]] = re.sub(r'sha256:\s*("[^"]*"|\'[^\']*\'|[^,}\s]+)',
+                                f'sha256: "{digest}"', lines[hits[0]], count=1)
+    write_atomic(path, "".join(lines))

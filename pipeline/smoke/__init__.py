@@ -1,0 +1,1 @@
+"""Step 6, the smoke test: plan, guest program, payloads, boot and report."""

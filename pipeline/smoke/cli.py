@@ -1,0 +1,53 @@
+"""`smoke-test`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.core import options
+from pipeline.core.vocab import Channel
+from pipeline.smoke.payloads import HELLO_TEXT, hello_wasm_module
+from pipeline.smoke.report import render
+from pipeline.smoke.run import GuestOS, Target, run
+
+
+def cmd_smoke_test(args: argparse.Namespace) -> int:
+    hello = args.hello_wasm.read_bytes() if args.hello_wasm else hello_wasm_module()
+    target = Target(args.os, args.cache, args.channel, args.flatcar_version,
+                    args.mirror or None, args.flatcar_keyring)
+    report = run(args.dir, target, args.recipes, args.timeout, hello, args.hello_expect,
+                 only=args.image)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(render(report), end="")
+    return 0 if report.passed else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("smoke-test", help="boot one VM with every image of DIR and run each "
+                                          "recipe's smoke commands")
+    p.add_argument("dir", type=Path, metavar="DIR", help="directory of built images")
+    p.add_argument("--os", type=GuestOS, choices=list(GuestOS), default=GuestOS.FLATCAR,
+                   help="VM to boot: official Flatcar QEMU image, or the Debian trixie "
+                        "reference VM (default: %(default)s)")
+    p.add_argument("--channel", type=Channel, choices=list(Channel), default=Channel.STABLE)
+    p.add_argument("--flatcar-version", default="current",
+                   help="Flatcar release, e.g. 4593.2.5 (default: the channel's current)")
+    p.add_argument("--flatcar-keyring", type=Path,
+                   help="OpenPGP key that signs Flatcar releases (default: the repository's "
+                        "keys/flatcar-image-signing.asc)")
+    options.add_mirror(p)
+    p.add_argument("--image", type=Path, help="test only this image of DIR")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before the VM is "
+                   "killed (default: %(default)s)")
+    options.add_recipes(p)
+    options.add_cache(p, "VM images")
+    p.add_argument("--hello-wasm", type=Path, help="WASI module used as {hello_wasm} "
+                   "(default: a built-in hello world)")
+    p.add_argument("--hello-expect", default=HELLO_TEXT,
+                   help="text {hello_wasm} must print (default: %(default)r)")
+    options.add_output(p, "print the report as JSON on stdout")
+    p.set_defaults(func=cmd_smoke_test)
