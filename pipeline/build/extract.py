@@ -1,28 +1,53 @@
-"""Safe unpacking of upstream inputs (tar.gz, tgz, tar.xz, tar.bz2, tar.zst, zip, or one file).
+"""Safe unpacking of upstream inputs (tar.gz, tgz, tar.xz, tar.bz2, tar.zst, tar, zip, or one
+file) into an empty directory.
 
-Safe by construction: every member is checked before anything is written, the standard library's
-tar `data` filter guards the write itself, and the first unsafe member aborts with its name.
-Refused: absolute paths, `..`, links leaving the tree, device nodes and FIFOs, setuid/setgid
-bits, and absurd sizes (zip bombs, sparse giants).
+Safe by construction, member by member, before each write:
+- names must be relative paths of plain components (no absolute paths, no `..`), not too deep
+  or long; every write goes through `pipeline.build.tree`, which never follows a link, so a
+  symlink the archive planted cannot redirect a later member (the write is refused first);
+- symlinks must stay inside the archive, hard links must name a file extracted before them;
+- no device nodes, FIFOs or setuid/setgid bits;
+- every decompressor's output is counted against MAX_TOTAL_BYTES as it streams (a 355 KiB
+  .tar.zst that would expand to fill the disk stops at the limit), and each member against its
+  header size and MAX_MEMBER_BYTES.
+`tarfile` only parses headers and hands out member data; its extraction (and its filters,
+which differ across Python versions) is never used.
 """
 
 from __future__ import annotations
 
-import os
+import bz2
+import gzip
+import io
+import lzma
 import shutil
 import stat
+import subprocess
 import tarfile
-import tempfile
 import zipfile
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from pipeline.build.tree import Tree, UnsafePath, check_path, copy_bytes, link_target_inside
 from pipeline.core import run
 from pipeline.core.errors import PipelineError
+from pipeline.core.fs import CHUNK, os_problem
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MAX_MEMBER_BYTES = 2 << 30
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 100_000
-TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar.zst", ".tar.zstd", ".tar")
+# Bumped when what unpack() produces changes: part of the unpacked-input cache key.
+FORMAT = "2"
+_DECOMPRESSORS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
+    ".tar.gz": gzip.GzipFile, ".tgz": gzip.GzipFile, ".tar.xz": lzma.LZMAFile,
+    ".txz": lzma.LZMAFile, ".tar.bz2": bz2.BZ2File}
+_ZSTD = (".tar.zst", ".tar.zstd")
+TAR_SUFFIXES = (*_DECOMPRESSORS, *_ZSTD, ".tar")
 
 
 def input_kind(filename: str) -> str:
@@ -35,113 +60,175 @@ def input_kind(filename: str) -> str:
     return "file"
 
 
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Counted(io.RawIOBase):
+    """A reader that refuses to hand out more than `limit` bytes in all."""
+
+    def __init__(self, inner: _Reader, limit: int, label: str) -> None:
+        self.inner, self.limit, self.label, self.count = inner, limit, label, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.inner.read(len(view))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise PipelineError(f"{self.label}: unpacks to more than {self.limit} bytes "
+                                "(refused before writing them)")
+        view[:len(data)] = data
+        return len(data)
+
+
 def unpack(source: Path, filename: str, dest: Path, label: str) -> None:
     """Unpack `source` (downloaded as `filename`) into the empty directory `dest`.
 
     `label` (the URL) prefixes every error. A single file lands as `dest/<filename>`.
     """
     kind = input_kind(filename)
-    if kind == "file":
-        if "/" in filename or filename in ("", ".", ".."):
-            raise PipelineError(f"{label}: cannot derive a file name from the URL")
-        shutil.copyfile(source, dest / filename)
-        return
+    with Tree(dest) as tree:
+        try:
+            if kind == "file":
+                _single(source, filename, tree, label)
+            elif kind == "zip":
+                _unzip(source, tree, label)
+            else:
+                with _tar_stream(source, filename, label) as stream:
+                    _untar(stream, tree, label)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, gzip.BadGzipFile,
+                ValueError) as err:
+            raise PipelineError(f"{label}: not a valid {kind} archive: {err}") from None
+        except OSError as err:
+            raise PipelineError(f"{label}: cannot unpack: {os_problem(err)}") from None
+
+
+def _single(source: Path, filename: str, tree: Tree, label: str) -> None:
     try:
-        if kind == "zip":
-            _unzip(source, dest, label)
-        elif filename.lower().endswith((".tar.zst", ".tar.zstd")):
-            _untar_zstd(source, dest, label)
-        else:
-            with tarfile.open(source, "r:*") as tar:
-                _untar(tar, dest, label)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise PipelineError(f"{label}: not a valid {kind} archive: {err}") from None
+        path = check_path(filename)
+    except UnsafePath:
+        raise PipelineError(f"{label}: cannot derive a file name from the URL") from None
+    if len(path.parts) != 1:
+        raise PipelineError(f"{label}: cannot derive a file name from the URL")
+    with source.open("rb") as inp, tree.create(path, 0o644) as out:
+        copy_bytes(inp, out, source.stat().st_size)
 
 
-def _check_name(name: str, label: str) -> None:
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("\\"):
-        raise PipelineError(f"{label}: unsafe member {name!r}: absolute path")
-    if ".." in path.parts:
-        raise PipelineError(f"{label}: unsafe member {name!r}: path contains '..'")
+@contextmanager
+def _tar_stream(source: Path, filename: str, label: str) -> Iterator[BinaryIO]:
+    """The archive's uncompressed tar stream, counted against MAX_TOTAL_BYTES (with room for
+    headers and padding)."""
+    lower = filename.lower()
+    limit = MAX_TOTAL_BYTES + (64 << 20)
+    if lower.endswith(_ZSTD):
+        proc = run.spawn(["zstd", "-dc", "--", source], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            yield io.BufferedReader(_Counted(proc.stdout, limit, label), CHUNK)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            problem = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            if proc.wait() not in (0, -9):
+                raise PipelineError(f"{label}: zstd: {run.reason(problem, proc.returncode)}")
+        return
+    opener = next((fn for suffix, fn in _DECOMPRESSORS.items() if lower.endswith(suffix)),
+                  None)
+    with opener(source) if opener else source.open("rb") as raw:
+        yield io.BufferedReader(_Counted(raw, limit, label), CHUNK)
+
+
+def _unsafe(label: str, name: str, why: str) -> PipelineError:
+    return PipelineError(f"{label}: unsafe member {name!r}: {why}")
 
 
 def _check_size(name: str, size: int, total: int, label: str) -> None:
     if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-        raise PipelineError(f"{label}: unsafe member {name!r}: absurd size ({size} bytes; "
-                            f"limits {MAX_MEMBER_BYTES} per member, {MAX_TOTAL_BYTES} in all)")
+        raise _unsafe(label, name, f"absurd size ({size} bytes; limits {MAX_MEMBER_BYTES} per "
+                                   f"member, {MAX_TOTAL_BYTES} in all)")
 
 
-def _untar(tar: tarfile.TarFile, dest: Path, label: str) -> None:
-    members: list[tarfile.TarInfo] = []
-    total = 0
-    for member in tar:
-        if len(members) >= MAX_MEMBERS:
-            raise PipelineError(f"{label}: more than {MAX_MEMBERS} members")
-        _check_name(member.name, label)
-        if member.isdev() or member.isfifo():
-            raise PipelineError(f"{label}: unsafe member {member.name!r}: device node or FIFO")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise PipelineError(f"{label}: unsafe member {member.name!r}: setuid/setgid bit set")
-        total += member.size
-        _check_size(member.name, member.size, total, label)
-        try:
-            # The data filter refuses links that leave the tree and absolute link targets.
-            members.append(tarfile.data_filter(member, str(dest)))
-        except tarfile.FilterError as err:
-            raise PipelineError(f"{label}: unsafe member {member.name!r}: {_reason(err)}") from None
-    tar.extractall(dest, members=members, filter="data")
+def _untar(stream: BinaryIO, tree: Tree, label: str) -> None:
+    total = count = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            count += 1
+            if count > MAX_MEMBERS:
+                raise PipelineError(f"{label}: more than {MAX_MEMBERS} members")
+            name = member.name
+            try:
+                path = check_path(name)
+                if member.isdev() or member.isfifo():
+                    raise UnsafePath("device node or FIFO")
+                if member.mode & (stat.S_ISUID | stat.S_ISGID):
+                    raise UnsafePath("setuid/setgid bit set")
+                total += member.size
+                _check_size(name, member.size, total, label)
+                if member.isdir():
+                    tree.mkdir(path)
+                elif member.issym():
+                    if member.linkname.startswith("/"):
+                        raise UnsafePath("link to an absolute path")
+                    if not link_target_inside(path, member.linkname):
+                        raise UnsafePath("link points outside the archive")
+                    tree.symlink(path, member.linkname)
+                elif member.islnk():
+                    try:
+                        target = check_path(member.linkname)
+                    except UnsafePath as err:
+                        raise UnsafePath(f"hard link target {member.linkname!r}: {err}") \
+                            from None
+                    tree.hardlink(path, tree, target)
+                elif member.isreg():
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    with tree.create(path, member.mode & 0o777) as out:
+                        shutil.copyfileobj(data, out, CHUNK)
+                else:
+                    raise UnsafePath(f"unsupported member type {member.type!r}")
+            except UnsafePath as err:
+                raise _unsafe(label, name, str(err)) from None
+            except OSError as err:
+                raise _unsafe(label, name, os_problem(err)) from None
 
 
-def _reason(err: tarfile.FilterError) -> str:
-    if isinstance(err, tarfile.AbsoluteLinkError):
-        return "link to an absolute path"
-    if isinstance(err, tarfile.LinkOutsideDestinationError):
-        return "link points outside the archive"
-    if isinstance(err, tarfile.OutsideDestinationError):
-        return "path leaves the archive"
-    return str(err)
-
-
-def _untar_zstd(source: Path, dest: Path, label: str) -> None:
-    with tempfile.TemporaryFile(dir=dest) as plain:
-        run.run(["zstd", "-dc", "--", source], stdout=plain, what=f"{label}: zstd")
-        plain.seek(0)
-        with tarfile.open(fileobj=plain, mode="r:") as tar:
-            _untar(tar, dest, label)
-
-
-def _unzip(source: Path, dest: Path, label: str) -> None:
+def _unzip(source: Path, tree: Tree, label: str) -> None:
     with zipfile.ZipFile(source) as archive:
         infos = archive.infolist()
         if len(infos) > MAX_MEMBERS:
             raise PipelineError(f"{label}: more than {MAX_MEMBERS} members")
         total = 0
         for info in infos:
-            _check_name(info.filename, label)
+            name = info.filename
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or \
-                    stat.S_ISFIFO(mode):
-                raise PipelineError(f"{label}: unsafe member {info.filename!r}: "
-                                    "links and special files are not supported in zip inputs")
-            if mode & (stat.S_ISUID | stat.S_ISGID):
-                raise PipelineError(f"{label}: unsafe member {info.filename!r}: "
-                                    "setuid/setgid bit set")
-            total += info.file_size
-            _check_size(info.filename, info.file_size, total, label)
-        for info in infos:
-            target = dest / info.filename
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, target.open("wb") as out:
-                # Stop at the declared size: a header that lies about it is a bomb.
-                copied = 0
-                while chunk := src.read(1 << 20):
-                    copied += len(chunk)
-                    if copied > info.file_size:
-                        raise PipelineError(f"{label}: unsafe member {info.filename!r}: "
-                                            "larger than its header says")
-                    out.write(chunk)
-            os.chmod(target, 0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+            try:
+                path = check_path(name)
+                if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or \
+                        stat.S_ISFIFO(mode):
+                    raise UnsafePath("links and special files are not supported in zip inputs")
+                if mode & (stat.S_ISUID | stat.S_ISGID):
+                    raise UnsafePath("setuid/setgid bit set")
+                total += info.file_size
+                _check_size(name, info.file_size, total, label)
+                if info.is_dir():
+                    tree.mkdir(path)
+                    continue
+                with archive.open(info) as src, \
+                        tree.create(path, 0o755 if mode & 0o111 else 0o644) as out:
+                    copied = 0
+                    while chunk := src.read(CHUNK):
+                        copied += len(chunk)
+                        # Stop at the declared size: a header that lies about it is a bomb.
+                        if copied > info.file_size:
+                            raise UnsafePath("larger than its header says")
+                        out.write(chunk)
+            except UnsafePath as err:
+                raise _unsafe(label, name, str(err)) from None
+            except OSError as err:
+                raise _unsafe(label, name, os_problem(err)) from None

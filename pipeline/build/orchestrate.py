@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 
 from pipeline import __version__
+from pipeline.build.extract import FORMAT as EXTRACT_FORMAT
 from pipeline.build.extract import unpack
 from pipeline.build.fetch import Fetcher, input_filename
 from pipeline.build.image import make_image, tool_version
@@ -24,7 +25,7 @@ from pipeline.build.stage import stage
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
 from pipeline.core.errors import PipelineError
-from pipeline.core.fs import scratch_dir, sha256_file, sweep
+from pipeline.core.fs import locked, scratch_dir, sha256_file, sweep
 from pipeline.core.log import human_size, labelled, redact
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
 from pipeline.recipe.model import Recipe
@@ -70,6 +71,27 @@ def build_key(recipe: Recipe, version: str, arch: Arch, fmt: ImageFormat, epoch:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str) -> Path:
+    """Input `url` (cached at `archive`) unpacked once into the cache and reused: keyed by its
+    sha256, its file name (which decides how it unpacks) and the unpacker's format. Builds only
+    read from it; a warm build decompresses nothing."""
+    name = input_filename(url)
+    key = hashlib.sha256(f"{sha256}\0{name}\0{EXTRACT_FORMAT}".encode()).hexdigest()[:32]
+    base = fetcher.cache_dir / "unpacked"
+    final = base / key
+    if final.is_dir():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    sweep(base)
+    with scratch_dir(base, key) as work:
+        (work / "tree").mkdir()
+        unpack(archive, name, work / "tree", redact(url))
+        with locked(base):
+            if not final.is_dir():
+                (work / "tree").rename(final)
+    return final
+
+
 def _unchanged(out: ImageDir, image: ImageName, key: str) -> ImageMeta | None:
     """The existing metadata if the image on disk is exactly what `key` would build."""
     try:
@@ -113,16 +135,12 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
     _log.info(f"building {image.file} ({opts.fmt})")
     urls = [recipe.expand(i.url, version, arch) for i in inputs]
     paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, inputs, strict=True)]
+    trees = [unpacked(fetcher, path, str(i.sha256), url)
+             for url, path, i in zip(urls, paths, inputs, strict=True)]
     with scratch_dir(opts.out_dir, image.file) as work:
-        unpacked = []
-        for i, (url, path) in enumerate(zip(urls, paths, strict=True)):
-            target = work / f"input{i}"
-            target.mkdir()
-            unpack(path, input_filename(url), target, redact(url))
-            unpacked.append(target)
         root = work / "root"
         root.mkdir()
-        stage(recipe, version, arch, unpacked, [redact(u) for u in urls], root, opts.epoch)
+        stage(recipe, version, arch, trees, [redact(u) for u in urls], root, opts.epoch)
         staged = work / image.file
         make_image(root, staged, opts.fmt, opts.epoch, image.file)
         meta = ImageMeta(

@@ -1,13 +1,20 @@
 """Step 3: stage the image tree from unpacked inputs: the install map, the recipe's own files,
 and `usr/lib/extension-release.d/extension-release.<name>`. Nothing else enters the image.
+
+Reads from the inputs and writes into the image root go through `pipeline.build.tree`: no
+input link is ever followed, and a write that would go through a link already in the root is
+refused before it happens. Every image path is claimed once; a second claim is an error, not
+a silent overwrite.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
+from contextlib import ExitStack
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 
+from pipeline.build.tree import Entry, Tree, UnsafePath, check_path
 from pipeline.core.errors import PipelineError
 from pipeline.core.vocab import Arch
 from pipeline.recipe.model import Recipe
@@ -26,90 +33,113 @@ def extension_release(recipe: Recipe, version: str, arch: Arch) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return _matches(parts, pattern[1:]) or (bool(parts) and _matches(parts[1:], pattern))
+    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:],
+                                                                           pattern[1:])
+
+
+def glob(tree: Tree, pattern: str) -> list[Entry]:
+    """Entries of `tree` matching `pattern` (`*`, `?`, `[...]` within a name, `**` for any
+    directories), without following links; an entry inside a matched directory is left to
+    that directory."""
+    wanted = tuple(p for p in pattern.split("/") if p not in ("", "."))
+    found: list[Entry] = []
+    for entry in tree.walk():
+        if _matches(entry.path.parts, wanted) and \
+                not any(entry.path.is_relative_to(f.path) for f in found if f.is_dir):
+            found.append(entry)
+    return found
+
+
 def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels: list[str],
           root: Path, epoch: int) -> None:
-    """Fill the empty directory `root`. `unpacked[i]` holds input i, downloaded from `labels[i]`."""
-    placed: dict[str, str] = {}  # image path -> what put it there, to refuse silent overwrites
+    """Fill the empty directory `root`. `unpacked[i]` holds input i, downloaded from `labels[i]`.
+    `epoch` is the time of the tree's directories (the image tools stamp everything else)."""
+    placed: dict[PurePosixPath, str] = {}  # image path -> what put it there
 
-    def claim(path: str, owner: str) -> Path:
-        if path in placed:
-            raise PipelineError(f"{recipe.path}: {owner}: {path} is already written by "
-                                f"{placed[path]}")
-        placed[path] = owner
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
+    def claim(path: str, owner: str) -> PurePosixPath:
+        try:
+            rel = check_path(path.lstrip("/"))
+        except UnsafePath as err:
+            raise PipelineError(f"{recipe.path}: {owner}: {path}: {err}") from None
+        if rel in placed:
+            raise PipelineError(f"{recipe.path}: {owner}: /{rel} is already written by "
+                                f"{placed[rel]}")
+        placed[rel] = owner
+        return rel
 
-    for i, entry in enumerate(recipe.install):
-        owner = f"install[{i}]"
-        pattern = recipe.expand(entry.src, version, arch)
-        source_root = unpacked[entry.input]
-        matches = sorted(source_root.glob(pattern))
-        if not matches:
-            raise PipelineError(f"{recipe.path}: {owner}.from: {pattern!r} matches nothing in "
-                                f"{labels[entry.input]} (it has: {_listing(source_root)})")
-        into_dir = entry.dst.endswith("/") or len(matches) > 1
-        for match in matches:
-            dst = entry.dst.rstrip("/") + "/" + match.name if into_dir else entry.dst
-            if match.is_dir() and not match.is_symlink():
-                for sub in sorted(match.rglob("*")):
-                    if sub.is_dir() and not sub.is_symlink():
-                        continue
-                    rel = sub.relative_to(match).as_posix()
-                    _copy(sub, claim(f"{dst.rstrip('/')}/{rel}", owner), entry.mode)
-            else:
-                _copy(match, claim(dst, owner), entry.mode)
+    with ExitStack() as stack:
+        out = stack.enter_context(Tree(root))
+        sources = [stack.enter_context(Tree(p)) for p in unpacked]
+        for i, entry in enumerate(recipe.install):
+            owner = f"install[{i}]"
+            pattern = recipe.expand(entry.src, version, arch)
+            source = sources[entry.input]
+            matches = glob(source, pattern)
+            if not matches:
+                raise PipelineError(f"{recipe.path}: {owner}.from: {pattern!r} matches nothing "
+                                    f"in {labels[entry.input]} (it has: {_listing(source)})")
+            into_dir = entry.dst.endswith("/") or len(matches) > 1
+            for match in matches:
+                dst = entry.dst.rstrip("/") + "/" + match.path.name if into_dir else entry.dst
+                members = ([e for e in source.walk(match.path) if not e.is_dir]
+                           if match.is_dir else [match])
+                for member in members:
+                    below = member.path.relative_to(match.path).as_posix()
+                    target = claim(f"{dst.rstrip('/')}/{below}" if match.is_dir else dst,
+                                   owner)
+                    try:
+                        out.copy_from(source, member.path, target, entry.mode)
+                    except UnsafePath as err:
+                        raise PipelineError(f"{recipe.path}: {owner}: /{target}: {err}") \
+                            from None
 
-    for i, extra in enumerate(recipe.files):
-        target = claim(extra.path, f"files[{i}]")
-        target.write_text(extra.content, encoding="utf-8")
-        target.chmod(extra.mode)
+        for i, extra in enumerate(recipe.files):
+            target = claim(extra.path, f"files[{i}]")
+            try:
+                out.write(target, extra.content.encode("utf-8"), extra.mode)
+            except UnsafePath as err:
+                raise PipelineError(f"{recipe.path}: files[{i}]: {extra.path}: {err}") from None
 
-    release = claim(f"/usr/lib/extension-release.d/extension-release.{recipe.name}",
-                    "extension-release")
-    release.write_text(extension_release(recipe, version, arch), encoding="utf-8")
-    release.chmod(0o644)
-    _check_links(recipe, root)
-    _normalize(root, epoch)
+        release = claim(f"/usr/lib/extension-release.d/extension-release.{recipe.name}",
+                        "extension-release")
+        out.write(release, extension_release(recipe, version, arch).encode(), 0o644)
+        _check_links(recipe, out)
+        _normalize(out, epoch)
 
 
-def _listing(root: Path, limit: int = 12) -> str:
-    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+def _listing(tree: Tree, limit: int = 12) -> str:
+    names = [e.path.as_posix() for e in tree.walk()]
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") or "nothing"
 
 
-def _copy(src: Path, dst: Path, mode: int | None) -> None:
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-        return
-    shutil.copyfile(src, dst)
-    if mode is None:
-        mode = 0o755 if src.stat().st_mode & 0o111 else 0o644
-    dst.chmod(mode)
-
-
-def _check_links(recipe: Recipe, root: Path) -> None:
+def _check_links(recipe: Recipe, tree: Tree) -> None:
     """Every symlink in the image must resolve inside it (a lib link needs its target)."""
-    real_root = root.resolve()
-    for link in root.rglob("*"):
-        if not link.is_symlink():
+    real_root = tree.root.resolve()
+    for entry in tree.walk():
+        if not entry.is_link:
             continue
-        target = os.readlink(link)
-        rel = "/" + link.relative_to(root).as_posix()
-        resolved = (link.parent / target).resolve()
-        if os.path.isabs(target) or not resolved.is_relative_to(real_root):
+        target = tree.readlink(entry.path)
+        rel = f"/{entry.path}"
+        # Resolving only reads (readlink/lstat); nothing is written through a link.
+        resolved = (real_root / entry.path.parent / target).resolve()
+        if target.startswith("/") or not resolved.is_relative_to(real_root):
             raise PipelineError(f"{recipe.path}: install: {rel} links outside the image ({target})")
         if not resolved.exists():
             raise PipelineError(f"{recipe.path}: install: {rel} -> {target} dangles; "
                                 "install its target too")
 
 
-def _normalize(root: Path, epoch: int) -> None:
-    """Fixed directory modes and timestamps, so the image bytes depend only on the contents."""
-    for path in sorted(root.rglob("*"), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-        os.utime(path, (epoch, epoch), follow_symlinks=False)
-    root.chmod(0o755)
-    os.utime(root, (epoch, epoch))
+def _normalize(tree: Tree, epoch: int) -> None:
+    """Fixed directory modes and times, so the image bytes depend only on the contents."""
+    for entry in [e for e in tree.walk() if e.is_dir]:
+        tree.chmod(entry.path, 0o755)
+    os.chmod(tree.fd, 0o755)
+    for entry in tree.walk():
+        os.utime(tree.root / entry.path, (epoch, epoch), follow_symlinks=False)
+    os.utime(tree.fd, (epoch, epoch))

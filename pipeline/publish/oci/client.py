@@ -213,8 +213,8 @@ class Client:
                 headers={**headers, **({"Authorization": self._auth[scope]}
                                        if scope in self._auth else {})})
         finally:
-            if hasattr(data, "close"):
-                data.close()  # type: ignore[union-attr]
+            if data is not None and not isinstance(data, bytes):
+                data.close()
 
     def _authorize(self, challenge: str, scope: str) -> str:
         kind, _, params = challenge.partition(" ")
