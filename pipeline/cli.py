@@ -8,6 +8,7 @@ problem on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pipeline import __version__
 from pipeline.build import cli as build_cli
 from pipeline.core import log
 from pipeline.core.errors import PipelineError
+from pipeline.core.fs import os_error_line
 from pipeline.publish import cli as publish_cli
 from pipeline.recipe import cli as recipe_cli
 from pipeline.sign import cli as sign_cli
@@ -63,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         for line in str(err).splitlines() or ["error"]:
             print(f"wasm-sysexts: error: {line}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # flushed at exit
+        return 141
+    except OSError as err:  # a full or read-only disk, a missing directory...
+        print(f"wasm-sysexts: error: {os_error_line(err)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as err:
         print(f"wasm-sysexts: interrupted ({err or 'SIGINT'})", file=sys.stderr)

@@ -10,27 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from support.hostile import assert_nothing_left, build_fails, member, tar_with
 from support.mirror import Mirror
 from support.recipes import TINY_BINARY, pinned_tiny, serve, write_recipe
-
-
-def tar_with(*infos: tuple[tarfile.TarInfo, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        ok = tarfile.TarInfo("tiny/bin/tiny")
-        ok.size, ok.mode = len(TINY_BINARY), 0o755
-        tar.addfile(ok, io.BytesIO(TINY_BINARY))
-        for info, data in infos:
-            tar.addfile(info, io.BytesIO(data) if data else None)
-    return buf.getvalue()
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "",
-           data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname = kind, mode, link
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    return info, data if kind == tarfile.REGTYPE else b""
 
 
 def absurd_size() -> bytes:
@@ -71,13 +53,6 @@ HOSTILE = {
 }
 
 
-def assert_nothing_left(out: Path) -> None:
-    if not out.exists():
-        return
-    left = sorted(p.name for p in out.iterdir() if p.name != ".lock")
-    assert left == [], left
-
-
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_archive_is_refused_naming_the_member(case: str, mirror: Mirror,
                                                       tmp_path: Path) -> None:
@@ -93,19 +68,6 @@ def test_hostile_archive_is_refused_naming_the_member(case: str, mirror: Mirror,
     assert expected in proc.stderr, proc.stderr
     assert url in proc.stderr
     assert_nothing_left(out)
-
-
-def build_fails(mirror: Mirror, recipes: Path, name: str, tmp_path: Path,
-                *extra: str) -> str:
-    out = tmp_path / "out"
-    proc = run_cli("build", name, "--recipes", recipes, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache", "--out", out, "--arch", "x86-64", *extra)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert_nothing_left(out)
-    errors = [line for line in proc.stderr.splitlines() if "] FAILED: " in line]
-    assert len(errors) == 1, proc.stderr
-    assert f"{name}-1.0-x86-64.raw  failed" in proc.stdout  # the summary table says so too
-    return errors[0].split("] FAILED: ", 1)[1]
 
 
 def test_wrong_sha256_is_refused(mirror: Mirror, tmp_path: Path) -> None:

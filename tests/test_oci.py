@@ -251,3 +251,34 @@ def test_docker_registry_lacks_referrers_api(registry: Registry) -> None:
     resp = requests.get(f"http://{registry.host}/v2/x/referrers/sha256:{'0' * 64}", timeout=10)
     assert resp.status_code == 404
     assert shutil.which("docker-registry")
+
+
+def test_failed_tag_write_puts_moved_tags_back(tmp_path: Path, registry: Registry,
+                                              proxy: FaultProxy, mirror, signed_images,
+                                              publish_key) -> None:
+    from support.registry_images import sign_into, write_recipe
+
+    push(proxy.host, signed_images[V1])
+    before = {a: manifest(registry.host, f"{V1}-{a}")[1] for a in ("x86-64", "arm64")}
+    # The same version rebuilt with other bytes: pushing it moves its existing arch tags.
+    recipes = write_recipe(mirror, tmp_path / "recipes").parent
+    run_cli("build", NAME, "--version", V1, "--arch", "x86-64", "--arch", "arm64", "--recipes",
+            recipes, "--mirror", mirror.url, "--cache", tmp_path / "cache", "--out",
+            tmp_path / "rebuilt", env={"SOURCE_DATE_EPOCH": "86400"}, check=True)
+    rebuilt = sign_into(run_cli, tmp_path / "rebuilt", tmp_path / "signed", publish_key[0])
+    proxy.rule = lambda method, path, n, length: \
+        "500" if method == "PUT" and path.endswith(f"/manifests/{V1}") else None
+    proc = push(proxy.host, rebuilt, check=False)
+    assert proc.returncode == 1
+    assert f"/v2/wsx/{NAME}/manifests/{V1}: HTTP 500" in proc.stderr
+    assert "(tags moved before it were put back)" in proc.stderr, proc.stderr
+    assert {a: manifest(registry.host, f"{V1}-{a}")[1] for a in before} == before
+    # A tag that did not exist is deleted again; distribution 2.8 cannot delete a tag, so the
+    # error names each one left behind.
+    proxy.rule = lambda method, path, n, length: \
+        "500" if method == "PUT" and path.endswith(f"/manifests/{V2}") else None
+    proc = push(proxy.host, signed_images[V2], check=False)
+    assert proc.returncode == 1
+    assert f"could not put back wsx/{NAME}:{V2}-arm64, wsx/{NAME}:{V2}-x86-64" in \
+        proc.stderr.replace(f"wsx/{NAME}:{V2}-x86-64, wsx/{NAME}:{V2}-arm64",
+                            f"wsx/{NAME}:{V2}-arm64, wsx/{NAME}:{V2}-x86-64"), proc.stderr

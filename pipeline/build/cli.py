@@ -15,12 +15,16 @@ from pipeline.recipe.model import Recipe
 
 
 def fetcher(args: argparse.Namespace) -> Fetcher:
-    return Fetcher(cache_dir=args.cache, mirror=args.mirror or None, offline=args.offline)
+    return Fetcher(cache_dir=args.cache, mirror=args.mirror or None, offline=args.offline,
+                   max_bytes=args.max_download, deadline=args.download_timeout,
+                   max_unpack=args.max_unpack)
 
 
 def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
-    arches = args.arch or [Arch.host()]
-    jobs = [(r, args.version or r.version, a) for r in recipes for a in arches]
+    arches = list(dict.fromkeys(args.arch or [Arch.host()]))
+    # `build X X` builds X once.
+    unique = list({r.name: r for r in recipes}.values())
+    jobs = [(r, args.version or r.version, a) for r in unique for a in arches]
     opts = Options(out_dir=args.out, fmt=args.fmt, epoch=options.epoch())
     results = build_many(jobs, fetcher(args), opts, args.jobs)
     if args.json:

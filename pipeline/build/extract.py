@@ -7,9 +7,9 @@ Safe by construction, member by member, before each write:
   symlink the archive planted cannot redirect a later member (the write is refused first);
 - symlinks must stay inside the archive, hard links must name a file extracted before them;
 - no device nodes, FIFOs or setuid/setgid bits;
-- every decompressor's output is counted against MAX_TOTAL_BYTES as it streams (a 355 KiB
-  .tar.zst that would expand to fill the disk stops at the limit), and each member against its
-  header size and MAX_MEMBER_BYTES.
+- every decompressor's output is counted against the limit (`--max-unpack`, default
+  MAX_TOTAL_BYTES) as it streams, and every member's size is checked against what is left
+  before it is written: a 355 KiB .tar.zst that would expand to fill the disk stops there.
 `tarfile` only parses headers and hands out member data; its extraction (and its filters,
 which differ across Python versions) is never used.
 """
@@ -38,8 +38,8 @@ from pipeline.core.fs import CHUNK, os_problem
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-MAX_MEMBER_BYTES = 2 << 30
-MAX_TOTAL_BYTES = 4 << 30
+MAX_TOTAL_BYTES = 4 << 30  # default limit of what one input may unpack to
+MAX_MEMBER_BYTES = 2 << 30  # no runtime ships a larger single file
 MAX_MEMBERS = 100_000
 # Bumped when what unpack() produces changes: part of the unpacked-input cache key.
 FORMAT = "2"
@@ -84,21 +84,21 @@ class _Counted(io.RawIOBase):
         return len(data)
 
 
-def unpack(source: Path, filename: str, dest: Path, label: str) -> None:
-    """Unpack `source` (downloaded as `filename`) into the empty directory `dest`.
-
-    `label` (the URL) prefixes every error. A single file lands as `dest/<filename>`.
-    """
+def unpack(source: Path, filename: str, dest: Path, label: str,
+           limit: int = MAX_TOTAL_BYTES) -> None:
+    """Unpack `source` (downloaded as `filename`) into the empty directory `dest`, at most
+    `limit` bytes in all. `label` (the URL) prefixes every error. A single file lands as
+    `dest/<filename>`."""
     kind = input_kind(filename)
     with Tree(dest) as tree:
         try:
             if kind == "file":
                 _single(source, filename, tree, label)
             elif kind == "zip":
-                _unzip(source, tree, label)
+                _unzip(source, tree, label, limit)
             else:
-                with _tar_stream(source, filename, label) as stream:
-                    _untar(stream, tree, label)
+                with _tar_stream(source, filename, label, limit) as stream:
+                    _untar(stream, tree, label, limit)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, gzip.BadGzipFile,
                 ValueError) as err:
             raise PipelineError(f"{label}: not a valid {kind} archive: {err}") from None
@@ -118,11 +118,11 @@ def _single(source: Path, filename: str, tree: Tree, label: str) -> None:
 
 
 @contextmanager
-def _tar_stream(source: Path, filename: str, label: str) -> Iterator[BinaryIO]:
-    """The archive's uncompressed tar stream, counted against MAX_TOTAL_BYTES (with room for
-    headers and padding)."""
+def _tar_stream(source: Path, filename: str, label: str, limit: int) -> Iterator[BinaryIO]:
+    """The archive's uncompressed tar stream, counted against `limit` (with room for headers
+    and padding)."""
     lower = filename.lower()
-    limit = MAX_TOTAL_BYTES + (64 << 20)
+    limit += 64 << 20
     if lower.endswith(_ZSTD):
         proc = run.spawn(["zstd", "-dc", "--", source], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
@@ -148,13 +148,13 @@ def _unsafe(label: str, name: str, why: str) -> PipelineError:
     return PipelineError(f"{label}: unsafe member {name!r}: {why}")
 
 
-def _check_size(name: str, size: int, total: int, label: str) -> None:
-    if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-        raise _unsafe(label, name, f"absurd size ({size} bytes; limits {MAX_MEMBER_BYTES} per "
-                                   f"member, {MAX_TOTAL_BYTES} in all)")
+def _check_size(name: str, size: int, total: int, label: str, limit: int) -> None:
+    if size > min(limit, MAX_MEMBER_BYTES) or total > limit:
+        raise _unsafe(label, name, f"absurd size ({size} bytes; limits "
+                                   f"{min(limit, MAX_MEMBER_BYTES)} per member, {limit} in all)")
 
 
-def _untar(stream: BinaryIO, tree: Tree, label: str) -> None:
+def _untar(stream: BinaryIO, tree: Tree, label: str, limit: int) -> None:
     total = count = 0
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -169,7 +169,7 @@ def _untar(stream: BinaryIO, tree: Tree, label: str) -> None:
                 if member.mode & (stat.S_ISUID | stat.S_ISGID):
                     raise UnsafePath("setuid/setgid bit set")
                 total += member.size
-                _check_size(name, member.size, total, label)
+                _check_size(name, member.size, total, label, limit)
                 if member.isdir():
                     tree.mkdir(path)
                 elif member.issym():
@@ -198,7 +198,7 @@ def _untar(stream: BinaryIO, tree: Tree, label: str) -> None:
                 raise _unsafe(label, name, os_problem(err)) from None
 
 
-def _unzip(source: Path, tree: Tree, label: str) -> None:
+def _unzip(source: Path, tree: Tree, label: str, limit: int) -> None:
     with zipfile.ZipFile(source) as archive:
         infos = archive.infolist()
         if len(infos) > MAX_MEMBERS:
@@ -215,7 +215,7 @@ def _unzip(source: Path, tree: Tree, label: str) -> None:
                 if mode & (stat.S_ISUID | stat.S_ISGID):
                     raise UnsafePath("setuid/setgid bit set")
                 total += info.file_size
-                _check_size(name, info.file_size, total, label)
+                _check_size(name, info.file_size, total, label, limit)
                 if info.is_dir():
                     tree.mkdir(path)
                     continue

@@ -25,7 +25,7 @@ from pipeline.build.stage import stage
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
 from pipeline.core.errors import PipelineError
-from pipeline.core.fs import locked, scratch_dir, sha256_file, sweep
+from pipeline.core.fs import locked, os_error_line, scratch_dir, sha256_file, sweep
 from pipeline.core.log import human_size, labelled, redact
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
 from pipeline.recipe.model import Recipe
@@ -85,7 +85,7 @@ def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str) -> Path:
     sweep(base)
     with scratch_dir(base, key) as work:
         (work / "tree").mkdir()
-        unpack(archive, name, work / "tree", redact(url))
+        unpack(archive, name, work / "tree", redact(url), fetcher.max_unpack)
         with locked(base):
             if not final.is_dir():
                 (work / "tree").rename(final)
@@ -178,8 +178,12 @@ def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Opt
             try:
                 results[index] = build_one(recipe, version, arch, fetcher, opts)
             except Exception as err:  # one runtime's failure, even a bug, must not stop the rest
-                message = str(err).splitlines()[0] if isinstance(err, PipelineError) else \
-                    f"internal error: {type(err).__name__}: {err}"
+                if isinstance(err, PipelineError):
+                    message = str(err).splitlines()[0]
+                elif isinstance(err, OSError):
+                    message = os_error_line(err)
+                else:
+                    message = f"internal error: {type(err).__name__}: {err}"
                 _log.info(f"FAILED: {message}")
                 results[index] = Result(recipe.name, version, arch, opts.fmt,
                                         BuildStatus.FAILED,

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.build.tree import Entry, Tree, UnsafePath, check_path
 from pipeline.core.errors import PipelineError
+from pipeline.core.fs import os_problem
 from pipeline.core.vocab import Arch
 from pipeline.recipe.model import Recipe
 
@@ -97,6 +98,8 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
                     except UnsafePath as err:
                         raise PipelineError(f"{recipe.path}: {owner}: /{target}: {err}") \
                             from None
+                    except OSError as err:
+                        raise PipelineError(f"{root}: /{target}: {os_problem(err)}") from None
 
         for i, extra in enumerate(recipe.files):
             target = claim(extra.path, f"files[{i}]")

@@ -41,6 +41,12 @@ def os_problem(err: OSError) -> str:
     return err.strerror or errno.errorcode.get(err.errno or 0, str(err))
 
 
+def os_error_line(err: OSError) -> str:
+    """`FILE: reason` for an OSError that escaped to the top."""
+    where = err.filename if err.filename is not None else "error"
+    return f"{where}: {os_problem(err)}"
+
+
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write `path` so that readers see the old or the new content, never a part."""
     raw = data.encode("utf-8") if isinstance(data, str) else data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
@@ -36,9 +37,26 @@ def add_mirror(parser: argparse.ArgumentParser) -> None:
 
 
 def add_fetch(parser: argparse.ArgumentParser) -> None:
+    from pipeline.build.extract import MAX_TOTAL_BYTES
+    from pipeline.build.fetch import DEADLINE, MAX_DOWNLOAD
+
     add_mirror(parser)
     add_cache(parser)
     parser.add_argument("--offline", action="store_true", help="use only the cache")
+    parser.add_argument("--max-download", type=size, default=MAX_DOWNLOAD, metavar="SIZE",
+                        help="largest file a download may be, e.g. 512M (default 4G)")
+    parser.add_argument("--download-timeout", type=float, default=DEADLINE, metavar="SECONDS",
+                        help="longest one file may take to download (default %(default).0f)")
+    parser.add_argument("--max-unpack", type=size, default=MAX_TOTAL_BYTES, metavar="SIZE",
+                        help="most one input may unpack to, e.g. 2G (default 4G)")
+
+
+def size(value: str) -> int:
+    """`512M`, `4G`, `1048576`: a byte count for argparse."""
+    match = re.fullmatch(r"([0-9]+)([KMGT]?)", value.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size like 512M or 4G")
+    return int(match[1]) << (10 * " KMGT".index(match[2] or " "))
 
 
 def add_output(parser: argparse.ArgumentParser, json_help: str = "print results as JSON on "
@@ -52,9 +70,13 @@ def add_arches(parser: argparse.ArgumentParser) -> None:
                         help=f"target arch, repeatable (default: {Arch.host()})")
 
 
+EPOCH_MAX = (1 << 32) - 1  # squashfs stores 32-bit times
+
+
 def epoch() -> int:
     """SOURCE_DATE_EPOCH (default 0): the time stamped into every image."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "0")
-    if not value.isdigit():
-        raise PipelineError(f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds")
+    if not (value.isascii() and value.isdigit()) or int(value) > EPOCH_MAX:
+        raise PipelineError(f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds "
+                            f"from 0 to {EPOCH_MAX}")
     return int(value)

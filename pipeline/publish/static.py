@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.build.fetch import check_base_url
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, format_sums, read_sums
 from pipeline.core.errors import PipelineError
@@ -96,8 +97,9 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
         path = src / file
         if not file.endswith(".raw"):
             continue
-        if not path.is_file():
-            raise PipelineError(f"{sums_path}: lists {file}, which is missing")
+        if path.is_symlink() or not path.is_file():
+            raise PipelineError(f"{sums_path}: lists {file}, which is missing or not a "
+                                "regular file")
         actual = sha256_file(path)
         if actual != digest:
             raise PipelineError(f"{path}: sha256 {actual} does not match {digest} in {sums_path}")
@@ -293,6 +295,8 @@ def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
                    signer: Signer | None, keyring_path: Path | None) -> dict[str, Any]:
     """Publish `src`'s signed images into `dest`; returns the tree's index.json content."""
     dest = dest.absolute()
+    if base_url is not None:
+        check_base_url(base_url, "--base-url")
     if keyring_path is not None:
         keyring = read_keyring(keyring_path)
     elif signer:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -65,11 +65,27 @@ def find(recipes_dir: Path, name: str) -> Recipe:
     return load(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a key given twice (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path) -> Recipe:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except OSError as err:
         raise RecipeError([f"{path}: cannot read: {err.strerror}"]) from err
+    except UnicodeDecodeError as err:
+        raise RecipeError([f"{path}: file: not UTF-8 text (byte {err.start})"]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "file"
@@ -149,10 +165,16 @@ class _Validator:
 
     def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
         try:
-            names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)
+                      if f is not None]
         except ValueError as err:
             self.bad(where, f"bad placeholder syntax: {err}")
             return
+        if any(spec or conv for _, spec, conv in fields):
+            self.bad(where, "placeholders take no format spec or conversion (write {version}, "
+                            "not {version:...} or {version!r})")
+            return
+        names = {f for f, _, _ in fields}
         for unknown in sorted(names - allowed):
             self.bad(where, f"unknown placeholder {{{unknown}}} (known: "
                             f"{', '.join('{' + p + '}' for p in sorted(allowed))})")
@@ -216,8 +238,8 @@ class _Validator:
         if not isinstance(value, str) or not value.startswith(("/usr/", "/opt/")):
             self.bad(where, "must be an absolute path under /usr/ or /opt/")
             return ""
-        if ".." in PurePosixPath(value).parts or "//" in value:
-            self.bad(where, "must not contain '..' or empty components")
+        if any(part in ("..", ".") for part in value.split("/")) or "//" in value:
+            self.bad(where, "must not contain '..', '.' or empty components")
             return ""
         return value
 

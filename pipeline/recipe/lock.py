@@ -10,12 +10,14 @@ import re
 from pathlib import Path
 
 from pipeline.build.fetch import Fetcher, input_filename
+from pipeline.build.orchestrate import unpacked
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
 from pipeline.core.log import labelled, redact
 from pipeline.recipe.load import load
 from pipeline.recipe.model import Recipe
 
+PIN_RE = re.compile(r'\bsha256:\s*("[^"]*"|\'[^\']*\'|[^,}\s]+)')
 CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(?:\./)?(\S+)\s*$")
 
 
@@ -51,6 +53,9 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
         for item, url, path in paths:
             digest = sha256_file(path)
             name = input_filename(url)
+            # What gets pinned must be the archive it claims to be (not a login page), and
+            # safe to unpack: the same checks a build makes, before the pin is written.
+            unpacked(fetcher, path, digest, url)
             source = "downloaded"
             if sums_url:
                 if name not in upstream:
@@ -76,9 +81,15 @@ def _write_pins(path: Path, pins: dict[str, str]) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for url, digest in pins.items():
         hits = [i for i, line in enumerate(lines) if url in line]
-        if len(hits) != 1 or "sha256:" not in lines[hits[0]]:
+        if len(hits) != 1:
             raise PipelineError(f"{path}: cannot find one line with url {url!r} and its sha256; "
                                 "write inputs as {url: ..., sha256: ...} on one line")
-        lines[hits[0]] = re.sub(r'sha256:\s*("[^"]*"|\'[^\']*\'|[^,}\s]+)',
-                                f'sha256: "{digest}"', lines[hits[0]], count=1)
+        line = lines[hits[0]]
+        # The sha256 key after the URL (a URL may itself contain "sha256:").
+        end = line.index(url) + len(url)
+        rest, count = PIN_RE.subn(f'sha256: "{digest}"', line[end:], count=1)
+        if not count:
+            raise PipelineError(f"{path}: line {hits[0] + 1}: no sha256 after url {url!r}; "
+                                "write inputs as {url: ..., sha256: ...} on one line")
+        lines[hits[0]] = line[:end] + rest
     write_atomic(path, "".join(lines))

@@ -4,11 +4,16 @@ Fault injection for download tests, by path prefix:
   /__truncate/REST   sends REST's Content-Length but only half its bytes, then closes
   /__status/CODE/REST answers CODE (404, 500, ...) without a body
   /__flaky/N/REST    answers 503 to the first N requests for REST, then serves it
+  /__huge/REST       announces a Content-Length of 1 TiB, sends REST's bytes and closes
+  /__chunked/REST    serves REST without a Content-Length (chunked transfer encoding)
+  /__gzipenc/REST    serves REST's bytes as they are, labelled `Content-Encoding: gzip`
+  /__drip/S/REST     sends REST one byte every S seconds
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +47,8 @@ class Mirror:
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # chunked transfer needs it
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -61,19 +68,38 @@ class Mirror:
                         self.end_headers()
                         return
                     parts = parts[2:]
-                truncate = parts[0] == "__truncate"
-                if truncate:
-                    parts = parts[1:]
+                mode, drip = "", 0.0
+                if parts[0] in ("__truncate", "__huge", "__chunked", "__gzipenc"):
+                    mode, parts = parts[0], parts[1:]
+                elif parts[0] == "__drip":
+                    mode, drip, parts = "__drip", float(parts[1]), parts[2:]
                 file = mirror.root.joinpath(*parts)
                 if not file.is_file() or ".." in parts:
                     self.send_error(404)
                     return
                 data = file.read_bytes()
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
+                if mode == "__chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(data), 65536):
+                        chunk = data[start:start + 65536]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                length = 1 << 40 if mode == "__huge" else len(data)
+                self.send_header("Content-Length", str(length))
+                if mode == "__gzipenc":
+                    self.send_header("Content-Encoding", "gzip")
                 self.end_headers()
-                self.wfile.write(data[: len(data) // 2] if truncate else data)
-                if truncate:
+                if mode == "__drip":
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(drip)
+                    return
+                self.wfile.write(data[: len(data) // 2] if mode == "__truncate" else data)
+                if mode in ("__truncate", "__huge"):
                     self.close_connection = True
 
         return Handler

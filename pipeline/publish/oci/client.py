@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -229,6 +229,12 @@ class Client:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
             raise PipelineError(f"{self.registry}: Bearer challenge without realm")
+        realm = urlsplit(fields["realm"])
+        if realm.scheme != "https" and not self.insecure:
+            # Credentials go to the realm: never in the clear, whatever the registry says.
+            raise PipelineError(f"{self.registry}: token realm {fields['realm']!r} is not "
+                                "https://; refusing to send credentials to it (--insecure "
+                                "allows it for a test registry)")
         query = {"service": fields.get("service", ""), "scope": scope}
         auth = (self.username, self.password or "") if self.username else None
         try:
@@ -300,6 +306,11 @@ class Client:
             raise PipelineError(f"PUT /v2/{repo}/manifests/{reference}: registry stored digest "
                                 f"{returned}, expected {digest_of(body)}")
         return resp
+
+    def delete_tag(self, repo: str, tag: str) -> None:
+        """Remove a tag (OCI distribution 1.1 tag deletion; not every registry has it)."""
+        self.request("DELETE", f"/v2/{repo}/manifests/{tag}", _scope(repo, "pull,push,delete"),
+                     ok=(202,), retry=False)
 
     def get_manifest(self, repo: str, reference: str,
                      accept: str = f"{MANIFEST}, {INDEX}") -> tuple[bytes, str] | None:

@@ -20,6 +20,7 @@ from typing import IO, Any
 import requests
 
 from pipeline.core import log
+from pipeline.core.errors import PipelineError
 from pipeline.core.log import human_size
 from pipeline.core.vocab import SIGNATURE, SUMS
 from pipeline.publish.oci.client import INDEX, MANIFEST, Client, digest_of, referrers_tag
@@ -129,13 +130,47 @@ def publish_oci(src: Path, client: Client, tag_latest: bool = False,
             newest = _newest(repo, state)
             state.tags.append((repo, "latest", newest[2], newest[3]))
     # Every blob and manifest is in place: only now do tags move.
-    for repo, tag, body, media_type in state.tags:
-        digest = digest_of(body)
-        if client.manifest_digest(repo, tag) != digest:
-            client.put_manifest(repo, tag, body, media_type)
-        result.append({"reference": f"{client.registry}/{repo}:{tag}", "digest": digest})
+    _move_tags(client, state.tags)
+    for repo, tag, body, _ in state.tags:
+        result.append({"reference": f"{client.registry}/{repo}:{tag}",
+                       "digest": digest_of(body)})
     _log.info(f"{len(result)} tag(s) set, {state.uploaded} blob(s) uploaded")
     return result
+
+
+def _move_tags(client: Client, tags: list[tuple[str, str, bytes, str]]) -> None:
+    """Point every tag at its manifest. A registry cannot move several tags at once, so when
+    one move fails, the tags moved before it are put back where they were (a tag that is new
+    is deleted again): all tags move or none does, unless the registry also refuses the way
+    back, which the error then names."""
+    moved: list[tuple[str, str, str | None]] = []  # repo, tag, digest it had before
+    try:
+        for repo, tag, body, media_type in tags:
+            before = client.manifest_digest(repo, tag)
+            if before != digest_of(body):
+                client.put_manifest(repo, tag, body, media_type)
+                moved.append((repo, tag, before))
+    except PipelineError as err:
+        stuck = []
+        for repo, tag, before in reversed(moved):
+            try:
+                _restore(client, repo, tag, before)
+            except PipelineError:
+                stuck.append(f"{repo}:{tag}")
+        if stuck:
+            raise PipelineError(f"{err}; could not put back {', '.join(stuck)}") from None
+        raise PipelineError(f"{err} (tags moved before it were put back)") from None
+
+
+def _restore(client: Client, repo: str, tag: str, before: str | None) -> None:
+    if before is None:
+        client.delete_tag(repo, tag)
+        return
+    found = client.get_manifest(repo, before)
+    if found is None:
+        raise PipelineError(f"{repo}@{before}: gone")
+    body = found[0]
+    client.put_manifest(repo, tag, body, str(json.loads(body).get("mediaType", MANIFEST)))
 
 
 def _newest(repo: str, state: _Pushed) -> tuple[str, str, bytes, str]:
