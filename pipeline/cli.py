@@ -22,6 +22,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.fs import os_error_line
 from pipeline.publish import cli as publish_cli
 from pipeline.recipe import cli as recipe_cli
+from pipeline.recipe.load import default_recipes_dir
 from pipeline.sign import cli as sign_cli
 from pipeline.smoke import cli as smoke_cli
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log.setup(quiet=getattr(args, "quiet", False))
     try:
+        if "recipes" in vars(args) and args.recipes is None:
+            args.recipes = default_recipes_dir()
         with _signals_unwind():
             return int(args.func(args))
     except PipelineError as err:

@@ -1,13 +1,21 @@
-"""The Dagger module, checked offline: it imports, its functions register with the documented
-names and types, and each function builds the container query that runs the CLI."""
+"""The Dagger module (.dagger/), checked offline: it imports, its functions register with the
+documented names and types, and the container queries it builds keep secrets in mounted secret
+files only. tests/test_dagger.py runs every function on a real engine."""
 
 from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
 
 import dagger
 from dagger import dag
 from support.daggerq import execs, functions, instance, register_typedefs, selections
+from wasm_sysexts import main as module
 
-from pipeline import dagger_module
+ROOT = Path(__file__).resolve().parent.parent
+GPG_PLAINTEXT = "-----BEGIN PGP PRIVATE KEY BLOCK----- not-a-real-gpg-key"
+VERITY_PLAINTEXT = "-----BEGIN PRIVATE KEY----- not-a-real-verity-key"
 
 
 def test_typedefs_register_until_the_engine_is_needed() -> None:
@@ -15,62 +23,93 @@ def test_typedefs_register_until_the_engine_is_needed() -> None:
     assert isinstance(err, dagger.ClientConnectionError), repr(err)
 
 
-def test_build_functions_have_documented_signatures() -> None:
+def test_module_is_its_own_project_the_sdk_runtime_can_install() -> None:
+    """dagger.json points at .dagger, whose pyproject takes dagger-io from the vendored ./sdk
+    (version 0.0.0) without a version pin; the CLI package does not depend on dagger-io."""
+    import json
+
+    config = json.loads((ROOT / "dagger.json").read_text())
+    assert config["source"] == ".dagger" and config["sdk"] == {"source": "python"}
+    project = tomllib.loads((ROOT / ".dagger/pyproject.toml").read_text())
+    assert project["project"]["name"] == "wasm-sysexts"
+    assert "dagger-io" in project["project"]["dependencies"]  # no ==X: sdk is 0.0.0
+    assert project["tool"]["uv"]["sources"]["dagger-io"] == {"path": "sdk", "editable": True}
+    assert 'name = "dagger-io"' in (ROOT / ".dagger/uv.lock").read_text()
+    cli = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert not [d for d in cli["project"]["dependencies"] if d.startswith("dagger")]
+    # The runtime imports <package>:<MainObject> from the dagger.json name.
+    assert module.WasmSysexts.__name__ == "WasmSysexts"
+
+
+def test_functions_have_documented_signatures() -> None:
     funcs = functions()
+    assert set(funcs) == {"", "build", "build_all", "sign", "verify", "smoke_test",
+                          "publish_static", "publish_oci"}
+    constructor = funcs[""].parameters  # "": the constructor
+    assert list(constructor) == ["source", "base_image", "mirror_service", "registry_service"]
+    assert constructor["source"].default_path == "/"
     build = funcs["build"]
     assert build.return_type is dagger.File
-    params = build.parameters
-    assert list(params) == ["runtime", "version", "recipes", "arch", "format", "mirror"]
-    assert params["recipes"].resolved_type is dagger.Directory
-    assert params["recipes"].default_path == "sysexts"
-    assert params["arch"].default_value == '"x86-64"'
-    assert params["format"].default_value == '"squashfs"'
-
-    build_all = funcs["build_all"]
-    assert build_all.return_type is dagger.Directory
-    assert build_all.parameters["arch"].is_nullable
-    assert build_all.parameters["jobs"].default_value == "2"
-
-
-def test_build_runs_the_cli_in_the_pinned_builder() -> None:
-    file = instance().build("wasmtime", "49.0.4", recipes=dag.directory(), arch="arm64",
-                            format="erofs")
-    chain = selections(file)
-    assert chain[1] == ("from", {"address": dagger_module.BUILDER_IMAGE})
-    assert "@sha256:" in dagger_module.BUILDER_IMAGE
-    mounts = {args["path"] for name, args in chain if name == "withMountedCache"}
-    assert mounts == {"/cache"}
-    dirs = [args["path"] for name, args in chain if name == "withDirectory"]
-    assert dirs == ["/src", "/recipes"]
-    commands = execs(file)
-    assert commands[1][:5] == ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
-    assert {"squashfs-tools", "erofs-utils"} <= set(commands[1])
-    assert commands[-1] == ["wasm-sysexts", "build", "wasmtime", "--version", "49.0.4",
-                            "--arch", "arm64", "--format", "erofs", "--recipes", "/recipes",
-                            "--out", "/out"]
-    assert chain[-1] == ("file", {"path": "/out/wasmtime-49.0.4-arm64.raw"})
-
-
-def test_build_all_returns_the_output_directory() -> None:
-    out = instance().build_all(recipes=dag.directory(), mirror="http://127.0.0.1:8080")
-    assert execs(out)[-1] == ["wasm-sysexts", "build-all", "--format", "squashfs", "--jobs", "2",
-                              "--arch", "x86-64", "--arch", "arm64", "--recipes", "/recipes",
-                              "--out", "/out", "--mirror", "http://127.0.0.1:8080"]
-    assert selections(out)[-1] == ("directory", {"path": "/out"})
-
-
-def test_smoke_test_boots_the_vm_with_root_capabilities() -> None:
-    smoke = functions()["smoke_test"]
-    assert smoke.return_type is str
-    assert list(smoke.parameters) == ["images", "recipes", "os", "channel"]
+    assert list(build.parameters) == ["runtime", "version", "recipes", "arch", "format", "mirror"]
+    assert build.parameters["recipes"].default_path == "sysexts"
+    assert build.parameters["arch"].default_value == '"x86-64"'
+    assert funcs["build_all"].return_type is dagger.Directory
+    assert funcs["build_all"].parameters["arch"].is_nullable
+    sign = funcs["sign"]
+    assert sign.return_type is dagger.Directory
+    assert list(sign.parameters) == ["images", "gpg_key", "verity_key", "verity_cert"]
+    assert sign.parameters["gpg_key"].resolved_type is dagger.Secret
+    assert not sign.parameters["gpg_key"].is_nullable
+    assert funcs["verify"].return_type is str
+    smoke = funcs["smoke_test"]
+    assert smoke.return_type is dagger.File  # the JSON report, to export or read on
     assert smoke.parameters["os"].default_value == '"flatcar"'
-    assert smoke.parameters["channel"].default_value == '"stable"'
-    ctr = instance()._smoke(dag.directory(), dag.directory(), "reference", "beta")
-    chain = selections(ctr)
-    last = chain[-1]
-    assert last[0] == "withExec" and last[1]["insecureRootCapabilities"] is True
-    assert last[1]["args"] == ["wasm-sysexts", "smoke-test", "/images", "--os", "reference",
-                               "--channel", "beta", "--recipes", "/recipes", "--cache", "/cache"]
-    assert {"qemu-system-x86", "ovmf", "mmdebstrap"} <= set(execs(ctr)[1])
-    assert [a["path"] for n, a in chain if n == "withDirectory"] == ["/src", "/images",
-                                                                     "/recipes"]
+    static, oci = funcs["publish_static"], funcs["publish_oci"]
+    assert static.cache_policy == "never" and oci.cache_policy == "never"
+    assert static.return_type is dagger.Directory and oci.return_type is str
+    assert oci.parameters["password"].is_nullable  # anonymous pushes to open registries
+
+
+def test_base_image_is_a_pinned_constructor_argument() -> None:
+    assert "@sha256:" in module.BASE_IMAGE
+    file = instance().build("wasmtime", "49.0.4", recipes=dag.directory(), arch="arm64")
+    assert selections(file)[1] == ("from", {"address": "example.org/base@sha256:" + "0" * 64})
+    commands = execs(file)
+    assert {"squashfs-tools", "erofs-utils"} <= set(commands[1])
+    assert commands[-1][:2] == ["wasm-sysexts", "build"]
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a selection argument (lists nest)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def test_secrets_reach_containers_only_as_mounted_files() -> None:
+    gpg, verity = dag.set_secret("gpg", GPG_PLAINTEXT), dag.set_secret("vk", VERITY_PLAINTEXT)
+    password = dag.set_secret("pw", "registry-password")
+    chains = [
+        selections(instance().sign(dag.directory(), gpg, verity,
+                                   dag.directory().file("verity.crt"))),
+        selections(instance()._publish_static(dag.directory(), "https://u.example",
+                                              dag.directory(), gpg, None)),
+        selections(instance()._publish_oci(dag.directory(), "r.example/ns", "u", password,
+                                           False, False)),
+    ]
+    mounted = {args["path"] for chain in chains for name, args in chain
+               if name == "withMountedSecret"}
+    assert mounted == {f"{module.SECRETS}/gpg-key", f"{module.SECRETS}/verity-key",
+                       f"{module.SECRETS}/registry-password"}
+    for chain in chains:
+        assert not [name for name, _ in chain if name == "withSecretVariable"]
+        for name, args in chain:
+            if name in ("withExec", "withEnvVariable"):
+                for value in args.values():
+                    assert not isinstance(value, dagger.Secret)
+                    for text in _strings(value):
+                        assert GPG_PLAINTEXT not in text and VERITY_PLAINTEXT not in text
+                        assert "registry-password" not in text.replace(
+                            f"{module.SECRETS}/registry-password", "")

@@ -17,6 +17,7 @@ from support.payloads import HELLO_OUTPUT, tar_bytes
 from support.vm_payloads import (
     TEST_HOST,
     VM_CACHE,
+    mislabel_arch,
     qemu_children,
     rename_impostor,
     write_vm_recipes,
@@ -42,6 +43,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirro
     build(recipes, mirror, out, "wasmtime", "wazero", "needslib", "impostor")
     build(recipes, mirror, out, "wrongarch", "--arch", "arm64")
     rename_impostor(out)
+    mislabel_arch(out)
     proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
                    "--hello-wasm", hello_wasm, "--cache", VM_CACHE, "--timeout", "600",
                    "--json")
@@ -56,7 +58,8 @@ def by_name(report: dict[str, object]) -> dict[str, dict[str, object]]:
 def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) -> None:
     code, report, stderr = smoke
     assert code == 1, "broken images are in the run, so the command must fail"
-    assert not report["timed_out"]
+    [boot] = report["boots"]  # type: ignore[misc]  # every image is named x86-64
+    assert not boot["timed_out"] and boot["arch"] == "x86-64"
     images = by_name(report)
     for name in ("wasmtime", "wazero"):
         image = images[name]
@@ -65,7 +68,7 @@ def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) 
         hello = [s for s in image["steps"] if "hello.wasm" in s["command"]]
         assert hello and HELLO_OUTPUT in hello[0]["output"]
         assert isinstance(hello[0]["seconds"], float)
-        assert name in str(report["sysext_status"])
+        assert name in str(boot["sysext_status"])
     assert "wazero" in images["wazero"]["steps"][0]["output"] or \
         "1.9.0" in images["wazero"]["steps"][0]["output"]
 
@@ -88,12 +91,14 @@ def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], st
 
 def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str]) -> None:
     from pipeline.smoke.plan import ImageReport, Step
-    from pipeline.smoke.report import SmokeReport, render
+    from pipeline.smoke.report import Boot, SmokeReport, render
 
     _, report, _ = smoke
     images = [ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]})
               for i in report["images"]]  # type: ignore[union-attr]
-    text = render(SmokeReport(**{**report, "images": images}))  # type: ignore[arg-type]
+    boots = [Boot(**b) for b in report["boots"]]  # type: ignore[union-attr]
+    text = render(SmokeReport(**{**report, "images": images, "boots": boots}))  # type: ignore[arg-type]
+    assert text.startswith("smoke test on reference x86-64 (")
     assert "PASS  wasmtime-" in text and "FAIL  misnamed-1.0-x86-64.raw" in text
     assert "2/5 images passed" in text
 

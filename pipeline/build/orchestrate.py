@@ -7,10 +7,11 @@ are unchanged is not rebuilt: its metadata records a key over all of them.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class Result:
     size: int | None = None
     seconds: float = 0.0
     error: str | None = None
+    started: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC)
+                         .isoformat(timespec="milliseconds"))  # when this build ran
 
     def to_json(self) -> dict[str, object]:
         return {k: (str(v) if isinstance(v, Arch | ImageFormat | BuildStatus) else v)

@@ -20,9 +20,9 @@ def default_cache_dir() -> Path:
 
 
 def add_recipes(parser: argparse.ArgumentParser) -> None:
-    from pipeline.recipe.load import default_recipes_dir
-
-    parser.add_argument("--recipes", type=Path, default=default_recipes_dir(),
+    # Resolved after parsing (pipeline.cli), so a command given --recipes never needs the
+    # packaged recipes.
+    parser.add_argument("--recipes", type=Path, default=None,
                         help="directory of recipes (default: the repository's sysexts/)")
 
 

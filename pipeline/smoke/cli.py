@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from pipeline.core import options
-from pipeline.core.vocab import Channel
+from pipeline.core.fs import write_atomic
+from pipeline.core.vocab import Arch, Channel
 from pipeline.smoke.payloads import HELLO_TEXT, hello_wasm_module
 from pipeline.smoke.report import render
 from pipeline.smoke.run import GuestOS, Target, run
@@ -18,7 +19,9 @@ def cmd_smoke_test(args: argparse.Namespace) -> int:
     target = Target(args.os, args.cache, args.channel, args.flatcar_version,
                     args.mirror or None, args.flatcar_keyring)
     report = run(args.dir, target, args.recipes, args.timeout, hello, args.hello_expect,
-                 only=args.image)
+                 only=args.image, arch=args.arch)
+    if args.report:
+        write_atomic(args.report, json.dumps(report.to_json(), indent=2) + "\n")
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -41,6 +44,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "keys/flatcar-image-signing.asc)")
     options.add_mirror(p)
     p.add_argument("--image", type=Path, help="test only this image of DIR")
+    p.add_argument("--arch", type=Arch, choices=list(Arch),
+                   help="boot only this arch's images (default: a VM for each arch in DIR)")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="also write the report as JSON to FILE")
     p.add_argument("--timeout", type=float, default=900, help="seconds before the VM is "
                    "killed (default: %(default)s)")
     options.add_recipes(p)

@@ -8,6 +8,8 @@ import io
 import json
 import tarfile
 
+from pipeline.core.vocab import Arch
+
 HELLO_TEXT = "Hello from wasm-sysexts!"
 OCI_REF = "docker.io/library/wsx-hello:latest"
 
@@ -67,13 +69,13 @@ def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-def hello_oci_tar(wasm: bytes, ref: str = OCI_REF) -> bytes:
+def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> bytes:
     """An OCI image layout tarball (for `ctr image import`) whose one layer holds
     /hello.wasm, the image's entrypoint: runwasi shims run a Wasm entrypoint file."""
     layer = _tar({"hello.wasm": (wasm, 0o755)})
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = json.dumps({
-        "architecture": "amd64", "os": "linux",
+        "architecture": arch.goarch, "os": "linux",
         "config": {"Entrypoint": ["/hello.wasm"], "Env": ["PATH=/"]},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }, sort_keys=True).encode()

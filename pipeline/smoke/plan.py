@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.core.artifacts import ImageDir, ImageName
 from pipeline.core.errors import PipelineError
+from pipeline.core.vocab import Arch
 from pipeline.recipe.load import find
 from pipeline.recipe.model import Recipe
 from pipeline.smoke.payloads import OCI_REF
@@ -85,10 +86,11 @@ def _steps(recipe: Recipe, image: ImageName, expect: str) -> list[Step]:
     return steps
 
 
-def plan(images_dir: Path, recipes_dir: Path, expect: str,
-         only: Path | None = None) -> list[ImageReport]:
-    """One report per `*.raw` in `images_dir` (or just `only`), with the steps to run.
-    Images whose name, metadata or recipe is unusable fail here, before any boot."""
+def plan(images_dir: Path, recipes_dir: Path, expect: str, only: Path | None = None,
+         arch: Arch | None = None) -> list[ImageReport]:
+    """One report per `*.raw` in `images_dir` (or just `only`; with `arch`, just that arch's),
+    with the steps to run. Images whose name, metadata or recipe is unusable fail here, before
+    any boot."""
     if not images_dir.is_dir():
         raise PipelineError(f"{images_dir}: images directory not found")
     directory = ImageDir(images_dir)
@@ -99,11 +101,16 @@ def plan(images_dir: Path, recipes_dir: Path, expect: str,
     for path in paths:
         if not path.is_file():
             raise PipelineError(f"{path}: image not found")
-        report = ImageReport(image=path.name, name="")
-        reports.append(report)
         try:
             image = ImageName.parse(path.name)
-            report.name, report.version, report.arch = image.name, image.version, image.arch
+        except PipelineError as err:
+            reports.append(ImageReport(image=path.name, name="", reason=str(err)))
+            continue
+        if arch is not None and image.arch is not arch:
+            continue
+        report = ImageReport(path.name, image.name, image.version, image.arch)
+        reports.append(report)
+        try:
             directory.read_meta(image)  # present metadata must agree with the file name
             recipe = find(recipes_dir, image.name)
         except PipelineError as err:
@@ -112,11 +119,13 @@ def plan(images_dir: Path, recipes_dir: Path, expect: str,
         report.steps = _steps(recipe, image, expect)
         if not report.steps:
             report.reason = f"{recipe.path}: smoke: no commands to prove the image works"
-    names = [r.name for r in reports if r.name]
+    if not reports:
+        raise PipelineError(f"{images_dir}: no {arch} images to test")
+    names = [(r.name, r.arch) for r in reports if r.name]
     for report in reports:
-        if report.name and names.count(report.name) > 1 and not report.reason:
-            report.reason = f"{report.image}: another image in {images_dir} is also " \
-                            f"named {report.name!r}; one VM can merge only one of them"
+        if report.name and names.count((report.name, report.arch)) > 1 and not report.reason:
+            report.reason = f"{report.image}: another {report.arch} image in {images_dir} is " \
+                            f"also named {report.name!r}; one VM can merge only one of them"
     return reports
 
 

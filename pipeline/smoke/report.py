@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pipeline.smoke.plan import ImageReport, Outcome
 from pipeline.vm.qemu import BootResult
 
 
 @dataclass
-class SmokeReport:
-    os: str
+class Boot:
+    """One VM boot: the images of one arch."""
+
+    arch: str
     accel: str
     seconds: float
     timed_out: bool
     stopped_at: str
-    passed: bool
-    images: list[ImageReport]
     merge_output: str = ""
     sysext_status: str = ""
+
+
+@dataclass
+class SmokeReport:
+    os: str
+    passed: bool
+    images: list[ImageReport]
+    boots: list[Boot] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -112,8 +120,8 @@ def _excerpt(text: str, limit: int = 60) -> str:
 
 
 def render(report: SmokeReport) -> str:
-    out = [f"smoke test on {report.os} ({report.accel}, {report.seconds:.1f}s)"
-           + (f": TIMED OUT {report.stopped_at}" if report.timed_out else "")]
+    out = [f"smoke test on {report.os} {b.arch} ({b.accel}, {b.seconds:.1f}s)"
+           + (f": TIMED OUT {b.stopped_at}" if b.timed_out else "") for b in report.boots]
     for r in report.images:
         out.append(f"{'PASS' if r.status == 'passed' else 'FAIL'}  {r.image}  "
                    f"merged: {'yes' if r.merged else 'no'}"

@@ -1,5 +1,6 @@
-"""Step 6: boot ONE VM with every image of a directory, merge them, run each recipe's `smoke`
-commands, and report per image and per command.
+"""Step 6: boot one VM per arch with every image of that arch in a directory, merge them, run
+each recipe's `smoke` commands, and report per image and per command. Each image boots on
+its own arch (x86-64 images in an x86-64 VM, arm64 images in an arm64 VM).
 
 `wasm-sysexts smoke-test DIR` finds each `*.raw`'s recipe by the name in its file name. The
 harness (`pipeline.vm.qemu`) hands the guest a payload disk:
@@ -28,10 +29,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from pipeline.core import log
-from pipeline.core.vocab import Channel
+from pipeline.core.vocab import Arch, Channel
 from pipeline.smoke.payloads import hello_oci_tar
 from pipeline.smoke.plan import ImageReport, plan, write_plan
-from pipeline.smoke.report import SmokeReport, apply_frames, finish
+from pipeline.smoke.report import Boot, SmokeReport, apply_frames, finish
 from pipeline.vm import flatcar, ignition
 from pipeline.vm.qemu import BootResult, VMImage, boot
 from pipeline.vm.reference import reference_vm
@@ -61,16 +62,29 @@ def guest_program() -> str:
 
 
 def run(images_dir: Path, target: Target, recipes_dir: Path, timeout: float, hello: bytes,
-        expect: str, only: Path | None = None, vm: VMImage | None = None) -> SmokeReport:
-    """Plan, boot once, and report. `vm` None: make the VM `target` names."""
-    reports = plan(images_dir, recipes_dir, expect, only)
-    bootable = [r for r in reports if not r.reason]
+        expect: str, only: Path | None = None, arch: Arch | None = None,
+        vm: VMImage | None = None) -> SmokeReport:
+    """Plan, boot one VM per arch (only `arch` when given) with that arch's images, and report.
+    `vm` None: make the VMs `target` names; else boot `vm` for its arch."""
+    reports = plan(images_dir, recipes_dir, expect, only, arch)
     for r in reports:
         if r.reason:
             _log.info(f"{r.image}: {r.reason}")
-    if not bootable:
+    boots = []
+    for boot_arch in sorted({Arch(r.arch) for r in reports if not r.reason}):
+        group = [r for r in reports if r.arch == boot_arch]
+        machine = vm if vm is not None and vm.arch is boot_arch else None
+        boots.append(_boot_arch(images_dir, target, group, boot_arch, timeout, hello, machine))
+    if not boots:
         finish(reports, BootResult([], "", False, "nothing to boot", "-", 0.0))
-        return SmokeReport(str(target.os), "-", 0.0, False, "", False, reports)
+    passed = bool(reports) and all(r.status == "passed" for r in reports)
+    return SmokeReport(str(target.os), passed, reports, boots)
+
+
+def _boot_arch(images_dir: Path, target: Target, reports: list[ImageReport], arch: Arch,
+               timeout: float, hello: bytes, vm: VMImage | None) -> Boot:
+    """One boot with the images of `reports` (all of `arch`); fills in their results."""
+    bootable = [r for r in reports if not r.reason]
     with tempfile.TemporaryDirectory(prefix="wsx-smoke-") as tmp:
         payload = Path(tmp) / "payload"
         (payload / "images").mkdir(parents=True)
@@ -79,9 +93,9 @@ def run(images_dir: Path, target: Target, recipes_dir: Path, timeout: float, hel
         write_plan(reports, payload)
         (payload / "hello.wasm").write_bytes(hello)
         if any(s.command.startswith("ctr image import") for r in bootable for s in r.steps):
-            (payload / "hello-oci.tar").write_bytes(hello_oci_tar(hello))
+            (payload / "hello-oci.tar").write_bytes(hello_oci_tar(hello, arch))
         if vm is None:
-            vm = _make_vm(target, bootable, Path(tmp))
+            vm = _make_vm(target, bootable, arch, Path(tmp))
 
         def on_frame(frame: dict[str, object]) -> None:
             if frame.get("event") == "image":
@@ -94,9 +108,8 @@ def run(images_dir: Path, target: Target, recipes_dir: Path, timeout: float, hel
         result = boot(vm, payload, guest_program(), timeout, on_frame=on_frame)
     merge_output, status = apply_frames(reports, result.frames)
     finish(reports, result)
-    passed = all(r.status == "passed" for r in reports)
-    return SmokeReport(str(target.os), result.accel, result.seconds, result.timed_out,
-                       result.stopped_at, passed, reports, merge_output, status)
+    return Boot(str(arch), result.accel, result.seconds, result.timed_out, result.stopped_at,
+                merge_output, status)
 
 
 def _place(source: Path, target: Path) -> None:
@@ -106,11 +119,11 @@ def _place(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _make_vm(target: Target, bootable: list[ImageReport], work: Path) -> VMImage:
+def _make_vm(target: Target, bootable: list[ImageReport], arch: Arch, work: Path) -> VMImage:
     if target.os is GuestOS.REFERENCE:
-        return reference_vm(target.cache_dir)
+        return reference_vm(target.cache_dir, arch)
     base = flatcar.flatcar_vm(target.cache_dir, target.channel, target.flatcar_version,
-                              target.mirror, target.flatcar_keyring)
+                              target.mirror, target.flatcar_keyring, arch)
     config = work / "ignition.json"
     config.write_text(json.dumps(ignition.smoke_config([(r.name, r.image) for r in bootable],
                                                        base.arch), indent=2))

@@ -8,8 +8,7 @@ from typing import Any
 import anyio
 import dagger
 from dagger.mod._module import Module
-
-from pipeline.dagger_module import WasmSysexts
+from wasm_sysexts.main import WasmSysexts
 
 
 def module() -> Module:
@@ -48,4 +47,5 @@ def execs(obj: Any) -> list[list[str]]:
 
 
 def instance() -> WasmSysexts:
-    return WasmSysexts(source=dagger.dag.directory())
+    return WasmSysexts(source=dagger.dag.directory(),
+                       base_image="example.org/base@sha256:" + "0" * 64)

@@ -56,6 +56,8 @@ versions:
 {chr(10).join(blocks)}
 install:
   - {{from: "{NAME}-{{version}}/{NAME}", to: /usr/bin/{NAME}, mode: "0755"}}
+smoke:
+  - "{NAME}"
 """)
     return path
 

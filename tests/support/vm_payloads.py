@@ -71,7 +71,8 @@ def write_vm_recipes(directory: Path, mirror: Mirror, work: Path) -> None:
 
     - misnamed: built as `impostor`, then renamed, so its extension-release names another
       extension (see rename_impostor).
-    - wrongarch: an arm64 image (ARCHITECTURE=arm64) in an x86-64 VM.
+    - wrongarch: an arm64 image (ARCHITECTURE=arm64) named as an x86-64 one (see
+      mislabel_arch), so it boots in the x86-64 VM.
     - needslib: merges, but its binary lacks libwsxmissing.so.
     """
     wazero = tar_bytes({"wazero": (wazero_binary().read_bytes(), 0o755)}, compression="gz")
@@ -113,6 +114,19 @@ def rename_impostor(out: Path) -> None:
     meta = json.loads(Path(f"{old}.json").read_text())
     meta["name"] = "misnamed"
     meta["image"]["file"] = new.name  # metadata must agree with the file name it sits beside
+    old.replace(new)
+    Path(f"{new}.json").write_text(json.dumps(meta))
+    Path(f"{old}.json").unlink()
+
+
+def mislabel_arch(out: Path) -> None:
+    """Rename the arm64 `wrongarch` image to `wrongarch-1.0-x86-64.raw`: its
+    extension-release still says ARCHITECTURE=arm64, which an x86-64 host must refuse."""
+    import json
+
+    old, new = out / "wrongarch-1.0-arm64.raw", out / "wrongarch-1.0-x86-64.raw"
+    meta = json.loads(Path(f"{old}.json").read_text())
+    meta["arch"], meta["image"]["file"] = "x86-64", new.name
     old.replace(new)
     Path(f"{new}.json").write_text(json.dumps(meta))
     Path(f"{old}.json").unlink()

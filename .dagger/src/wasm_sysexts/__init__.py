@@ -1,0 +1,3 @@
+"""Dagger module for wasm-sysexts: build, sign, test and publish Wasm runtime sysexts."""
+
+from .main import WasmSysexts as WasmSysexts
