@@ -27,7 +27,12 @@ import anyio  # noqa: E402
 import dagger  # noqa: E402
 from conftest import wasmtime_recipe  # noqa: E402
 from support.mirror import Mirror  # noqa: E402
-from support.payloads import WASMTIME_VERSION, tar_bytes, wasmtime_tarball  # noqa: E402
+from support.payloads import (  # noqa: E402
+    WASMTIME_VERSION,
+    elf_header,
+    tar_bytes,
+    wasmtime_tarball,
+)
 from support.registry_images import write_recipe  # noqa: E402
 from test_dagger import MIRROR, host_dir, module_instance  # noqa: E402
 
@@ -58,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wsx-fanout-") as tmp, Mirror(Path(tmp) / "m") as m:
         m.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz", wasmtime_tarball())
         m.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", tar_bytes({
-            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (b"\x7fELF", 0o755)}))
+            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}))
         recipes = Path(tmp) / "recipes"
         write_recipe(m, recipes)
         (recipes / "wasmtime.yaml").write_text(wasmtime_recipe(m))

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 from support.mirror import Mirror
-from support.payloads import WASMTIME_VERSION, compile_hello, tar_bytes, wasmtime_tarball
+from support.payloads import (
+    WASMTIME_VERSION,
+    compile_hello,
+    elf_header,
+    tar_bytes,
+    wasmtime_tarball,
+)
 
 WASMTIME_BASE = (f"https://github.com/bytecodealliance/wasmtime/releases/download/"
                  f"v{WASMTIME_VERSION}")
@@ -49,9 +55,10 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     with Mirror(tmp_path_factory.mktemp("mirror")) as m:
         m.put(f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz",
               wasmtime_tarball())
-        # No aarch64 wasmtime is obtainable here; a small archive in the same layout stands in.
+        # No aarch64 wasmtime is obtainable here; an archive in the same layout holding an
+        # aarch64 ELF header stands in.
         m.put(f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", tar_bytes({
-            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (b"\x7fELF arm64", 0o755)}))
+            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}))
         yield m
 
 

@@ -113,11 +113,11 @@ smoke:
 
 def cli_in_trixie(args: list[str], binds: dict[Path, str]) -> None:
     """The CLI run from this checkout in a Debian trixie root: the userland (mksquashfs,
-    zstd) the module's trixie containers have."""
+    zstd, cmake and gcc for source builds) the module's trixie containers have."""
     root = debian_root(VM_CACHE, "trixie", [
         "python3", "python3-yaml", "python3-requests", "python3-cryptography",
         "python3-anyio", "python3-urllib3", "squashfs-tools", "erofs-utils", "zstd",
-        "ca-certificates"])
+        "ca-certificates", "cmake", "make", "gcc", "g++", "git"])
     run_in_root(root, ["python3", "-m", "pipeline", *args], {ROOT: "/src", **binds},
                 env={"PYTHONPATH": "/src"}, what="wasm-sysexts in trixie")
 
@@ -128,8 +128,8 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
 
     async def body() -> tuple[str, dict[str, Any]]:
         obj = module_instance(mirror)
-        file = obj.build("wasmtime", WASMTIME_VERSION, host_dir(dagger_recipes), "x86-64",
-                         mirror=MIRROR)
+        file = await obj.build("wasmtime", WASMTIME_VERSION, host_dir(dagger_recipes), "x86-64",
+                               mirror=MIRROR)
         await file.export(str(tmp_path / "dagger.raw"))
         meta = obj._build("wasmtime", host_dir(dagger_recipes).file("wasmtime.yaml"),
                           ["--version", WASMTIME_VERSION, "--arch", "x86-64"], MIRROR)
@@ -250,3 +250,37 @@ def test_dagger_smoke_test_boots_the_reference_vm(dagger_recipes: Path, mirror: 
     names = {i["name"]: i for i in report["images"]}
     assert names["wasmtime"]["steps"][0]["output"].startswith("wasmtime ")
     assert f"{NAME} {V2}" in names[NAME]["steps"][0]["output"]
+
+
+def test_dagger_source_build_matches_the_cli(mirror: Mirror, tmp_path: Path) -> None:
+    """A CMake source build (WAMR) in the module's toolchain container gives the bytes the
+    CLI gives with the same toolchain."""
+    from support.sources import serve_sources, wamr_source_recipe
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "wamr.yaml").write_text(wamr_source_recipe(serve_sources(mirror)))
+    image = "wamr-2.4.5-x86-64.raw"
+
+    async def body() -> dict[str, Any]:
+        obj = module_instance(mirror)
+        file = await obj.build("wamr", "2.4.5", host_dir(recipes), "x86-64", mirror=MIRROR,
+                               build_from="source")
+        await file.export(str(tmp_path / "dagger.raw"))
+        ctr = obj._build("wamr", host_dir(recipes).file("wamr.yaml"),
+                         ["--version", "2.4.5", "--arch", "x86-64", "--format", "squashfs",
+                          "--from", "source"], MIRROR, from_source=True)
+        meta: dict[str, Any] = json.loads(await ctr.file(f"/out/{image}.json").contents())
+        return meta
+
+    dagger_meta = run(body)
+    for made in ("cli", "dl"):
+        (tmp_path / made).mkdir()
+    cli_in_trixie(["build", "wamr", "--from", "source", "--recipes", "/recipes", "--mirror",
+                   mirror.url, "--cache", "/dl", "--out", "/out", "--arch", "x86-64"],
+                  {recipes: "/recipes", tmp_path / "cli": "/out", tmp_path / "dl": "/dl"})
+    cli_meta = json.loads((tmp_path / "cli" / f"{image}.json").read_text())
+    assert dagger_meta["tools"] == cli_meta["tools"], "compare only builds with one toolchain"
+    assert "cmake" in dagger_meta["tools"] and dagger_meta["source"]["kind"] == "cmake"
+    assert hashlib.sha256((tmp_path / "dagger.raw").read_bytes()).hexdigest() == \
+        cli_meta["image"]["sha256"] == dagger_meta["image"]["sha256"]

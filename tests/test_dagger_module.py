@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import anyio
 import dagger
 from dagger import dag
 from support.daggerq import execs, functions, instance, selections
@@ -59,7 +60,8 @@ def test_functions_have_documented_signatures() -> None:
     assert constructor == ["source", "base_image", "mirror_service", "registry_service"]
     build = funcs["build"]
     assert build.return_type is dagger.File
-    assert list(build.parameters) == ["runtime", "version", "recipes", "arch", "format", "mirror"]
+    assert list(build.parameters) == ["runtime", "version", "recipes", "arch", "format", "mirror",
+                                      "build_from"]
     assert build.parameters["recipes"].default_path == "sysexts"
     assert build.parameters["arch"].default_value == '"x86-64"'
     assert funcs["build_all"].return_type is dagger.Directory
@@ -81,7 +83,8 @@ def test_functions_have_documented_signatures() -> None:
 
 def test_base_image_is_a_pinned_constructor_argument() -> None:
     assert "@sha256:" in module.BASE_IMAGE
-    file = instance().build("wasmtime", "49.0.4", recipes=dag.directory(), arch="arm64")
+    file = anyio.run(lambda: instance().build("wasmtime", "49.0.4", recipes=dag.directory(),
+                                              arch="arm64", build_from="release"))
     assert selections(file)[1] == ("from", {"address": "example.org/base@sha256:" + "0" * 64})
     commands = execs(file)
     assert {"squashfs-tools", "erofs-utils"} <= set(commands[1])

@@ -12,6 +12,7 @@ from conftest import run_cli
 
 from pipeline.core.vocab import Arch
 from pipeline.recipe import RecipeError, default_recipes_dir, load, load_all
+from pipeline.recipe.model import BuildFrom
 
 BAD = """\
 name: Not_Valid
@@ -90,7 +91,7 @@ def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
         for version, arches in recipe.versions.items():
             assert set(arches) == set(Arch), (recipe.name, version)
             for arch in Arch:
-                if recipe.unavailable(version, arch):
+                if recipe.unavailable(version, arch, BuildFrom.RELEASE):
                     continue
                 for item in recipe.inputs(version, arch):
                     url = recipe.expand(item.url, version, arch)
@@ -98,11 +99,11 @@ def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
                 for entry in recipe.install:
                     assert "{" not in recipe.expand(entry.src, version, arch)
     wamr = next(r for r in recipes if r.name == "wamr")
-    assert wamr.unavailable(wamr.version, Arch.ARM64)
+    # No upstream aarch64 iwasm: the release arch is unavailable, the default source build is not.
+    assert wamr.unavailable(wamr.version, Arch.ARM64, BuildFrom.RELEASE)
+    assert wamr.unavailable(wamr.version, Arch.ARM64) is None
     # The default version of most runtimes must be buildable: pinned for every arch.
-    buildable = [r.name for r in recipes if all(
-        i.sha256 for a in Arch if not r.unavailable(r.version, a)
-        for i in r.inputs(r.version, a))]
+    buildable = [r.name for r in recipes if r.pinned(r.version)]
     assert {"wasmtime", "wasmedge", "wasmer", "spin", "wasmcloud", "wamr", "wazero"} <= \
         set(buildable)
 
@@ -111,7 +112,9 @@ def test_list_json_describes_every_recipe() -> None:
     proc = run_cli("list", "--json", check=True)
     rows = {row["name"]: row for row in json.loads(proc.stdout)}
     assert rows["wasmtime"]["arches"] == {"arm64": "available", "x86-64": "available"}
-    assert rows["wamr"]["arches"]["arm64"].startswith("unavailable: ")
+    # WAMR builds from source by default, so its arm64 image is available too.
+    assert rows["wamr"]["from"] == "source" and rows["wamr"]["source"] == "cmake"
+    assert rows["wamr"]["arches"]["arm64"] == "available"
     assert rows["wasmtime"]["pinned"] is True
     assert set(rows["wasmtime"]) == {"name", "version", "summary", "license", "homepage",
-                                     "versions", "arches", "pinned"}
+                                     "versions", "arches", "pinned", "from", "source"}

@@ -11,7 +11,7 @@ from pipeline.build.orchestrate import Options, build_many, summary_table
 from pipeline.core import options
 from pipeline.core.vocab import BUILD_FORMATS, Arch, BuildStatus, ImageFormat
 from pipeline.recipe.load import find, load_all
-from pipeline.recipe.model import Recipe
+from pipeline.recipe.model import BuildFrom, Recipe
 
 
 def fetcher(args: argparse.Namespace) -> Fetcher:
@@ -25,7 +25,8 @@ def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
     # `build X X` builds X once.
     unique = list({r.name: r for r in recipes}.values())
     jobs = [(r, args.version or r.version, a) for r in unique for a in arches]
-    opts = Options(out_dir=args.out, fmt=args.fmt, epoch=options.epoch())
+    opts = Options(out_dir=args.out, fmt=args.fmt, epoch=options.epoch(),
+                   build_from=args.build_from)
     results = build_many(jobs, fetcher(args), opts, args.jobs)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
@@ -49,6 +50,9 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     options.add_arches(parser)
     parser.add_argument("--format", dest="fmt", type=ImageFormat, choices=BUILD_FORMATS,
                         default=ImageFormat.SQUASHFS)
+    parser.add_argument("--from", dest="build_from", type=BuildFrom, choices=list(BuildFrom),
+                        help="build from upstream's release or from pinned source (default: "
+                             "each recipe's)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--jobs", type=int, default=2, help="images built at once")
     options.add_output(parser)

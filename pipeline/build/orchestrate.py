@@ -22,6 +22,7 @@ from pipeline.build.extract import FORMAT as EXTRACT_FORMAT
 from pipeline.build.extract import unpack
 from pipeline.build.fetch import Fetcher, input_filename
 from pipeline.build.image import make_image, tool_version
+from pipeline.build.source import build_from_source, toolchain
 from pipeline.build.stage import stage
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
@@ -29,7 +30,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.fs import locked, os_error_line, scratch_dir, sha256_file, sweep
 from pipeline.core.log import human_size, labelled, redact
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
-from pipeline.recipe.model import Recipe
+from pipeline.recipe.model import BuildFrom, Recipe
 
 _log = log.get("build")
 
@@ -39,6 +40,7 @@ class Options:
     out_dir: Path
     fmt: ImageFormat = ImageFormat.SQUASHFS
     epoch: int = 0
+    build_from: BuildFrom | None = None  # None: each recipe's default
 
 
 @dataclass
@@ -62,19 +64,26 @@ class Result:
 
 
 def build_key(recipe: Recipe, version: str, arch: Arch, fmt: ImageFormat, epoch: int,
-              tool: str) -> str:
-    """A hash over everything that decides the image bytes."""
-    material = {
-        "pipeline": __version__, "format": str(fmt), "tool": tool, "epoch": epoch,
+              tools: dict[str, str], origin: BuildFrom) -> str:
+    """A hash over everything that decides the image bytes: for a source build, the source,
+    its pins and the toolchain too."""
+    material: dict[str, object] = {
+        "pipeline": __version__, "format": str(fmt), "tools": tools, "epoch": epoch,
         "arch": str(arch), "name": recipe.name, "version": version, "os": asdict(recipe.os),
-        "inputs": [i.sha256 for i in recipe.inputs(version, arch)],
         "install": [asdict(i) for i in recipe.install],
-        "files": [asdict(f) for f in recipe.files],
+        "files": [asdict(f) for f in recipe.files], "from": str(origin),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    if origin is BuildFrom.SOURCE:
+        assert recipe.source is not None
+        material["source"] = {**asdict(recipe.source), "versions": None,
+                              "pin": asdict(recipe.source_pin(version))}
+    else:
+        material["inputs"] = [i.sha256 for i in recipe.inputs(version, arch)]
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str) -> Path:
+def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str,
+             limit: int | None = None) -> Path:
     """Input `url` (cached at `archive`) unpacked once into the cache and reused: keyed by its
     sha256, its file name (which decides how it unpacks) and the unpacker's format. Builds only
     read from it; a warm build decompresses nothing."""
@@ -88,7 +97,7 @@ def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str) -> Path:
     sweep(base)
     with scratch_dir(base, key) as work:
         (work / "tree").mkdir()
-        unpack(archive, name, work / "tree", redact(url), fetcher.max_unpack)
+        unpack(archive, name, work / "tree", redact(url), limit or fetcher.max_unpack)
         with locked(base):
             if not final.is_dir():
                 (work / "tree").rename(final)
@@ -113,19 +122,26 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
     image = ImageName(recipe.name, version, arch)
     started = time.monotonic()
     result = Result(recipe.name, version, arch, opts.fmt, BuildStatus.FAILED)
-    reason = recipe.unavailable(version, arch)
+    origin = recipe.builds_from(version, opts.build_from)
+    if not recipe.has(version, origin):
+        raise PipelineError(f"{recipe.path}: {version} has no {origin} build "
+                            f"({'source.versions' if origin is BuildFrom.SOURCE else 'versions'})")
+    reason = recipe.unavailable(version, arch, origin)
     if reason:
         result.status, result.error = BuildStatus.SKIPPED, f"not available: {reason}"
         _log.info(f"skipped: {reason}")
         return result
-    inputs = recipe.inputs(version, arch)
+    inputs = () if origin is BuildFrom.SOURCE else recipe.inputs(version, arch)
     for i, item in enumerate(inputs):
         if item.sha256 is None:
             raise PipelineError(f"{recipe.path}: versions.{version}.{arch}"
                                 f"{f'[{i}]' if len(inputs) > 1 else ''}.sha256: not pinned; "
                                 f"run 'wasm-sysexts lock {recipe.name} --version {version}'")
-    tool = tool_version(opts.fmt)
-    key = build_key(recipe, version, arch, opts.fmt, opts.epoch, tool)
+    tools = {str(opts.fmt): tool_version(opts.fmt), "wasm-sysexts": __version__}
+    if origin is BuildFrom.SOURCE:
+        assert recipe.source is not None
+        tools.update(toolchain(recipe.source.kind, arch))
+    key = build_key(recipe, version, arch, opts.fmt, opts.epoch, tools, origin)
     out = ImageDir(opts.out_dir)
     old = _unchanged(out, image, key)
     if old is not None:
@@ -135,15 +151,22 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
         _log.info(f"unchanged: {image.file}")
         return result
 
-    _log.info(f"building {image.file} ({opts.fmt})")
+    _log.info(f"building {image.file} ({opts.fmt}, from {origin})")
     urls = [recipe.expand(i.url, version, arch) for i in inputs]
     paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, inputs, strict=True)]
     trees = [unpacked(fetcher, path, str(i.sha256), url)
              for url, path, i in zip(urls, paths, inputs, strict=True)]
+    labels = [redact(u) for u in urls]
     with scratch_dir(opts.out_dir, image.file) as work:
+        built = None
+        if origin is BuildFrom.SOURCE:
+            (work / "source").mkdir()
+            built = build_from_source(recipe, version, arch, fetcher, work / "source",
+                                      opts.epoch)
+            trees, labels = [built.outputs], [f"the {recipe.name} source build's outputs"]
         root = work / "root"
         root.mkdir()
-        stage(recipe, version, arch, trees, [redact(u) for u in urls], root, opts.epoch)
+        elf = stage(recipe, version, arch, trees, labels, root, opts.epoch)
         staged = work / image.file
         make_image(root, staged, opts.fmt, opts.epoch, image.file)
         meta = ImageMeta(
@@ -153,8 +176,8 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
                     "homepage": recipe.homepage, "license": recipe.license},
             inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs,
                                                                         strict=True)),
-            tools={str(opts.fmt): tool, "wasm-sysexts": __version__},
-            source_date_epoch=opts.epoch, build_key=key)
+            tools=tools, source_date_epoch=opts.epoch, build_key=key, elf=tuple(elf),
+            source=built.record if built else None)
         out.put(staged, meta)
     result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
     result.size = meta.size

@@ -14,7 +14,9 @@ from contextlib import ExitStack
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
+from pipeline.build.elf import NotElf, is_elf, read_elf
 from pipeline.build.tree import Entry, Tree, UnsafePath, check_path
+from pipeline.core.artifacts import ElfRecord
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import os_problem
 from pipeline.core.vocab import Arch
@@ -57,9 +59,10 @@ def glob(tree: Tree, pattern: str) -> list[Entry]:
 
 
 def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels: list[str],
-          root: Path, epoch: int) -> None:
+          root: Path, epoch: int) -> list[ElfRecord]:
     """Fill the empty directory `root`. `unpacked[i]` holds input i, downloaded from `labels[i]`.
-    `epoch` is the time of the tree's directories (the image tools stamp everything else)."""
+    `epoch` is the time of the tree's directories (the image tools stamp everything else).
+    Returns the image's ELF files; one for another machine than `arch` is refused."""
     placed: dict[PurePosixPath, str] = {}  # image path -> what put it there
 
     def claim(path: str, owner: str) -> PurePosixPath:
@@ -79,6 +82,9 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
         for i, entry in enumerate(recipe.install):
             owner = f"install[{i}]"
             pattern = recipe.expand(entry.src, version, arch)
+            if entry.input >= len(sources):
+                raise PipelineError(f"{recipe.path}: {owner}.input: {entry.input}: this build "
+                                    f"has {len(sources)} input(s)")
             source = sources[entry.input]
             matches = glob(source, pattern)
             if not matches:
@@ -112,7 +118,9 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
                         "extension-release")
         out.write(release, extension_release(recipe, version, arch).encode(), 0o644)
         _check_links(recipe, out)
+        elf = _check_elf(recipe, out, arch)
         _normalize(out, epoch)
+    return elf
 
 
 def _listing(tree: Tree, limit: int = 12) -> str:
@@ -136,6 +144,27 @@ def _check_links(recipe: Recipe, tree: Tree) -> None:
         if not resolved.exists():
             raise PipelineError(f"{recipe.path}: install: {rel} -> {target} dangles; "
                                 "install its target too")
+
+
+def _check_elf(recipe: Recipe, tree: Tree, arch: Arch) -> list[ElfRecord]:
+    """Every ELF file must be for `arch`; each one's machine and needs, for the metadata."""
+    found = []
+    for entry in tree.walk():
+        if not entry.is_file:
+            continue
+        with tree.open(entry.path) as f:
+            if not is_elf(f.read(4)):
+                continue
+            try:
+                info = read_elf(f)
+            except NotElf as err:
+                raise PipelineError(f"{recipe.path}: /{entry.path}: {err}") from None
+        if info.machine != arch.facts.elf_machine:
+            raise PipelineError(f"{recipe.path}: /{entry.path} is an ELF file for "
+                                f"{info.machine_name}, not {arch}: refused in an {arch} image")
+        found.append(ElfRecord(f"/{entry.path}", info.machine_name, info.interpreter,
+                               info.needed))
+    return found
 
 
 def _normalize(tree: Tree, epoch: int) -> None:

@@ -107,6 +107,16 @@ class VerityRecord:
 
 
 @dataclass(frozen=True)
+class ElfRecord:
+    """An ELF file of the image: its machine, and what a dynamic one needs from the host."""
+
+    path: str
+    machine: str
+    interpreter: str | None = None
+    needed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageMeta:
     """`<image>.json`. `extra` carries sections this version does not know, unchanged."""
 
@@ -122,6 +132,8 @@ class ImageMeta:
     source_date_epoch: int = 0
     build_key: str = ""
     verity: VerityRecord | None = None
+    elf: tuple[ElfRecord, ...] = ()
+    source: dict[str, Any] | None = None  # what a source build was built from
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -140,6 +152,9 @@ class ImageMeta:
         }
         if self.verity is not None:
             data["verity"] = asdict(self.verity)
+        data["elf"] = [asdict(e) for e in self.elf]
+        if self.source is not None:
+            data["source"] = self.source
         return data
 
     def dumps(self) -> str:
@@ -163,6 +178,11 @@ class ImageMeta:
                 build_key=_str(data.get("build_key", "")),
                 verity=VerityRecord(**{f.name: _str(verity[f.name])
                                        for f in fields(VerityRecord)}) if verity else None,
+                elf=tuple(ElfRecord(_str(e["path"]), _str(e["machine"]),
+                                    _str(e["interpreter"]) if e.get("interpreter") else None,
+                                    tuple(_str(n) for n in e.get("needed", ())))
+                          for e in data.get("elf", [])),
+                source=dict(data["source"]) if data.get("source") else None,
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -174,7 +194,7 @@ class ImageMeta:
 
 
 _KNOWN = {"name", "version", "arch", "format", "recipe", "inputs", "tools",
-          "source_date_epoch", "image", "build_key", "verity"}
+          "source_date_epoch", "image", "build_key", "verity", "elf", "source"}
 
 
 def _what(err: Exception) -> str:

@@ -7,16 +7,20 @@ import json
 
 from pipeline.build.cli import fetcher
 from pipeline.core import options
+from pipeline.core.vocab import Arch
 from pipeline.recipe.load import find, load_all
-from pipeline.recipe.lock import lock
-from pipeline.recipe.model import Recipe
+from pipeline.recipe.lock import lock, lock_source
+from pipeline.recipe.model import BuildFrom, Recipe
 from pipeline.recipe.scaffold import scaffold
 
 
 def _arches(recipe: Recipe) -> dict[str, str]:
     """arch -> "available" or "unavailable: <why>", for the default version."""
     states = {}
-    for arch in sorted(recipe.versions[recipe.version]):
+    release = recipe.versions.get(recipe.version, {})
+    for arch in Arch:
+        if recipe.builds_from(recipe.version) is BuildFrom.RELEASE and arch not in release:
+            continue
         why = recipe.unavailable(recipe.version, arch)
         states[str(arch)] = f"unavailable: {why}" if why else "available"
     return states
@@ -27,7 +31,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{
             "name": r.name, "version": r.version, "summary": r.summary, "license": r.license,
-            "homepage": r.homepage, "versions": sorted(r.versions), "arches": _arches(r),
+            "homepage": r.homepage, "versions": r.all_versions, "arches": _arches(r),
+            "from": str(r.builds_from(r.version)),
+            "source": str(r.source.kind) if r.source else None,
             "pinned": r.pinned(r.version),
         } for r in recipes], indent=2))
         return 0
@@ -42,7 +48,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     for name in args.names:
         recipe = find(args.recipes, name)
-        for line in lock(recipe, args.version or recipe.version, fetcher(args)):
+        version = args.version or recipe.version
+        pin = lock_source if recipe.builds_from(version, args.build_from) is BuildFrom.SOURCE \
+            else lock
+        for line in pin(recipe, version, fetcher(args)):
             print(f"{name}: {line}")
     return 0
 
@@ -62,6 +71,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lock", help="download assets and pin their sha256 in the recipe")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--version", dest="version", help="version to pin (default: the recipe's)")
+    p.add_argument("--from", dest="build_from", type=BuildFrom, choices=list(BuildFrom),
+                   help="pin the release assets or the source (default: the recipe's default)")
     p.add_argument("--quiet", action="store_true")
     options.add_recipes(p)
     options.add_fetch(p)

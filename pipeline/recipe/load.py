@@ -19,11 +19,17 @@ from pipeline.core.vocab import OS_FIELD_RE, SHA256_RE, Arch, name_problem, vers
 from pipeline.recipe.model import (
     PLACEHOLDERS,
     SMOKE_PLACEHOLDERS,
+    BuildFrom,
     ExtraFile,
+    Fetched,
+    GitPin,
     Input,
     Install,
     Recipe,
     RecipeError,
+    Source,
+    SourceKind,
+    SourcePin,
     TargetOS,
     Versions,
 )
@@ -31,8 +37,18 @@ from pipeline.recipe.model import (
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 TOP_LEVEL = {
     "name", "summary", "homepage", "license", "version", "versions", "install", "files",
-    "smoke", "os", "checksums",
+    "smoke", "os", "checksums", "source", "from",
 }
+GIT_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+H1_RE = re.compile(r"^h1:[A-Za-z0-9+/]{43}=$")
+# Per kind: the source fields it takes besides kind, versions, directory, prepare, arches.
+SOURCE_FIELDS = {
+    SourceKind.GO: {"module", "packages", "ldflags"},
+    SourceKind.CARGO: {"package", "features", "outputs"},
+    SourceKind.CMAKE: {"configure", "target", "outputs"},
+    SourceKind.MAKE: {"configure", "target", "outputs"},
+}
+SOURCE_COMMON = {"kind", "versions", "directory", "prepare", "arches"}
 OS_KEYS = {"id", "sysext_level", "version_id"}
 
 
@@ -138,9 +154,19 @@ class _Validator:
         elif version_problem(version):
             self.bad("version", str(version_problem(version)))
             version = ""
-        versions = self.versions(data.get("versions"))
-        if version and versions and version not in versions:
-            self.bad("version", f"{version!r} has no entry under versions")
+        source = self.source(data.get("source")) if "source" in data else None
+        versions = self.versions(data.get("versions"), required=source is None)
+        known = set(versions) | set(source.versions if source else ())
+        if version and known and version not in known:
+            self.bad("version", f"{version!r} has no entry under versions or source.versions")
+        default_from = BuildFrom.SOURCE if source and not versions else BuildFrom.RELEASE
+        if "from" in data:
+            if data["from"] not in set(BuildFrom):
+                self.bad("from", f"must be one of {', '.join(BuildFrom)}")
+            elif data["from"] == BuildFrom.SOURCE and source is None:
+                self.bad("from", "source needs a source: section")
+            else:
+                default_from = BuildFrom(data["from"])
         # `input:` indexes must exist for every version and arch (unknown while those are broken).
         counts = {len(e) for arches in versions.values() for e in arches.values()
                   if not isinstance(e, str) and e}
@@ -160,7 +186,7 @@ class _Validator:
         return Recipe(
             path=self.path, name=name, summary=summary, homepage=homepage, license=license_,
             version=str(version), versions=versions, install=install, files=files, smoke=smoke,
-            os=os_, checksums=checksums,
+            os=os_, checksums=checksums, source=source, default_from=default_from,
         )
 
     def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
@@ -179,7 +205,9 @@ class _Validator:
             self.bad(where, f"unknown placeholder {{{unknown}}} (known: "
                             f"{', '.join('{' + p + '}' for p in sorted(allowed))})")
 
-    def versions(self, data: Any) -> Versions:
+    def versions(self, data: Any, required: bool = True) -> Versions:
+        if data is None and not required:
+            return {}
         if not isinstance(data, dict) or not data:
             self.bad("versions", "must be a non-empty mapping of version -> arch -> input")
             return {}
@@ -233,6 +261,170 @@ class _Validator:
                 continue
             inputs.append(Input(url=url, sha256=sha))
         return tuple(inputs)
+
+    def source(self, data: Any) -> Source | None:
+        where = "source"
+        if not isinstance(data, dict) or "kind" not in data:
+            self.bad(where, "must be a mapping with kind (go, cargo, cmake or make) and versions")
+            return None
+        if data["kind"] not in set(SourceKind):
+            self.bad(f"{where}.kind", f"must be one of {', '.join(SourceKind)}")
+            return None
+        kind = SourceKind(data["kind"])
+        allowed = SOURCE_COMMON | SOURCE_FIELDS[kind]
+        for key in sorted(set(data) - allowed, key=str):
+            self.bad(f"{where}.{key}", f"unknown field for kind {kind} (known: "
+                                       f"{', '.join(sorted(allowed))})")
+        pins = self.source_versions(data.get("versions"), kind)
+        inputs = {n for pin in pins.values() for n, _ in pin.inputs}
+        allowed_placeholders = PLACEHOLDERS | {"triple"} | inputs
+        strings = {k: self.template(f"{where}.{k}", data.get(k, ""), allowed_placeholders)
+                   for k in ("directory", "module", "ldflags", "package", "target")}
+        if kind is SourceKind.GO and not strings["module"]:
+            self.bad(f"{where}.module", "missing (the Go module path)")
+        lists = {k: self.string_list(f"{where}.{k}", data.get(k), allowed_placeholders)
+                 for k in ("prepare", "features", "configure")}
+        packages = self.string_map(f"{where}.packages", data.get("packages"))
+        outputs = self.string_map(f"{where}.outputs", data.get("outputs"))
+        if kind is SourceKind.GO and not packages:
+            self.bad(f"{where}.packages", "missing (output name -> Go package, e.g. "
+                                          "{wazero: ./cmd/wazero})")
+        if kind is not SourceKind.GO and not outputs:
+            self.bad(f"{where}.outputs", "missing (output name -> built file)")
+        for name, built in {**packages, **outputs}.items():
+            if "/" in name or name in ("", ".", ".."):
+                self.bad(f"{where}.outputs", f"{name!r}: an output name is a plain file name")
+            if built.startswith("/") or ".." in built.split("/"):
+                self.bad(f"{where}.outputs.{name}", "must be a relative path inside the build")
+        arches = data.get("arches", list(Arch))
+        if not isinstance(arches, list) or not arches or not set(arches) <= set(Arch):
+            self.bad(f"{where}.arches", f"must be a list of {', '.join(Arch)}")
+            arches = list(Arch)
+        return Source(kind=kind, versions=pins, directory=strings["directory"] or ".",
+                      prepare=tuple(lists["prepare"]), outputs=outputs,
+                      module=strings["module"], packages=packages, ldflags=strings["ldflags"],
+                      package=strings["package"], features=tuple(lists["features"]),
+                      configure=tuple(lists["configure"]), target=strings["target"],
+                      arches=tuple(Arch(a) for a in arches))
+
+    def template(self, where: str, value: Any, allowed: frozenset[str]) -> str:
+        if not isinstance(value, str):
+            self.bad(where, "must be a string")
+            return ""
+        self.placeholders(where, value, allowed)
+        return value
+
+    def string_list(self, where: str, value: Any, allowed: frozenset[str]) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.bad(where, "must be a list of strings")
+            return []
+        for i, item in enumerate(value):
+            self.placeholders(f"{where}[{i}]", item, allowed)
+        return list(value)
+
+    def string_map(self, where: str, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            self.bad(where, "must map names to strings")
+            return {}
+        return dict(value)
+
+    def source_versions(self, data: Any, kind: SourceKind) -> dict[str, SourcePin]:
+        where = "source.versions"
+        if not isinstance(data, dict) or not data:
+            self.bad(where, "must map versions to their pins")
+            return {}
+        pins: dict[str, SourcePin] = {}
+        for ver, pin in data.items():
+            at = f"{where}.{ver}"
+            if not isinstance(ver, str) or version_problem(ver):
+                self.bad(at, str(version_problem(ver)))
+                continue
+            if not isinstance(pin, dict):
+                self.bad(at, "must be a mapping (archive, git, h1, inputs, lock_sha256)")
+                continue
+            for key in sorted(set(pin) - {"archive", "git", "h1", "inputs", "lock_sha256"},
+                              key=str):
+                self.bad(f"{at}.{key}", "unknown field (known: archive, git, h1, inputs, "
+                                        "lock_sha256)")
+            archive = self.fetched(f"{at}.archive", pin["archive"]) if "archive" in pin \
+                else None
+            git = self.git(f"{at}.git", pin["git"]) if "git" in pin else None
+            h1 = pin.get("h1")
+            if h1 is not None and (not isinstance(h1, str) or not H1_RE.match(h1)):
+                self.bad(f"{at}.h1", "must be the module's go.sum hash, h1:<base64>=")
+                h1 = None
+            if kind is SourceKind.GO:
+                if archive or git:
+                    self.bad(at, "a go source is the module from the proxy: give h1, not "
+                                 "archive or git")
+                if "h1" not in pin:
+                    self.bad(f"{at}.h1", "missing (null until `wasm-sysexts lock`)")
+            elif bool(archive) == bool(git):
+                self.bad(at, "needs exactly one of archive or git")
+            lock = pin.get("lock_sha256")
+            if lock is not None and (not isinstance(lock, str) or not SHA256_RE.match(lock)):
+                self.bad(f"{at}.lock_sha256", "must be 64 lowercase hex digits")
+                lock = None
+            if kind is SourceKind.CARGO and "lock_sha256" not in pin:
+                self.bad(f"{at}.lock_sha256", "missing: the Cargo.lock the build must use")
+            inputs = pin.get("inputs") or {}
+            if not isinstance(inputs, dict):
+                self.bad(f"{at}.inputs", "must map placeholder names to {url, sha256|tree} or "
+                                         "{url, commit}")
+                inputs = {}
+            named = []
+            for name, item in inputs.items():
+                if not isinstance(name, str) or not name.isidentifier() or \
+                        name in PLACEHOLDERS | {"triple"}:
+                    self.bad(f"{at}.inputs.{name}", "must be a plain name (not a placeholder)")
+                    continue
+                if isinstance(item, dict) and "commit" in item:
+                    pinned: Fetched | GitPin | None = self.git(f"{at}.inputs.{name}", item)
+                else:
+                    pinned = self.fetched(f"{at}.inputs.{name}", item)
+                if pinned:
+                    named.append((name, pinned))
+            pins[ver] = SourcePin(archive=archive, git=git, h1=h1, inputs=tuple(named),
+                                  lock_sha256=lock)
+        return pins
+
+    def fetched(self, where: str, item: Any) -> Fetched | None:
+        if not isinstance(item, dict) or "url" not in item or \
+                not set(item) <= {"url", "sha256", "tree"}:
+            self.bad(where, "must be {url: ..., sha256: ...} or {url: ..., tree: <git tree id>}")
+            return None
+        url, sha, tree = item["url"], item.get("sha256"), item.get("tree")
+        if not isinstance(url, str) or not url.startswith("https://"):
+            self.bad(f"{where}.url", "must be an https:// URL")
+            return None
+        self.placeholders(f"{where}.url", url, PLACEHOLDERS)
+        if sha is not None and (not isinstance(sha, str) or not SHA256_RE.match(sha)):
+            self.bad(f"{where}.sha256", "must be 64 lowercase hex digits, or null until locked")
+            return None
+        if tree is not None and (not isinstance(tree, str) or not GIT_COMMIT_RE.match(tree)):
+            self.bad(f"{where}.tree", "must be a 40-hex git tree id")
+            return None
+        if "sha256" not in item and "tree" not in item:
+            self.bad(where, "needs sha256 (or tree); null until `wasm-sysexts lock`")
+        return Fetched(url=url, sha256=sha, tree=tree)
+
+    def git(self, where: str, item: Any) -> GitPin | None:
+        if not isinstance(item, dict) or set(item) != {"url", "commit"}:
+            self.bad(where, "must be {url: https://..., commit: <40 hex>}")
+            return None
+        url, commit = item["url"], item["commit"]
+        if not isinstance(url, str) or not url.startswith("https://"):
+            self.bad(f"{where}.url", "must be an https:// URL")
+            return None
+        if not isinstance(commit, str) or not GIT_COMMIT_RE.match(commit):
+            self.bad(f"{where}.commit", "must be the full 40-hex commit id")
+            return None
+        return GitPin(url=url, commit=commit)
 
     def image_path(self, where: str, value: Any) -> str:
         if not isinstance(value, str) or not value.startswith(("/usr/", "/opt/")):

@@ -15,7 +15,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
 from pipeline.core.log import labelled, redact
 from pipeline.recipe.load import load
-from pipeline.recipe.model import Recipe
+from pipeline.recipe.model import Fetched, Recipe, SourceKind
 
 PIN_RE = re.compile(r'\bsha256:\s*("[^"]*"|\'[^\']*\'|[^,}\s]+)')
 CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(?:\./)?(\S+)\s*$")
@@ -55,7 +55,7 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
             name = input_filename(url)
             # What gets pinned must be the archive it claims to be (not a login page), and
             # safe to unpack: the same checks a build makes, before the pin is written.
-            unpacked(fetcher, path, digest, url)
+            unpacked(fetcher, path, digest, url, fetcher.max_unpack)
             source = "downloaded"
             if sums_url:
                 if name not in upstream:
@@ -75,6 +75,58 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
     _write_pins(recipe.path, pins)
     load(recipe.path)  # the rewritten recipe must still validate
     return report
+
+
+def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
+    """Pin a source version: a Go module's h1: (cross-checked against the checksum database,
+    as `go` does), and the sha256 of archives and inputs left null. A Cargo.lock's sha256 is
+    pinned by hand: the build names it, to be reviewed first."""
+    from pipeline.build.source import GO_PROXY, go_h1, go_zip_url
+
+    source = recipe.source
+    pin = recipe.source_pin(version)
+    assert source is not None
+    report: list[str] = []
+    pins: dict[str, str] = {}
+    arch = source.arches[0]
+    with labelled(f"{recipe.name} {version} source"):
+        if source.kind is SourceKind.GO and not pin.h1:
+            url = go_zip_url(source.module, f"v{version}")
+            h1 = go_h1(fetcher.fetch(url, None))
+            lookup = f"{GO_PROXY}/sumdb/sum.golang.org/lookup/{source.module}@v{version}"
+            record = fetcher.fetch(lookup, None).read_text(encoding="utf-8", errors="replace")
+            if f"{source.module} v{version} {h1}" not in record.splitlines():
+                raise PipelineError(f"{redact(url)}: module hash {h1} is not what the checksum "
+                                    f"database records ({redact(lookup)})")
+            _write_h1(recipe.path, version, h1)
+            report.append(f"{source.module}@v{version}: {h1} (matches the checksum database)")
+        fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + \
+            ([pin.archive] if pin.archive else [])
+        for item in fetched:
+            if item.sha256 or item.tree:
+                continue
+            url = recipe.expand(item.url, version, arch)
+            path = fetcher.fetch(url, None)
+            digest = sha256_file(path)
+            unpacked(fetcher, path, digest, url, fetcher.max_unpack)
+            pins[item.url] = digest
+            report.append(f"{input_filename(url)}: {digest} (downloaded)")
+    if pins:
+        _write_pins(recipe.path, pins)
+    if not report:
+        raise PipelineError(f"{recipe.path}: source.versions.{version}: nothing to pin")
+    load(recipe.path)
+    return report
+
+
+def _write_h1(path: Path, version: str, h1: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if f'"{version}"' in line and "h1:" in line]
+    if len(hits) != 1:
+        raise PipelineError(f"{path}: cannot find one line with \"{version}\" and h1:; write "
+                            f'source versions as "{version}": {{h1: null}} on one line')
+    lines[hits[0]] = re.sub(r"h1:\s*(\"[^\"]*\"|null|~)", f'h1: "{h1}"', lines[hits[0]], count=1)
+    write_atomic(path, "".join(lines))
 
 
 def _write_pins(path: Path, pins: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
@@ -61,6 +62,68 @@ class TargetOS:
 Versions = dict[str, dict[Arch, tuple[Input, ...] | str]]
 
 
+class BuildFrom(StrEnum):
+    """Where an image's payload comes from."""
+
+    RELEASE = "release"  # upstream's release assets (`versions:`)
+    SOURCE = "source"  # built here from pinned source (`source:`)
+
+
+class SourceKind(StrEnum):
+    GO = "go"  # a module from the Go module proxy, pinned by its h1: hash
+    CARGO = "cargo"  # a crate or source tree with a Cargo.lock
+    CMAKE = "cmake"
+    MAKE = "make"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A source file to download, pinned by the sha256 of its bytes or by the git tree id of
+    what it unpacks to (upstream tag archives: the same content, whoever compressed it)."""
+
+    url: str
+    sha256: str | None = None
+    tree: str | None = None
+
+
+@dataclass(frozen=True)
+class GitPin:
+    url: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class SourcePin:
+    """What one version builds from."""
+
+    archive: Fetched | None = None  # a source archive (tar.gz, .crate, zip)
+    git: GitPin | None = None  # or a git repository at a commit
+    h1: str | None = None  # go: the module's hash (go.sum, the checksum database)
+    # More pinned sources, by placeholder name: archives, or git checkouts (a repository whose
+    # tree has submodules cannot be pinned by an archive's tree id).
+    inputs: tuple[tuple[str, Fetched | GitPin], ...] = ()
+    lock_sha256: str | None = None  # cargo: the Cargo.lock the build uses (after prepare)
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to build the recipe's payload from source (`source:` in a recipe)."""
+
+    kind: SourceKind
+    versions: dict[str, SourcePin]
+    directory: str = "."  # where in the source tree to build
+    prepare: tuple[str, ...] = ()  # declared shell steps run in the tree before building
+    outputs: dict[str, str] = field(default_factory=dict)  # output name -> built file
+    module: str = ""  # go
+    packages: dict[str, str] = field(default_factory=dict)  # go: output name -> package
+    ldflags: str = ""  # go
+    package: str = ""  # cargo: -p
+    features: tuple[str, ...] = ()  # cargo
+    configure: tuple[str, ...] = ()  # cmake: configure arguments; make: make arguments
+    target: str = ""  # cmake/make target
+    arches: tuple[Arch, ...] = tuple(Arch)
+
+
 @dataclass(frozen=True)
 class Recipe:
     path: Path
@@ -75,15 +138,46 @@ class Recipe:
     smoke: tuple[str, ...] = ()
     os: TargetOS = field(default_factory=TargetOS)
     checksums: str | None = None
+    source: Source | None = None
+    default_from: BuildFrom = BuildFrom.RELEASE
 
     @property
     def ships_units(self) -> bool:
         return any(f.path.startswith(("/usr/lib/systemd/", "/etc/systemd/")) for f in self.files)
 
-    def unavailable(self, version: str, arch: Arch) -> str | None:
-        """Why `arch` has no build for `version`, or None when it has one."""
+    def builds_from(self, version: str, wanted: BuildFrom | None = None) -> BuildFrom:
+        """`wanted` if given, else the recipe's default, else whichever `version` has."""
+        if wanted is not None:
+            return wanted
+        has = [b for b in BuildFrom if self.has(version, b)]
+        return self.default_from if self.default_from in has or not has else has[0]
+
+    def has(self, version: str, kind: BuildFrom) -> bool:
+        if kind is BuildFrom.SOURCE:
+            return self.source is not None and version in self.source.versions
+        return version in self.versions
+
+    def source_pin(self, version: str) -> SourcePin:
+        if self.source is None or version not in self.source.versions:
+            known = ", ".join(sorted(self.source.versions)) if self.source else "none"
+            raise PipelineError(f"{self.path}: source.versions: no version {version!r} "
+                                f"(known: {known})")
+        return self.source.versions[version]
+
+    def unavailable(self, version: str, arch: Arch,
+                    wanted: BuildFrom | None = None) -> str | None:
+        """Why `arch` has no build for `version` (from `wanted`, or the default), or None."""
+        if self.builds_from(version, wanted) is BuildFrom.SOURCE:
+            self.source_pin(version)
+            assert self.source is not None
+            return None if arch in self.source.arches else \
+                f"the source build is for {', '.join(self.source.arches)} only"
         entry = self._entry(version, arch)
         return entry if isinstance(entry, str) else None
+
+    @property
+    def all_versions(self) -> list[str]:
+        return sorted(set(self.versions) | set(self.source.versions if self.source else ()))
 
     def inputs(self, version: str, arch: Arch) -> tuple[Input, ...]:
         entry = self._entry(version, arch)
@@ -92,9 +186,11 @@ class Recipe:
         return entry
 
     def pinned(self, version: str) -> bool:
-        """Every input of every available arch of `version` has a sha256."""
-        return all(i.sha256 for a in self.versions[version] if not self.unavailable(version, a)
-                   for i in self.inputs(version, a))
+        """What the default build of `version` downloads is all pinned."""
+        if self.builds_from(version) is BuildFrom.SOURCE:
+            return source_pinned(self.source_pin(version), self.source)
+        return all(i.sha256 for a in self.versions[version]
+                   if not self.unavailable(version, a) for i in self.inputs(version, a))
 
     def expand(self, template: str, version: str, arch: Arch, **extra: str) -> str:
         values = {"version": version, "arch": str(arch), "uarch": arch.uname,
@@ -112,3 +208,16 @@ class Recipe:
         if arch not in arches:
             raise PipelineError(f"{self.path}: versions.{version}: no entry for arch '{arch}'")
         return arches[arch]
+
+
+def source_pinned(pin: SourcePin, source: Source | None) -> bool:
+    """Every byte the pin names is pinned (a go module needs its h1:, cargo its lock)."""
+    fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + \
+        ([pin.archive] if pin.archive else [])
+    if any(not (f.sha256 or f.tree) for f in fetched):
+        return False
+    if source is not None and source.kind is SourceKind.GO and not pin.h1:
+        return False
+    if source is not None and source.kind is SourceKind.CARGO and not pin.lock_sha256:
+        return False
+    return bool(pin.archive or pin.git or pin.h1)

@@ -39,7 +39,7 @@ def assert_nothing_left(out: Path) -> None:
 
 
 def build_fails(mirror: Mirror, recipes: Path, name: str, tmp_path: Path,
-                *extra: str) -> str:
+                *extra: str, version: str = "1.0") -> str:
     out = tmp_path / "out"
     proc = run_cli("build", name, "--recipes", recipes, "--mirror", mirror.url, "--cache",
                    tmp_path / "cache", "--out", out, "--arch", "x86-64", *extra)
@@ -47,5 +47,5 @@ def build_fails(mirror: Mirror, recipes: Path, name: str, tmp_path: Path,
     assert_nothing_left(out)
     errors = [line for line in proc.stderr.splitlines() if "] FAILED: " in line]
     assert len(errors) == 1, proc.stderr
-    assert f"{name}-1.0-x86-64.raw  failed" in proc.stdout  # the summary table says so too
+    assert f"{name}-{version}-x86-64.raw  failed" in proc.stdout  # the summary table says so too
     return errors[0].split("] FAILED: ", 1)[1]

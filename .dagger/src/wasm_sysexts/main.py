@@ -10,7 +10,7 @@ on that recipe alone, concurrently, and merges them into one Directory.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import dagger
@@ -26,6 +26,10 @@ BUILDER_PACKAGES = ["squashfs-tools", "erofs-utils", "zstd", "ca-certificates", 
 SMOKE_PACKAGES = ["qemu-system-x86", "qemu-system-arm", "qemu-efi-aarch64", "qemu-utils",
                   "mmdebstrap", "e2fsprogs", "ovmf", "gnupg", "qemu-user-static",
                   "binfmt-support"]
+# Source builds (docs/recipes.md): Debian's toolchains, so the Debian build image pins them.
+SOURCE_PACKAGES = ["golang-go", "cargo", "rustc", "cmake", "make", "gcc", "g++",
+                   "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "libc6-dev-arm64-cross",
+                   "pkg-config", "protobuf-compiler", "libseccomp-dev", "git"]
 # Signing: gpg, openssl for PKCS#7 checks, systemd-repart (257 in trixie) for verity DDIs.
 SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
 # Publishing: gpg verifies the input's signature and re-signs merged manifests.
@@ -36,6 +40,7 @@ SOURCE_IGNORE = ["**", *(f"!{p}" for p in SOURCE_INCLUDE), "**/__pycache__"]
 SITE = "/site/tree"  # publish static's --dest inside the container
 SECRETS = "/run/secrets"  # secrets are mounted as files here, never put in env vars or args
 DOWNLOAD_CACHE = "wasm-sysexts-downloads"
+TOOLCHAIN_CACHE = "wasm-sysexts-toolchains"  # Go module/build caches, cargo registry
 VM_CACHE = "wasm-sysexts-vm"
 OUT = "/out"
 ARCHES = ["x86-64", "arm64"]
@@ -99,17 +104,30 @@ class WasmSysexts:
         return ctr
 
     def _build(self, name: str, recipe: dagger.File, args: list[str], mirror: str,
-               expect: ReturnType = ReturnType.SUCCESS) -> dagger.Container:
+               expect: ReturnType = ReturnType.SUCCESS,
+               from_source: bool = False) -> dagger.Container:
         """One image build. Only this recipe's file is mounted: changing another recipe does
-        not invalidate this build's cache."""
+        not invalidate this build's cache. A source build gets the toolchains and a cache
+        volume for their module, crate and build caches."""
         cmd = ["wasm-sysexts", "build", name, *args, "--recipes", "/recipes", "--out", OUT]
         if mirror:
             cmd += ["--mirror", mirror]
-        return self._builder().with_file(f"/recipes/{name}.yaml", recipe).with_exec(
+        ctr = self._builder(*(SOURCE_PACKAGES if from_source else ()))
+        if from_source:
+            ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
+        return ctr.with_file(f"/recipes/{name}.yaml", recipe).with_exec(
             [*cmd, "--json"], expect=expect)
 
+    async def _recipes(self, recipes: dagger.Directory) -> list[dict[str, Any]]:
+        """`wasm-sysexts list --json` of `recipes`: names, arches, where each builds from."""
+        listing = await (self._builder().with_directory("/recipes", recipes)
+                         .with_exec(["wasm-sysexts", "list", "--json", "--recipes", "/recipes"])
+                         .stdout())
+        rows: list[dict[str, Any]] = json.loads(listing)
+        return rows
+
     @function
-    def build(
+    async def build(
         self,
         runtime: Annotated[str, Doc("recipe name, e.g. wasmtime")],
         version: Annotated[str, Doc("version to build; must be listed in the recipe")],
@@ -117,10 +135,17 @@ class WasmSysexts:
         arch: Annotated[str, Doc("x86-64 or arm64")] = "x86-64",
         format: Annotated[str, Doc("squashfs or erofs")] = "squashfs",
         mirror: Annotated[str, Doc("fetch https://HOST/PATH from MIRROR/HOST/PATH")] = "",
+        build_from: Annotated[str, Doc("release or source (default: the recipe's)")] = "",
     ) -> dagger.File:
         """Build one runtime's sysext image."""
-        ctr = self._build(runtime, recipes.file(f"{runtime}.yaml"),
-                          ["--version", version, "--arch", arch, "--format", format], mirror)
+        args = ["--version", version, "--arch", arch, "--format", format]
+        if build_from:
+            args += ["--from", build_from]
+        else:
+            rows = {r["name"]: r for r in await self._recipes(recipes)}
+            build_from = str(rows.get(runtime, {}).get("from", "release"))
+        ctr = self._build(runtime, recipes.file(f"{runtime}.yaml"), args, mirror,
+                          from_source=build_from == "source")
         return ctr.file(f"{OUT}/{runtime}-{version}-{arch}.raw")
 
     @function
@@ -134,16 +159,15 @@ class WasmSysexts:
         """Build every recipe's image, one container per (recipe, arch), run concurrently and
         cached independently: the .raw images, their .json metadata and one SHA256SUMS.
         Fails, naming each image, when any build failed (after all of them ran)."""
-        listing = await (self._builder().with_directory("/recipes", recipes)
-                         .with_exec(["wasm-sysexts", "list", "--json", "--recipes", "/recipes"])
-                         .stdout())
-        jobs = [(row["name"], a) for row in json.loads(listing) for a in (arch or ARCHES)
+        rows = {row["name"]: row for row in await self._recipes(recipes)}
+        jobs = [(name, a) for name, row in rows.items() for a in (arch or ARCHES)
                 if row["arches"].get(a) == "available"]
         results: dict[tuple[str, str], tuple[dagger.Container, int, str]] = {}
 
         async def one(name: str, a: str) -> None:
             ctr = self._build(name, recipes.file(f"{name}.yaml"),
-                              ["--arch", a, "--format", format], mirror, ReturnType.ANY)
+                              ["--arch", a, "--format", format], mirror, ReturnType.ANY,
+                              from_source=rows[name]["from"] == "source")
             results[(name, a)] = (ctr, await ctr.exit_code(), await ctr.stdout())
 
         async with anyio.create_task_group() as group:

@@ -1,0 +1,405 @@
+"""Building a recipe's payload from pinned source: Go modules, cargo, CMake and make.
+
+Inputs are pinned before anything runs: a Go module by its h1: hash (checked on the downloaded
+zip, the same hash go.sum and the checksum database hold), an archive by its sha256 or by the
+git tree id of what it unpacks to, a git checkout by its commit id, a Cargo.lock by its
+sha256 (after any declared `prepare` steps). Dependencies a build fetches itself come only
+through those locks: Go with `-mod=readonly` against go.sum, cargo with `--locked`.
+
+Builds are hermetic enough to be reproducible: a clean environment (LC_ALL=C, TZ=UTC,
+SOURCE_DATE_EPOCH, a private HOME), the work directory mapped to /build in every embedded path
+(`-ffile-prefix-map`, `--remap-path-prefix`, `-trimpath`), and the toolchain versions recorded
+in the image metadata and its build key. arm64 is cross-built on x86-64: Go natively, cargo
+with the aarch64 target and Debian's aarch64-linux-gnu-gcc as linker, CMake with a toolchain
+file for the same compilers.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.build.fetch import Fetcher, mirror_url
+from pipeline.core import log, run
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import sha256_file, write_atomic
+from pipeline.core.log import redact
+from pipeline.core.vocab import Arch
+from pipeline.recipe.model import (
+    Fetched,
+    GitPin,
+    Recipe,
+    Source,
+    SourceKind,
+    SourcePin,
+    source_pinned,
+)
+
+_log = log.get("source")
+GO_PROXY = "https://proxy.golang.org"
+# The cross compilers of each arch (Debian's gcc-<triplet> packages); native builds use cc.
+CROSS_CC = {Arch.ARM64: "aarch64-linux-gnu-gcc"}
+CROSS_CXX = {Arch.ARM64: "aarch64-linux-gnu-g++"}
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One build: where it happens and how its templates expand."""
+
+    recipe: Recipe
+    source: Source
+    pin: SourcePin
+    directory: Path  # the tree to build in
+    work: Path
+    arch: Arch
+    env: dict[str, str]
+    expand: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class SourceBuild:
+    outputs: Path  # a directory holding each output under its name
+    record: dict[str, object]  # what was built from, for the metadata
+
+
+def toolchain(kind: SourceKind, arch: Arch, tree: Path | None = None,
+              env: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """The versions of the tools a `kind` build for `arch` uses (metadata, build key); in
+    `tree`, as the build sees them there (rustup follows a rust-toolchain.toml)."""
+    return dict(_toolchain(kind, arch, tree, env))
+
+
+@functools.cache
+def _toolchain(kind: SourceKind, arch: Arch, tree: Path | None,
+               env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    def first_line(args: list[str]) -> str:
+        out = run.run(args, cwd=tree, env=dict(env) if env else None,
+                      what=f"{args[0]} --version").stdout
+        lines = out.decode(errors="replace").strip().splitlines()
+        return lines[0] if lines else f"{args[0]} (no version)"
+
+    tools: dict[str, str] = {}
+    if kind is SourceKind.GO:
+        tools["go"] = first_line(["go", "version"])
+    if kind is SourceKind.CARGO:
+        tools["rustc"] = first_line(["rustc", "--version"])
+        tools["cargo"] = first_line(["cargo", "--version"])
+    if kind is SourceKind.CMAKE:
+        tools["cmake"] = first_line(["cmake", "--version"])
+    if kind in (SourceKind.CMAKE, SourceKind.MAKE, SourceKind.CARGO):
+        cc = _cc(arch)
+        tools[cc] = first_line([cc, "--version"])
+    if kind is SourceKind.MAKE:
+        tools["make"] = first_line(["make", "--version"])
+    return tuple(sorted(tools.items()))
+
+
+def _cc(arch: Arch) -> str:
+    return "cc" if arch is Arch.host() else CROSS_CC.get(arch, f"{arch.facts.gnu}-gcc")
+
+
+def _cxx(arch: Arch) -> str:
+    return "c++" if arch is Arch.host() else CROSS_CXX.get(arch, f"{arch.facts.gnu}-g++")
+
+
+# ---------------------------------------------------------------- pins
+
+
+def go_module_escape(path: str) -> str:
+    """The Go proxy's case encoding: an upper-case letter becomes '!' + its lower case."""
+    return "".join(f"!{c.lower()}" if c.isupper() else c for c in path)
+
+
+def go_zip_url(module: str, version: str) -> str:
+    return f"{GO_PROXY}/{go_module_escape(module)}/@v/{go_module_escape(version)}.zip"
+
+
+def go_h1(zip_path: Path) -> str:
+    """The module zip's h1: hash (golang.org/x/mod/sumdb/dirhash.HashZip)."""
+    lines = []
+    with zipfile.ZipFile(zip_path) as archive:
+        for name in sorted(archive.namelist()):
+            digest = hashlib.sha256(archive.read(name)).hexdigest()
+            lines.append(f"{digest}  {name}\n")
+    summary = hashlib.sha256("".join(lines).encode()).digest()
+    return "h1:" + base64.b64encode(summary).decode()
+
+
+def git_tree_id(root: Path) -> str:
+    """The git tree object id of the directory `root` (what `git write-tree` would give for
+    it): a content pin of a source tree, whoever packed the archive."""
+    entries = []
+    for entry in os.scandir(root):
+        path = Path(entry.path)
+        if entry.is_symlink():
+            mode, oid = b"120000", _git_object(b"blob", os.readlink(path).encode())
+        elif entry.is_dir():
+            if not any(os.scandir(path)):
+                continue  # git has no empty directories
+            mode, oid = b"40000", bytes.fromhex(git_tree_id(path))
+        else:
+            mode = b"100755" if os.stat(path).st_mode & 0o100 else b"100644"
+            oid = _git_object(b"blob", path.read_bytes())
+        # Trees sort by name, a directory as if its name ended with '/'.
+        key = entry.name.encode() + (b"/" if mode == b"40000" else b"")
+        entries.append((key, mode + b" " + entry.name.encode() + b"\0" + oid))
+    body = b"".join(e for _, e in sorted(entries))
+    return _git_object(b"tree", body).hex()
+
+
+def _git_object(kind: bytes, data: bytes) -> bytes:
+    return hashlib.sha1(kind + b" %d\0" % len(data) + data, usedforsecurity=False).digest()
+
+
+def _alias(fetcher: Fetcher, pin: str) -> Path:
+    """Where the sha256 of the file a content pin (h1:, tree) verified is remembered, so the
+    next build finds it in the cache without downloading."""
+    return fetcher.cache_dir / "alias" / hashlib.sha256(pin.encode()).hexdigest()
+
+
+def _fetch_by_content(fetcher: Fetcher, url: str, pin: str,
+                      check: Callable[[Path], None]) -> Path:
+    """Download `url` (or take it from the cache) and check it with `check(path)`, which
+    raises unless the content matches `pin`."""
+    alias = _alias(fetcher, pin)
+    known = alias.read_text().strip() if alias.is_file() else None
+    path = fetcher.fetch(url, known) if known else fetcher.fetch(url, None)
+    if known is None:
+        check(path)
+        alias.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(alias, sha256_file(path) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- trees
+
+
+def _tree(fetcher: Fetcher, item: Fetched, recipe: Recipe, version: str, arch: Arch,
+          where: str) -> Path:
+    """The unpacked source of `item`: its single top-level directory, if it has one."""
+    from pipeline.build.orchestrate import unpacked
+
+    url = recipe.expand(item.url, version, arch)
+    if item.sha256:
+        path = fetcher.fetch(url, item.sha256)
+        root = unpacked(fetcher, path, item.sha256, url)
+        return _top(root)
+    assert item.tree is not None
+
+    def check(path: Path) -> None:
+        tree = _top(unpacked(fetcher, path, sha256_file(path), url))
+        actual = git_tree_id(tree)
+        if actual != item.tree:
+            raise PipelineError(f"{redact(url)}: unpacks to git tree {actual}, but {where}.tree "
+                                f"pins {item.tree}")
+
+    path = _fetch_by_content(fetcher, url, f"tree:{item.tree}", check)
+    return _top(unpacked(fetcher, path, sha256_file(path), url))
+
+
+def _top(root: Path) -> Path:
+    entries = list(root.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
+
+
+def _go_module(fetcher: Fetcher, source: Source, pin: SourcePin, version: str) -> Path:
+    from pipeline.build.orchestrate import unpacked
+
+    assert pin.h1 is not None
+    go_version = f"v{version}"
+    url = go_zip_url(source.module, go_version)
+
+    def check(path: Path) -> None:
+        actual = go_h1(path)
+        if actual != pin.h1:
+            raise PipelineError(f"{redact(url)}: module hash {actual} does not match the pinned "
+                                f"{pin.h1}")
+
+    path = _fetch_by_content(fetcher, url, pin.h1, check)
+    root = unpacked(fetcher, path, sha256_file(path), url)
+    return root / f"{source.module}@{go_version}"
+
+
+def _git(fetcher: Fetcher, url: str, commit: str, dest: Path, env: dict[str, str]) -> None:
+    remote = mirror_url(url, fetcher.mirror)
+    git = ["git", "-C", str(dest)]
+    dest.mkdir(parents=True)
+    run.run([*git, "init", "-q"], env=env)
+    run.run([*git, "fetch", "-q", "--depth", "1", remote, commit], env=env,
+            what=f"git fetch {redact(remote)} {commit}")
+    run.run([*git, "checkout", "-q", "--detach", "FETCH_HEAD"], env=env)
+    head = run.run([*git, "rev-parse", "HEAD"], env=env).stdout.decode().strip()
+    if head != commit:
+        raise PipelineError(f"{redact(remote)}: fetched {head}, not the pinned commit {commit}")
+    shutil.rmtree(dest / ".git")  # what is built is the tree; .git would leak into builds
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path,
+                      epoch: int) -> SourceBuild:
+    """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`."""
+    source = recipe.source
+    assert source is not None
+    pin = recipe.source_pin(version)
+    where = f"source.versions.{version}"
+    if not source_pinned(pin, source) and source.kind is not SourceKind.CARGO:
+        raise PipelineError(f"{recipe.path}: {where}: not pinned; run 'wasm-sysexts lock "
+                            f"{recipe.name} --version {version} --from source'")
+    env = _environment(work, arch, epoch, fetcher)
+    src = work / "src"
+    if source.kind is SourceKind.GO:
+        shutil.copytree(_go_module(fetcher, source, pin, version), src, symlinks=True)
+    elif pin.git is not None:
+        _git(fetcher, pin.git.url, pin.git.commit, src, env)
+    else:
+        assert pin.archive is not None
+        shutil.copytree(_tree(fetcher, pin.archive, recipe, version, arch, f"{where}.archive"),
+                        src, symlinks=True)
+    inputs = {}
+    for name, item in pin.inputs:
+        if isinstance(item, GitPin):
+            _git(fetcher, item.url, item.commit, work / "inputs" / name, env)
+            inputs[name] = str(work / "inputs" / name)
+        else:
+            inputs[name] = str(_tree(fetcher, item, recipe, version, arch,
+                                     f"{where}.inputs.{name}"))
+    values = {"triple": _triple(source.kind, arch), **inputs}
+
+    def expand(text: str) -> str:
+        return recipe.expand(text, version, arch, **values)
+
+    directory = src / expand(source.directory)
+    for i, step in enumerate(source.prepare):
+        _log.info(f"prepare: {expand(step)}")
+        run.run(["sh", "-ec", expand(step)], cwd=src, env=env,
+                what=f"{recipe.path}: source.prepare[{i}]")
+    out = work / "out"
+    out.mkdir()
+    record: dict[str, object] = {"kind": str(source.kind),
+                                 **_pin_record(pin, recipe, version, arch)}
+    builder = {SourceKind.GO: _go, SourceKind.CARGO: _cargo, SourceKind.CMAKE: _cmake,
+               SourceKind.MAKE: _make}[source.kind]
+    built = builder(_Job(recipe, source, pin, directory, work, arch, env, expand))
+    for name, path in built.items():
+        if not path.is_file():
+            raise PipelineError(f"{recipe.path}: source.outputs.{name}: the build made no "
+                                f"{path.relative_to(work)}")
+        if path.parent != out:
+            shutil.copyfile(path, out / name)
+            os.chmod(out / name, path.stat().st_mode & 0o777)
+    record["toolchain"] = toolchain(source.kind, arch, directory, tuple(sorted(env.items())))
+    return SourceBuild(out, record)
+
+
+def _pin_record(pin: SourcePin, recipe: Recipe, version: str, arch: Arch) -> dict[str, object]:
+    record: dict[str, object] = {k: v for k, v in asdict(pin).items()
+                                 if v not in (None, (), [])}
+    if pin.archive is not None:
+        record["archive"] = {**asdict(pin.archive),
+                             "url": recipe.expand(pin.archive.url, version, arch)}
+    if pin.inputs:
+        record["inputs"] = {n: {**asdict(f), "url": recipe.expand(f.url, version, arch)}
+                            for n, f in pin.inputs}
+    return record
+
+
+def _triple(kind: SourceKind, arch: Arch) -> str:
+    return arch.facts.rust if kind is SourceKind.CARGO else arch.facts.gnu
+
+
+def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[str, str]:
+    """A clean environment: only what the toolchains need, every path a build embeds under
+    `work` mapped to /build."""
+    home = work / "home"
+    home.mkdir()
+    cache = fetcher.cache_dir / "toolchains"
+    prefix = f"-ffile-prefix-map={work}=/build"
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C",
+        "TZ": "UTC", "SOURCE_DATE_EPOCH": str(epoch), "CFLAGS": prefix, "CXXFLAGS": prefix,
+        "GOCACHE": str(cache / "go-build"), "GOMODCACHE": str(cache / "go-mod"),
+        "GOPROXY": os.environ.get("GOPROXY", GO_PROXY), "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath -buildvcs=false -mod=readonly", "CGO_ENABLED": "0",
+        "GOOS": "linux", "GOARCH": arch.goarch, "GOENV": "off",
+        "CARGO_HOME": str(cache / "cargo"), "CARGO_INCREMENTAL": "0",
+        "CARGO_NET_GIT_FETCH_WITH_CLI": "true",
+        # rustup finds its toolchains under the real HOME unless told otherwise.
+        "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+        **{k: v for k, v in os.environ.items() if k == "SSL_CERT_FILE"},
+    }
+
+
+def _go(job: _Job) -> dict[str, Path]:
+    built = {}
+    ldflags = job.expand(job.source.ldflags)
+    for name, package in job.source.packages.items():
+        target = job.work / "out" / name
+        run.run(["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", package],
+                cwd=job.directory, env=job.env, what=f"go build {package} ({job.arch})")
+        built[name] = target
+    return built
+
+
+def _cargo(job: _Job) -> dict[str, Path]:
+    lock = job.directory / "Cargo.lock"
+    if not lock.is_file():
+        raise PipelineError(f"{job.recipe.path}: source: {lock.relative_to(job.work)} missing; "
+                            "a cargo source must carry its Cargo.lock")
+    actual = sha256_file(lock)
+    if actual != job.pin.lock_sha256:
+        raise PipelineError(f"{job.recipe.path}: source.versions: the Cargo.lock to build with "
+                            f"has sha256 {actual}, but lock_sha256 pins {job.pin.lock_sha256}; "
+                            "review the lock, then pin it")
+    triple = job.arch.facts.rust
+    env = {**job.env, "CARGO_TARGET_DIR": str(job.work / "target"),
+           "RUSTFLAGS": f"--remap-path-prefix={job.work}=/build "
+                        f"--remap-path-prefix={job.env['CARGO_HOME']}=/cargo"}
+    if job.arch is not Arch.host():
+        env[f"CARGO_TARGET_{triple.upper().replace('-', '_')}_LINKER"] = _cc(job.arch)
+        env[f"CC_{triple.replace('-', '_')}"] = _cc(job.arch)
+        env[f"CXX_{triple.replace('-', '_')}"] = _cxx(job.arch)
+    args = ["cargo", "build", "--release", "--locked", "--target", triple]
+    if job.source.package:
+        args += ["-p", job.expand(job.source.package)]
+    if job.source.features:
+        args += ["--features", ",".join(job.source.features)]
+    run.run(args, cwd=job.directory, env=env, what=f"cargo build ({job.arch})")
+    return {name: job.work / "target" / triple / "release" / path
+            for name, path in job.source.outputs.items()}
+
+
+def _cmake(job: _Job) -> dict[str, Path]:
+    build = job.work / "build"
+    args = ["cmake", "-S", str(job.directory), "-B", str(build), "-G", "Unix Makefiles",
+            *(job.expand(a) for a in job.source.configure)]
+    if job.arch is not Arch.host():
+        toolchain_file = job.work / "toolchain.cmake"
+        toolchain_file.write_text(
+            f"set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR {job.arch.uname})\n"
+            f"set(CMAKE_C_COMPILER {_cc(job.arch)})\nset(CMAKE_CXX_COMPILER {_cxx(job.arch)})\n"
+            f"set(CMAKE_ASM_COMPILER {_cc(job.arch)})\n"
+            "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)\n")
+        args.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain_file}")
+    run.run(args, env=job.env, what=f"cmake configure ({job.arch})")
+    target = ["--target", job.expand(job.source.target)] if job.source.target else []
+    run.run(["cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
+            env=job.env, what=f"cmake build ({job.arch})")
+    return {name: build / path for name, path in job.source.outputs.items()}
+
+
+def _make(job: _Job) -> dict[str, Path]:
+    args = ["make", "-C", str(job.directory), f"-j{os.cpu_count() or 2}", f"CC={_cc(job.arch)}",
+            f"CXX={_cxx(job.arch)}", *(job.expand(a) for a in job.source.configure)]
+    if job.source.target:
+        args.append(job.expand(job.source.target))
+    run.run(args, env=job.env, what=f"make ({job.arch})")
+    return {name: job.directory / path for name, path in job.source.outputs.items()}

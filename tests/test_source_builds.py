@@ -1,0 +1,187 @@
+"""Source builds with the real toolchains: wazero from its Go module (cross-compiled for
+arm64 natively by Go), WAMR's iwasm with CMake (cross-compiled with Debian's
+aarch64-linux-gnu toolchain), runwasi's containerd-shim-wasmtime with cargo; byte-identical
+rebuilds; the ELF check that refuses an image carrying another arch's binaries; lock for a
+Go module. Inputs come through the local mirror from ../shared/sources and the Go proxy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import WASMTIME_BASE, run_cli, sha256_of
+from support.hostile import build_fails
+from support.mirror import Mirror
+from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
+from support.sources import (
+    RUNWASI_LOCK,
+    WAMR_VERSION,
+    WAZERO_MODULE,
+    WAZERO_VERSION,
+    serve_sources,
+    shim_source_recipe,
+    wamr_source_recipe,
+    wazero_source_recipe,
+)
+from support.vm_payloads import CACHE
+
+ARCHES = ("x86-64", "arm64")
+
+
+@pytest.fixture(scope="module")
+def pins(mirror: Mirror) -> dict[str, str]:
+    return serve_sources(mirror)
+
+
+@pytest.fixture(scope="module")
+def source_recipes(tmp_path_factory: pytest.TempPathFactory, pins: dict[str, str]) -> Path:
+    directory = tmp_path_factory.mktemp("source-recipes")
+    (directory / "wazero.yaml").write_text(wazero_source_recipe(pins["wazero-h1"]))
+    (directory / "wamr.yaml").write_text(wamr_source_recipe(pins))
+    return directory
+
+
+def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *names: str) -> list[dict]:
+    proc = run_cli("build", *names, "--recipes", recipes, "--mirror", mirror.url, "--cache",
+                   cache, "--out", out, "--arch", "x86-64", "--arch", "arm64", "--json",
+                   "--quiet", check=True, timeout=1800)
+    return list(json.loads(proc.stdout))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, source_recipes: Path,
+          mirror: Mirror) -> tuple[Path, list[dict]]:
+    base = tmp_path_factory.mktemp("source-built")
+    results = build(source_recipes, mirror, base / "cache", base / "out", "wazero", "wamr")
+    return base / "out", results
+
+
+def unpack(image: Path, dest: Path) -> Path:
+    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(dest), str(image)], check=True,
+                   capture_output=True)
+    return dest
+
+
+def file_type(path: Path) -> str:
+    return subprocess.run(["file", "-b", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_source_go_wazero_for_both_arches(built: tuple[Path, list[dict]], tmp_path: Path,
+                                          hello_wasm: Path) -> None:
+    out, results = built
+    assert {(r["name"], r["arch"]): r["status"] for r in results if r["name"] == "wazero"} == \
+        {("wazero", a): "built" for a in ARCHES}
+    x86 = unpack(out / f"wazero-{WAZERO_VERSION}-x86-64.raw", tmp_path / "x86") / "usr/bin/wazero"
+    arm = unpack(out / f"wazero-{WAZERO_VERSION}-arm64.raw", tmp_path / "arm") / "usr/bin/wazero"
+    assert "x86-64" in file_type(x86) and "statically linked" in file_type(x86)
+    assert "ARM aarch64" in file_type(arm) and "statically linked" in file_type(arm)
+    version = subprocess.run([str(x86), "version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == f"v{WAZERO_VERSION}"  # the ldflags reached the binary
+    hello = subprocess.run([str(x86), "run", str(hello_wasm)], capture_output=True, text=True)
+    assert hello.stdout.strip() == HELLO_OUTPUT
+    meta = json.loads((out / f"wazero-{WAZERO_VERSION}-arm64.raw.json").read_text())
+    assert meta["source"]["kind"] == "go" and meta["source"]["h1"].startswith("h1:")
+    assert meta["tools"]["go"].startswith("go version go")
+    assert meta["elf"] == [{"path": "/usr/bin/wazero", "machine": "arm64", "interpreter": None,
+                            "needed": []}]
+
+
+def test_source_cmake_wamr_for_both_arches(built: tuple[Path, list[dict]], tmp_path: Path,
+                                           hello_wasm: Path) -> None:
+    out, _ = built
+    x86 = unpack(out / f"wamr-{WAMR_VERSION}-x86-64.raw", tmp_path / "x86") / "usr/bin/iwasm"
+    arm = unpack(out / f"wamr-{WAMR_VERSION}-arm64.raw", tmp_path / "arm") / "usr/bin/iwasm"
+    assert "x86-64" in file_type(x86)
+    assert "ARM aarch64" in file_type(arm) and "/lib/ld-linux-aarch64.so.1" in file_type(arm)
+    for command in ([str(x86)], ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu",
+                                 str(arm)]):
+        run = subprocess.run([*command, str(hello_wasm)], capture_output=True, text=True)
+        assert run.stdout.strip() == HELLO_OUTPUT, (command, run.stderr)
+    meta = json.loads((out / f"wamr-{WAMR_VERSION}-arm64.raw.json").read_text())
+    [elf] = meta["elf"]
+    assert elf["interpreter"] == "/lib/ld-linux-aarch64.so.1"
+    assert "libc.so.6" in elf["needed"]
+    assert meta["source"]["archive"]["tree"] == "6e277d2ae70da4a2269cbd5300ec3b49ebc71194"
+    assert "aarch64-linux-gnu-gcc" in meta["tools"] and "cmake" in meta["tools"]
+    assert not [ln for ln in arm.read_bytes().split(b"\0") if b"/.~wsx-" in ln], \
+        "no build path is embedded"
+
+
+def test_source_rebuild_is_byte_identical(built: tuple[Path, list[dict]], source_recipes: Path,
+                                          mirror: Mirror, tmp_path: Path) -> None:
+    _, first = built
+    again = build(source_recipes, mirror, tmp_path / "cache", tmp_path / "out", "wazero", "wamr")
+    assert {r["image"]: r["sha256"] for r in again} == {r["image"]: r["sha256"] for r in first}
+    assert all(r["status"] == "built" for r in again), "a fresh cache rebuilt everything"
+
+
+def test_source_image_with_another_arch_binary_is_refused(mirror: Mirror,
+                                                           tmp_path: Path) -> None:
+    # An "aarch64" release archive that really holds the x86-64 wasmtime.
+    x86 = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz"
+    (tmp_path / "mixed.yaml").write_text(f"""\
+name: mixed
+summary: an arm64 image with an x86-64 binary
+homepage: https://example.org
+license: MIT
+version: "1.0"
+versions:
+  "1.0":
+    arm64: {{url: "{x86}", sha256: "{sha256_of(mirror, x86)}"}}
+install:
+  - {{from: "wasmtime-v{WASMTIME_VERSION}-x86_64-linux/wasmtime", to: /usr/bin/wasmtime}}
+""")
+    proc = run_cli("build", "mixed", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
+                   tmp_path / "cache", "--out", tmp_path / "out", "--arch", "arm64")
+    assert proc.returncode == 1
+    assert "mixed.yaml: /usr/bin/wasmtime is an ELF file for x86-64, not arm64: refused in " \
+        "an arm64 image" in proc.stderr, proc.stderr
+    assert not list((tmp_path / "out").glob("*.raw"))
+
+
+def test_source_unpinned_is_refused_and_lock_pins_it(pins: dict[str, str], mirror: Mirror,
+                                                      tmp_path: Path) -> None:
+    lookup = f"https://proxy.golang.org/sumdb/sum.golang.org/lookup/{WAZERO_MODULE}@v" \
+             f"{WAZERO_VERSION}"
+    mirror.put(lookup, requests.get(lookup, timeout=60).content)  # the checksum database
+    recipe = tmp_path / "wazero.yaml"
+    recipe.write_text(wazero_source_recipe(pins["wazero-h1"]).replace(
+        f'{{h1: "{pins["wazero-h1"]}"}}', "{h1: null}"))
+    error = build_fails(mirror, tmp_path, "wazero", tmp_path, "--from", "source",
+                        version=WAZERO_VERSION)
+    assert "source.versions.1.9.0: not pinned; run 'wasm-sysexts lock wazero" in error
+    proc = run_cli("lock", "wazero", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
+                   tmp_path / "cache", check=True)
+    assert f"{pins['wazero-h1']} (matches the checksum database)" in proc.stdout
+    assert f'{{h1: "{pins["wazero-h1"]}"}}' in recipe.read_text()
+
+
+def test_source_cargo_runwasi_shim(pins: dict[str, str], mirror: Mirror) -> None:
+    """runwasi's shim from source, once per set of inputs: the output directory lives in the
+    shared test cache, so a later run (and the CRI test) finds the image unchanged."""
+    recipes = CACHE / "shim-recipes"
+    recipes.mkdir(parents=True, exist_ok=True)
+    (recipes / "containerd-shim-wasmtime.yaml").write_text(shim_source_recipe(pins))
+    proc = run_cli("build", "containerd-shim-wasmtime", "--recipes", recipes, "--mirror",
+                   mirror.url, "--cache", CACHE / "shim-cache", "--out", CACHE / "shim-out",
+                   "--arch", "x86-64", "--json", check=True, timeout=3600)
+    [result] = json.loads(proc.stdout)
+    assert result["status"] in ("built", "unchanged")
+    image = CACHE / "shim-out" / result["image"]
+    meta = json.loads(Path(f"{image}.json").read_text())
+    [elf] = meta["elf"]
+    assert elf["machine"] == "x86-64" and "libseccomp.so.2" in elf["needed"]
+    assert meta["source"]["lock_sha256"] == RUNWASI_LOCK
+    assert meta["tools"]["rustc"].startswith("rustc ")
+    tree = unpack(image, CACHE / "shim-check")
+    try:
+        shim = tree / "usr/bin/containerd-shim-wasmtime-v1"
+        version = subprocess.run([str(shim), "-v"], capture_output=True, text=True, check=True)
+        assert "Version: 0.6.0" in version.stdout, version.stdout
+    finally:
+        shutil.rmtree(tree)
