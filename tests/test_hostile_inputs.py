@@ -433,3 +433,18 @@ def test_dripping_server_hits_the_download_deadline(mirror: Mirror, tmp_path: Pa
     error = build_fails(mirror, tmp_path, "drip", tmp_path, "--download-timeout", "3")
     assert time.monotonic() - started < 60
     assert "not finished after 3 s (download deadline)" in error
+
+
+def test_cleanup_never_descends_into_a_mount_a_killed_tool_left(tmp_path: Path) -> None:
+    """mmdebstrap or a chroot killed mid-run can leave the host's /dev or /proc mounted in a
+    scratch directory; removing that directory must not delete through the mount."""
+    scratch = tmp_path / ".~wsx-root-dead"
+    (scratch / "root" / "dev").mkdir(parents=True)
+    script = (f'mount -t tmpfs wsx "{scratch}/root/dev" && echo keep > "{scratch}/root/dev/node"'
+              f' && {sys.executable} -c "from pathlib import Path; from pipeline.core.fs import '
+              f"remove_tree; remove_tree(Path('{scratch}'))\"; "
+              f'echo "exit $?"; cat "{scratch}/root/dev/node"')
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert f"{scratch}: not removed, {scratch}/root/dev is still mounted inside it" in proc.stderr
+    assert proc.stdout.splitlines() == ["exit 1", "keep"], proc.stdout + proc.stderr

@@ -57,7 +57,10 @@ def debian_root(cache_dir: Path, suite: str, packages: Sequence[str],
     with scratch_dir(roots, name) as tmp:
         _log.info(f"creating {suite} {arch} root with {', '.join(sorted(packages))}")
         target = tmp / "root"
-        args = ["mmdebstrap", f"--variant={variant}", "--mode=root", "--format=directory",
+        # root mode mounts /proc, /sys and /dev into the target: a private mount namespace
+        # makes them vanish with mmdebstrap even when it is killed.
+        args = ["unshare", "--mount", "--propagation", "private", "--",
+                run.find("mmdebstrap"), f"--variant={variant}", "--mode=root", "--format=directory",
                 f"--architectures={arch}", f"--include={','.join(sorted(packages))}"]
         args += [f"--customize-hook={hook}" for hook in hooks]
         args += [suite, str(target), mirror]

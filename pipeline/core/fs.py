@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -45,6 +46,14 @@ def os_error_line(err: OSError) -> str:
     """`FILE: reason` for an OSError that escaped to the top."""
     where = err.filename if err.filename is not None else "error"
     return f"{where}: {os_problem(err)}"
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (same file system), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
@@ -106,7 +115,8 @@ def scratch_dir(parent: Path, label: str = "work") -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        with suppress(OSError, PipelineError):
+            remove_tree(path)
         os.close(fd)
 
 
@@ -127,6 +137,27 @@ def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:48]
 
 
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path` (from /proc/self/mountinfo, octal escapes decoded)."""
+    prefix = str(path.resolve())
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), ln.split()[4])
+              for ln in lines)
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a scratch tree, refusing to descend into a file system mounted inside it: a tool
+    killed mid-run (mmdebstrap, a chroot) can leave the host's /proc, /sys or /dev there."""
+    mounts = _mounts_under(path)
+    if mounts:
+        raise PipelineError(f"{path}: not removed, {mounts[0]} is still mounted inside it")
+    shutil.rmtree(path)
+
+
 def sweep(parent: Path) -> list[Path]:
     """Remove scratch entries in `parent` left by dead owners; returns what was removed."""
     if not parent.is_dir():
@@ -145,9 +176,9 @@ def sweep(parent: Path) -> list[Path]:
             continue  # its owner is alive
         finally:
             os.close(fd)
-        with suppress(OSError):
+        with suppress(OSError, PipelineError):
             if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
+                remove_tree(entry)
             else:
                 entry.unlink()
             removed.append(entry)
