@@ -68,11 +68,17 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
                 raise PipelineError(f"{recipe.path}: versions.{version}.{arch}: pinned "
                                     f"{item.sha256} but {redact(url)} now has {digest}; "
                                     "upstream replaced the file, investigate before re-pinning")
-            pins[item.url] = digest
+            if pins.get(item.url, digest) != digest:
+                raise PipelineError(f"{recipe.path}: cannot find one line with url "
+                                    f"{item.url!r} for one sha256: arches that share it "
+                                    "download different files; write each arch's URL out")
+            if item.sha256 != digest:  # an input shared by several arches is written once
+                pins[item.url] = digest
             report.append(f"{name}: {digest} ({source})")
-    if not pins:
+    if not report:
         raise PipelineError(f"{recipe.path}: versions: no downloadable inputs for {version!r}")
-    _write_pins(recipe.path, pins)
+    if pins:
+        _write_pins(recipe.path, pins)
     load(recipe.path)  # the rewritten recipe must still validate
     return report
 
@@ -130,18 +136,21 @@ def _write_h1(path: Path, version: str, h1: str) -> None:
 
 
 def _write_pins(path: Path, pins: dict[str, str]) -> None:
+    """Write each URL's pin on every line that holds that URL (an input several arches share,
+    like wasmCloud's nats-server, is the same bytes everywhere)."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for url, digest in pins.items():
         hits = [i for i, line in enumerate(lines) if url in line]
-        if len(hits) != 1:
-            raise PipelineError(f"{path}: cannot find one line with url {url!r} and its sha256; "
+        if not hits:
+            raise PipelineError(f"{path}: cannot find a line with url {url!r} and its sha256; "
                                 "write inputs as {url: ..., sha256: ...} on one line")
-        line = lines[hits[0]]
-        # The sha256 key after the URL (a URL may itself contain "sha256:").
-        end = line.index(url) + len(url)
-        rest, count = PIN_RE.subn(f'sha256: "{digest}"', line[end:], count=1)
-        if not count:
-            raise PipelineError(f"{path}: line {hits[0] + 1}: no sha256 after url {url!r}; "
-                                "write inputs as {url: ..., sha256: ...} on one line")
-        lines[hits[0]] = line[:end] + rest
+        for hit in hits:
+            line = lines[hit]
+            # The sha256 key after the URL (a URL may itself contain "sha256:").
+            end = line.index(url) + len(url)
+            rest, count = PIN_RE.subn(f'sha256: "{digest}"', line[end:], count=1)
+            if not count:
+                raise PipelineError(f"{path}: line {hit + 1}: no sha256 after url {url!r}; "
+                                    "write inputs as {url: ..., sha256: ...} on one line")
+            lines[hit] = line[:end] + rest
     write_atomic(path, "".join(lines))
