@@ -13,6 +13,7 @@ from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 
 from pipeline.build.image import image_uuid
+from pipeline.core.fs import sha256_file
 
 IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 
@@ -91,7 +92,9 @@ def test_metadata_and_sums_describe_the_image(built: tuple[str, Path, dict],
     assert source["url"].startswith("https://github.com/bytecodealliance/wasmtime/releases/")
     assert len(source["sha256"]) == 64
     assert fmt in meta["tools"]
-    assert (out / "SHA256SUMS").read_text() == f"{result['sha256']}  {IMAGE}\n"
+    sbom = out / f"{IMAGE}.spdx.json"
+    assert (out / "SHA256SUMS").read_text() == f"{result['sha256']}  {IMAGE}\n" \
+        f"{sha256_file(sbom)}  {sbom.name}\n"
 
 
 def test_rebuild_in_fresh_cache_is_byte_identical(built: tuple[str, Path, dict], recipes: Path,

@@ -160,10 +160,16 @@ def test_dagger_build_all_fans_out_per_recipe_and_arch(dagger_recipes: Path, mir
                              f"wasmtime-{WASMTIME_VERSION}-arm64.raw",
                              f"{NAME}-{V2}-x86-64.raw", f"{NAME}-{V2}-arm64.raw",
                              "tiny-1.0-x86-64.raw"])
+    sboms = [f"{i}.spdx.json" for i in images]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*images, *(f"{i}.json" for i in images), "SHA256SUMS"])
+        [*images, *(f"{i}.json" for i in images), *sboms, "SHA256SUMS"])
     sums = read_sums(out / "SHA256SUMS")
-    assert sums == {i: hashlib.sha256((out / i).read_bytes()).hexdigest() for i in images}
+    assert sums == {i: hashlib.sha256((out / i).read_bytes()).hexdigest()
+                    for i in [*images, *sboms]}
+    # The provenance sign makes from this metadata will name the Dagger module as the builder.
+    builder = json.loads((out / f"{images[0]}.json").read_text())["builder"]
+    assert builder["id"] == "https://wasm-sysexts.dev/builder/dagger"
+    assert builder["dagger_engine"].startswith("v0.21.") and builder["base_image"] == BASE_IMAGE
 
     broken = tmp_path / "broken-recipes"
     shutil.copytree(dagger_recipes, broken)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import run_cli
+from support.gotools import oras_binary
 from support.registry import FaultProxy, Registry
 from support.registry_images import NAME, V1, V2, make_key
 
@@ -83,8 +84,10 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(tmp_path: Path, registry
     resp = requests.get(f"http://{registry.host}/v2/wsx/{NAME}/referrers/{digest}", timeout=10)
     assert resp.status_code == 404
     referrers, _ = manifest(registry.host, "sha256-" + digest.split(":")[1])
-    [sig] = referrers["manifests"]
-    assert sig["artifactType"] == SIGNATURE_TYPE
+    by_type = {m["artifactType"]: m for m in referrers["manifests"]}
+    assert set(by_type) == {SIGNATURE_TYPE, "application/spdx+json",
+                            "application/vnd.dsse.envelope.v1+json"}
+    sig = by_type[SIGNATURE_TYPE]
     sig_doc, _ = manifest(registry.host, sig["digest"])
     assert sig_doc["subject"]["digest"] == digest
 
@@ -147,7 +150,8 @@ def test_pull_refuses_wrong_key_and_corrupt_blob(tmp_path: Path, registry: Regis
 def test_second_push_uploads_nothing(registry: Registry, proxy: FaultProxy, signed_images) -> None:
     push(proxy.host, signed_images[V1])
     first = proxy.count("POST", r"/blobs/uploads/$")
-    assert first == 5  # empty config, two images, SHA256SUMS, its signature
+    # empty config, two images, SHA256SUMS, its signature, two SBOMs, two provenance files
+    assert first == 9
     before = dict(proxy.counts)
     proc = push(proxy.host, signed_images[V1])
     assert "0 blob(s) uploaded" in proc.stderr
@@ -282,3 +286,35 @@ def test_failed_tag_write_puts_moved_tags_back(tmp_path: Path, registry: Registr
     assert f"could not put back wsx/{NAME}:{V2}-arm64, wsx/{NAME}:{V2}-x86-64" in \
         proc.stderr.replace(f"wsx/{NAME}:{V2}-x86-64, wsx/{NAME}:{V2}-arm64",
                             f"wsx/{NAME}:{V2}-arm64, wsx/{NAME}:{V2}-x86-64"), proc.stderr
+
+
+def test_sbom_and_provenance_are_referrers_oras_discovers(tmp_path: Path, registry: Registry,
+                                                         signed_images) -> None:
+    """Each image manifest has its SBOM and its signed provenance attached as referrers: the
+    real oras CLI lists them (through the referrers tag schema this registry needs) and pulls
+    them back byte-identical."""
+    oras = str(oras_binary())
+    push(registry.host, signed_images[V2])
+    image = f"{NAME}-{V2}-x86-64.raw"
+    _, subject = manifest(registry.host, f"{V2}-x86-64")
+    proc = subprocess.run([oras, "discover", "--plain-http", "--distribution-spec",
+                           "v1.1-referrers-tag", "--format", "json",
+                           f"{registry.host}/wsx/{NAME}@{subject}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    referrers = found.get("referrers", found.get("manifests", []))
+    by_type = {r["artifactType"]: r for r in referrers}
+    assert set(by_type) == {SIGNATURE_TYPE, "application/spdx+json",
+                            "application/vnd.dsse.envelope.v1+json"}, referrers
+    tree = subprocess.run([oras, "discover", "--plain-http", "--distribution-spec",
+                           "v1.1-referrers-tag", f"{registry.host}/wsx/{NAME}@{subject}"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    print(f"\n--- oras discover {NAME}:{V2}-x86-64:\n{tree}")
+    for kind, file in (("application/spdx+json", f"{image}.spdx.json"),
+                       ("application/vnd.dsse.envelope.v1+json", f"{image}.intoto.jsonl")):
+        out = tmp_path / kind.replace("/", "_")
+        subprocess.run([oras, "pull", "--plain-http", "-o", str(out),
+                        f"{registry.host}/wsx/{NAME}@{by_type[kind]['digest']}"],
+                       capture_output=True, text=True, timeout=60, check=True)
+        assert (out / file).read_bytes() == (signed_images[V2] / file).read_bytes(), file

@@ -44,7 +44,9 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert dest.is_symlink()
     ext = dest / NAME
     images = {f"{NAME}-{V1}-x86-64.raw", f"{NAME}-{V1}-arm64.raw"}
-    assert {p.name for p in ext.iterdir()} == images | {"SHA256SUMS", "SHA256SUMS.gpg"}
+    attestations = {f"{i}{suffix}" for i in images for suffix in (".spdx.json", ".intoto.jsonl")}
+    assert {p.name for p in ext.iterdir()} == \
+        images | attestations | {"SHA256SUMS", "SHA256SUMS.gpg"}
     assert read_sums(ext / "SHA256SUMS") == read_sums(signed_images[V1] / "SHA256SUMS")
     assert openpgp.verify_detached((ext / "SHA256SUMS").read_bytes(),
                                    (ext / "SHA256SUMS.gpg").read_bytes(),
@@ -79,9 +81,17 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert entry["latest"] == V2
     assert [v["version"] for v in entry["versions"]] == [V2, V1]
     x86 = entry["versions"][0]["arches"]["x86-64"]
+    sbom, provenance = f"{x86['file']}.spdx.json", f"{x86['file']}.intoto.jsonl"
     assert x86 == {"file": f"{NAME}-{V2}-x86-64.raw", "sha256": sums[x86["file"]],
                    "size": (ext / x86["file"]).stat().st_size,
-                   "url": f"{BASE}/{NAME}/{x86['file']}"}
+                   "url": f"{BASE}/{NAME}/{x86['file']}",
+                   "sbom": {"file": sbom, "sha256": sums[sbom], "url": f"{BASE}/{NAME}/{sbom}"},
+                   "provenance": {"file": provenance, "sha256": sums[provenance],
+                                  "url": f"{BASE}/{NAME}/{provenance}"}}
+    # The extension's directory verifies as a whole, provenance included.
+    verified = run_cli("verify", ext, "--keyring", publish_key[1])
+    assert verified.returncode == 0, verified.stdout
+    assert f"{provenance}: OK (sha256 matches; SLSA provenance signed by" in verified.stdout
     assert set(entry["versions"][1]["arches"]) == {"x86-64", "arm64"}
     bu = (dest / entry["butane"]).read_text()
     assert f"sha256-{x86['sha256']}" in bu and "/etc/systemd/import-pubring.pgp" in bu
@@ -99,8 +109,9 @@ def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, pu
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     publish(signed_images[V2], dest, publish_key, "--keep", "1")
-    assert sorted(read_sums(dest / NAME / "SHA256SUMS")) == [
-        f"{NAME}-{V2}-arm64.raw", f"{NAME}-{V2}-x86-64.raw"]
+    assert sorted(read_sums(dest / NAME / "SHA256SUMS")) == sorted(
+        f"{NAME}-{V2}-{arch}.raw{suffix}" for arch in ("arm64", "x86-64")
+        for suffix in ("", ".spdx.json", ".intoto.jsonl"))
     assert not list((dest / NAME).glob(f"*{V1}*"))
 
 
@@ -223,7 +234,7 @@ def test_plain_directory_dest_is_swapped_atomically(tmp_path: Path, signed_image
     shutil.copytree(first, dest, symlinks=False)  # e.g. a tree restored from a backup
     publish(signed_images[V2], dest, publish_key)
     assert dest.is_symlink()
-    assert len(read_sums(dest / NAME / "SHA256SUMS")) == 4
+    assert len(read_sums(dest / NAME / "SHA256SUMS")) == 4 * 3  # images, SBOMs, provenance
     previous = list((tmp_path / ".webroot.generations").glob("*-previous"))
     assert len(previous) == 1 and (previous[0] / NAME / f"{NAME}-{V1}-x86-64.raw").is_file()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from support.recipes import write_recipe
 
 from pipeline.core.vocab import Arch
 from pipeline.recipe import RecipeError, default_recipes_dir, load, load_all
@@ -118,3 +119,21 @@ def test_list_json_describes_every_recipe() -> None:
     assert rows["wasmtime"]["pinned"] is True
     assert set(rows["wasmtime"]) == {"name", "version", "summary", "license", "homepage",
                                      "versions", "arches", "pinned", "from", "source"}
+
+
+def test_list_check_refuses_an_unpinned_default(tmp_path: Path) -> None:
+    """CI runs `list --check`: the repository's defaults are all pinned; a null pin for an arch
+    that is not marked unavailable fails it, naming the recipe and the field."""
+    ok = run_cli("list", "--check")
+    assert ok.returncode == 0 and "every default version pinned" in ok.stdout, ok.stderr
+    pinned = f'    x86-64: {{url: "https://example.org/x86_64.tar.gz", sha256: "{"a" * 64}"}}\n'
+    write_recipe(tmp_path, "halfpinned", pinned +
+                 '    arm64: {url: "https://example.org/h-aarch64.tar.gz", sha256: null}\n')
+    write_recipe(tmp_path, "honest", pinned +
+                 '    arm64: {unavailable: "upstream ships no arm64 build"}\n')
+    proc = run_cli("list", "--check", "--recipes", tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"{tmp_path / 'halfpinned.yaml'}: versions.1.0.arm64: the default version has a null "
+        "sha256 (pin it with lock, or mark the arch {unavailable: why})"]
+    assert "2 recipe(s): 1 unpinned default input(s)" in proc.stdout

@@ -233,8 +233,9 @@ def tamper_sums(d: Path, other: Keys) -> None:
 def sign_with_other_key(d: Path, other: Keys) -> None:
     resigned = d.with_name("by-other-key")
     sign(d, other, out=resigned)
-    for name in ("SHA256SUMS", "SHA256SUMS.gpg"):
-        shutil.copyfile(resigned / name, d / name)
+    for path in resigned.iterdir():  # everything but the images: sums, signature, provenance
+        if path.suffix != ".raw":
+            shutil.copyfile(path, d / path.name)
 
 
 def drop_signature(d: Path, other: Keys) -> None:

@@ -1,7 +1,7 @@
 """Boot smoke tests in the Debian reference VM under TCG: ONE boot merges every image (two
 real runtimes plus three broken images) and runs their smoke commands; a second boot hangs on
-purpose and must be killed at its timeout. A third, with a containerd shim binary, runs only
-when WASM_SYSEXTS_TEST_SHIM points at one."""
+purpose and must be killed at its timeout. Containerd shims are tested through CRI in
+test_cri.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from support.mirror import Mirror
-from support.payloads import HELLO_OUTPUT, tar_bytes
+from support.payloads import HELLO_OUTPUT
 from support.vm_payloads import (
-    TEST_HOST,
     VM_CACHE,
     mislabel_arch,
     qemu_children,
@@ -119,37 +118,3 @@ def test_hung_guest_is_killed_and_reported(tmp_path: Path,
     assert "Linux version" in result.console or "systemd" in result.console
     assert qemu_children(os.getpid()) == []
     assert list(temp.iterdir()) == [], "disks, logs and firmware copies are removed"
-
-
-SHIM = os.environ.get("WASM_SYSEXTS_TEST_SHIM")
-
-
-@pytest.mark.skipif(not SHIM, reason="no containerd shim binary here (runwasi releases cannot "
-                    "be downloaded); set WASM_SYSEXTS_TEST_SHIM=/path/containerd-shim-<rt>-v1")
-def test_containerd_shim_runs_wasm_oci_image(tmp_path: Path, mirror: Mirror,
-                                             hello_wasm: Path) -> None:
-    shim = Path(str(SHIM))
-    name = shim.name.removesuffix("-v1")
-    url = f"{TEST_HOST}/{name}-1.0.tar.gz"
-    data = tar_bytes({shim.name: (shim.read_bytes(), 0o755)}, compression="gz")
-    mirror.put(url, data)
-    import hashlib
-
-    recipes = tmp_path / "recipes"
-    recipes.mkdir()
-    (recipes / f"{name}.yaml").write_text(
-        f'name: {name}\nsummary: shim\nhomepage: https://wsx-test.example\n'
-        f'license: Apache-2.0\nversion: "1.0"\nversions:\n  "1.0":\n'
-        f'    x86-64: {{url: "{url}", sha256: "{hashlib.sha256(data).hexdigest()}"}}\n'
-        f'install:\n  - {{from: "{shim.name}", to: /usr/bin/{shim.name}, mode: "0755"}}\n'
-        f'smoke:\n  - "{shim.name} -v"\n')  # Go-style flags: -v prints the version
-    out = tmp_path / "out"
-    build(recipes, mirror, out, name)
-    proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
-                   "--hello-wasm", hello_wasm, "--cache", VM_CACHE, "--json")
-    report = json.loads(proc.stdout)
-    steps = report["images"][0]["steps"]
-    assert [s["command"].split()[:2] for s in steps[-2:]] == [["ctr", "image"], ["ctr", "run"]]
-    assert proc.returncode == 0, json.dumps(report, indent=2)
-    assert HELLO_OUTPUT in steps[-1]["output"]
-

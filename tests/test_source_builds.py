@@ -23,11 +23,11 @@ from support.sources import (
     WAZERO_MODULE,
     WAZERO_VERSION,
     serve_sources,
-    shim_source_recipe,
+    shim_image,
     wamr_source_recipe,
     wazero_source_recipe,
 )
-from support.vm_payloads import CACHE
+from support.vm_payloads import CACHE, VM_CACHE
 
 ARCHES = ("x86-64", "arm64")
 
@@ -112,6 +112,28 @@ def test_source_cmake_wamr_for_both_arches(built: tuple[Path, list[dict]], tmp_p
         "no build path is embedded"
 
 
+@pytest.mark.vm
+def test_source_arm64_images_boot_in_the_arm64_vm(built: tuple[Path, list[dict]],
+                                                  source_recipes: Path, tmp_path: Path) -> None:
+    """The arm64 half of a release executed: wazero and WAMR cross-built above merge in an
+    arm64 reference VM (qemu-system-aarch64) and run the hello module there."""
+    out, _ = built
+    proc = run_cli("smoke-test", out, "--os", "reference", "--arch", "arm64", "--recipes",
+                   source_recipes, "--cache", VM_CACHE, "--timeout", "1200", "--json",
+                   "--report", tmp_path / "report.json")
+    assert proc.stdout, proc.stderr
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, json.dumps(report, indent=2)
+    assert {(i["name"], i["arch"], i["status"]) for i in report["images"]} == {
+        ("wazero", "arm64", "passed"), ("wamr", "arm64", "passed")}
+    for image in report["images"]:
+        assert any(HELLO_OUTPUT in s["output"] for s in image["steps"]), image
+    [boot] = report["boots"]
+    assert boot["arch"] == "arm64" and not boot["timed_out"]
+    print(f"\n--- arm64 reference VM ({boot['accel']}): booted and ran "
+          f"{[i['image'] for i in report['images']]} in {boot['seconds']} s")
+
+
 def test_source_rebuild_is_byte_identical(built: tuple[Path, list[dict]], source_recipes: Path,
                                           mirror: Mirror, tmp_path: Path) -> None:
     _, first = built
@@ -161,18 +183,10 @@ def test_source_unpinned_is_refused_and_lock_pins_it(pins: dict[str, str], mirro
     assert f'{{h1: "{pins["wazero-h1"]}"}}' in recipe.read_text()
 
 
-def test_source_cargo_runwasi_shim(pins: dict[str, str], mirror: Mirror) -> None:
-    """runwasi's shim from source, once per set of inputs: the output directory lives in the
-    shared test cache, so a later run (and the CRI test) finds the image unchanged."""
-    recipes = CACHE / "shim-recipes"
-    recipes.mkdir(parents=True, exist_ok=True)
-    (recipes / "containerd-shim-wasmtime.yaml").write_text(shim_source_recipe(pins))
-    proc = run_cli("build", "containerd-shim-wasmtime", "--recipes", recipes, "--mirror",
-                   mirror.url, "--cache", CACHE / "shim-cache", "--out", CACHE / "shim-out",
-                   "--arch", "x86-64", "--json", check=True, timeout=3600)
-    [result] = json.loads(proc.stdout)
-    assert result["status"] in ("built", "unchanged")
-    image = CACHE / "shim-out" / result["image"]
+def test_source_cargo_runwasi_shim(mirror: Mirror) -> None:
+    """The repository's runwasi shim recipe from source, with cargo (shared with the CRI
+    tests through the test cache)."""
+    image = shim_image(mirror)
     meta = json.loads(Path(f"{image}.json").read_text())
     [elf] = meta["elf"]
     assert elf["machine"] == "x86-64" and "libseccomp.so.2" in elf["needed"]

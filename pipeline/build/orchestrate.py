@@ -1,8 +1,9 @@
 """recipe -> fetch -> stage -> image for one image, and many at once (build-all).
 
 Outputs in `--out DIR` follow the artifact contract (pipeline.core.artifacts): the image, its
-`<image>.json` and the directory's SHA256SUMS. An image whose inputs, recipe, format and tools
-are unchanged is not rebuilt: its metadata records a key over all of them.
+`<image>.json`, its SPDX SBOM `<image>.spdx.json` and the directory's SHA256SUMS. An image
+whose inputs, recipe, format and tools are unchanged is not rebuilt: its metadata records a
+key over all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import anyio
 
 from pipeline import __version__
+from pipeline.attest.provenance import builder_identity
+from pipeline.attest.sbom import sbom
 from pipeline.build.extract import FORMAT as EXTRACT_FORMAT
 from pipeline.build.extract import unpack
 from pipeline.build.fetch import Fetcher, input_filename
@@ -111,7 +114,8 @@ def _unchanged(out: ImageDir, image: ImageName, key: str) -> ImageMeta | None:
     except PipelineError:
         return None  # unreadable or disagreeing metadata: rebuild
     path = out.path / image.file
-    if old is None or old.build_key != key or not path.is_file():
+    if old is None or old.build_key != key or not path.is_file() \
+            or not out.sbom_path(image).is_file():
         return None
     return old if sha256_file(path) == old.sha256 else None
 
@@ -172,13 +176,17 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
         meta = ImageMeta(
             name=recipe.name, version=version, arch=arch, format=opts.fmt,
             sha256=sha256_file(staged), size=staged.stat().st_size,
-            recipe={"file": recipe.path.name, "summary": recipe.summary,
-                    "homepage": recipe.homepage, "license": recipe.license},
+            recipe={"file": recipe.path.name, "sha256": sha256_file(recipe.path),
+                    "summary": recipe.summary,
+                    "homepage": recipe.homepage, "license": recipe.license,
+                    **({"containerd": {"handler": recipe.containerd.handler,
+                                       "runtime_type": recipe.containerd.runtime_type}}
+                       if recipe.containerd else {})},
             inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs,
                                                                         strict=True)),
             tools=tools, source_date_epoch=opts.epoch, build_key=key, elf=tuple(elf),
-            source=built.record if built else None)
-        out.put(staged, meta)
+            source=built.record if built else None, builder=builder_identity())
+        out.put(staged, meta, sbom(meta, root))
     result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
     result.size = meta.size
     result.seconds = round(time.monotonic() - started, 1)

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import os
 import shutil
+import tomllib
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from pipeline.core import log, run
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
 from pipeline.core.log import redact
-from pipeline.core.vocab import Arch
+from pipeline.core.vocab import ENGINE_CRATES, Arch
 from pipeline.recipe.model import (
     Fetched,
     GitPin,
@@ -297,7 +298,49 @@ def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher
             shutil.copyfile(path, out / name)
             os.chmod(out / name, path.stat().st_mode & 0o777)
     record["toolchain"] = toolchain(source.kind, arch, directory, tuple(sorted(env.items())))
+    if source.kind is SourceKind.CARGO:
+        record["engines"] = _locked_engines(directory, src, source.package)
     return SourceBuild(out, record)
+
+
+def _locked_engines(directory: Path, top: Path, package: str) -> dict[str, str]:
+    """Wasm engine crates `package` really depends on, with their versions, per the Cargo.lock
+    that governed the build (the nearest one up to the source root). A workspace lock lists
+    every member's dependencies, so the graph is walked from `package`."""
+    for candidate in (directory, *directory.parents):
+        lock = candidate / "Cargo.lock"
+        if lock.is_file():
+            try:
+                entries = tomllib.loads(lock.read_text(encoding="utf-8")).get("package", [])
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+                return {}
+            return _reachable_engines(entries, package)
+        if candidate == top:
+            break
+    return {}
+
+
+def _reachable_engines(entries: list[dict[str, object]], package: str) -> dict[str, str]:
+    by_name: dict[str, list[dict[str, object]]] = {}
+    for entry in entries:
+        by_name.setdefault(str(entry.get("name")), []).append(entry)
+    found: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(package, "")]
+    while todo:
+        name, version = todo.pop()
+        for entry in by_name.get(name, []):
+            key = (name, str(entry.get("version", "")))
+            if (version and key[1] != version) or key in seen:
+                continue
+            seen.add(key)
+            if name in ENGINE_CRATES:
+                found[name] = key[1]
+            deps = entry.get("dependencies")
+            for dep in deps if isinstance(deps, list) else []:  # "name" or "name version (src)"
+                parts = str(dep).split()
+                todo.append((parts[0], parts[1] if len(parts) > 1 else ""))
+    return dict(sorted(found.items()))
 
 
 def _pin_record(pin: SourcePin, recipe: Recipe, version: str, arch: Arch) -> dict[str, object]:
@@ -343,7 +386,9 @@ def _go(job: _Job) -> dict[str, Path]:
     ldflags = job.expand(job.source.ldflags)
     for name, package in job.source.packages.items():
         target = job.work / "out" / name
-        run.run(["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", package],
+        tags = [f"-tags={','.join(job.source.tags)}"] if job.source.tags else []
+        run.run(["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", *tags,
+                 package],
                 cwd=job.directory, env=job.env, what=f"go build {package} ({job.arch})")
         built[name] = target
     return built

@@ -2,7 +2,9 @@
 
     <name>-<version>-<arch>.raw         an image (plain squashfs/erofs from build, or a DDI)
     <name>-<version>-<arch>.raw.json    its metadata (`ImageMeta`)
-    SHA256SUMS                          sha256sum(1) lines for the images
+    <image>.spdx.json                   its SPDX SBOM (build)
+    <image>.intoto.jsonl                its signed SLSA provenance, a DSSE envelope (sign)
+    SHA256SUMS                          sha256sum(1) lines for the images and those two
     SHA256SUMS.gpg                      detached OpenPGP signature of SHA256SUMS (after sign)
 
 Name, version and arch come from the image's file name, which SHA256SUMS (and so its signature)
@@ -25,6 +27,8 @@ from pipeline.core.vocab import (
     IMAGE_SUFFIX,
     META_SUFFIX,
     NAME_PATTERN,
+    PROVENANCE_SUFFIX,
+    SBOM_SUFFIX,
     SHA256_RE,
     SUMS,
     VERSION_PATTERN,
@@ -126,7 +130,7 @@ class ImageMeta:
     format: ImageFormat
     sha256: str
     size: int
-    recipe: dict[str, str] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[InputRecord, ...] = ()
     tools: dict[str, str] = field(default_factory=dict)
     source_date_epoch: int = 0
@@ -134,6 +138,7 @@ class ImageMeta:
     verity: VerityRecord | None = None
     elf: tuple[ElfRecord, ...] = ()
     source: dict[str, Any] | None = None  # what a source build was built from
+    builder: dict[str, str] = field(default_factory=dict)  # who ran the build (provenance)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,6 +160,8 @@ class ImageMeta:
         data["elf"] = [asdict(e) for e in self.elf]
         if self.source is not None:
             data["source"] = self.source
+        if self.builder:
+            data["builder"] = self.builder
         return data
 
     def dumps(self) -> str:
@@ -170,7 +177,9 @@ class ImageMeta:
                 name=_str(data["name"]), version=_str(data["version"]),
                 arch=Arch(data["arch"]), format=ImageFormat(data["format"]),
                 sha256=_sha(image["sha256"]), size=_int(image["size"]),
-                recipe={str(k): _str(v) for k, v in dict(data.get("recipe", {})).items()},
+                recipe={str(k): {str(a): _str(b) for a, b in dict(v).items()}
+                        if k == "containerd" else _str(v)
+                        for k, v in dict(data.get("recipe", {})).items()},
                 inputs=tuple(InputRecord(_str(i["url"]), _sha(i["sha256"]))
                              for i in data.get("inputs", [])),
                 tools={str(k): _str(v) for k, v in dict(data.get("tools", {})).items()},
@@ -183,6 +192,7 @@ class ImageMeta:
                                     tuple(_str(n) for n in e.get("needed", ())))
                           for e in data.get("elf", [])),
                 source=dict(data["source"]) if data.get("source") else None,
+                builder={str(k): _str(v) for k, v in dict(data.get("builder", {})).items()},
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -194,7 +204,7 @@ class ImageMeta:
 
 
 _KNOWN = {"name", "version", "arch", "format", "recipe", "inputs", "tools",
-          "source_date_epoch", "image", "build_key", "verity", "elf", "source"}
+          "source_date_epoch", "image", "build_key", "verity", "elf", "source", "builder"}
 
 
 def _what(err: Exception) -> str:
@@ -244,6 +254,16 @@ class ImageDir:
     def meta_path(self, image: ImageName) -> Path:
         return self.path / f"{image.file}{META_SUFFIX}"
 
+    def sbom_path(self, image: ImageName) -> Path:
+        return self.path / f"{image.file}{SBOM_SUFFIX}"
+
+    def provenance_path(self, image: ImageName) -> Path:
+        return self.path / f"{image.file}{PROVENANCE_SUFFIX}"
+
+    def attestations(self, image: ImageName) -> list[Path]:
+        """The image's SBOM and provenance files that exist."""
+        return [p for p in (self.sbom_path(image), self.provenance_path(image)) if p.is_file()]
+
     def image_files(self) -> list[Path]:
         if not self.path.is_dir():
             raise PipelineError(f"{self.path}: not a directory")
@@ -280,12 +300,14 @@ class ImageDir:
     def sums(self) -> dict[str, str]:
         return read_sums(self.sums_path) if self.sums_path.exists() else {}
 
-    def put(self, staged: Path, meta: ImageMeta) -> None:
-        """Move a finished image in with its metadata and SHA256SUMS entry, as one step under
-        the directory lock: a concurrent build of the same name never mixes the three."""
+    def put(self, staged: Path, meta: ImageMeta, sbom: bytes) -> None:
+        """Move a finished image in with its metadata, SBOM and SHA256SUMS entries, as one
+        step under the directory lock: a concurrent build of the same name never mixes them."""
         with locked(self.path):
             staged.replace(self.path / meta.image.file)
             write_atomic(self.meta_path(meta.image), meta.dumps())
+            write_atomic(self.sbom_path(meta.image), sbom)
+            self.provenance_path(meta.image).unlink(missing_ok=True)  # of an older build
             self._update_sums({meta.image.file: meta.sha256})
 
     def update_sums(self, known: dict[str, str] | None = None) -> dict[str, str]:
@@ -297,7 +319,10 @@ class ImageDir:
 
     def _update_sums(self, known: dict[str, str]) -> dict[str, str]:
         old = self.sums()
-        sums = {p.name: known.get(p.name) or old.get(p.name) or sha256_file(p)
-                for p in self.image_files()}
+        images = self.image_files()
+        sums = {p.name: known.get(p.name) or old.get(p.name) or sha256_file(p) for p in images}
+        # Attestations are small and rewritten in place by a rebuild: always hashed afresh.
+        sums.update({p.name: sha256_file(p) for image in images
+                     for p in self.attestations(ImageName.parse(image.name))})
         write_atomic(self.sums_path, format_sums(sums))
         return sums

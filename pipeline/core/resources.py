@@ -24,3 +24,8 @@ def recipes_dir() -> Path:
 
 def keys_dir() -> Path:
     return data_dir("keys")
+
+
+def vm_tools_dir() -> Path:
+    """Recipes of the sysexts the smoke-test VMs use themselves (pipeline/vm/tools/)."""
+    return data_dir("vm") / "tools"

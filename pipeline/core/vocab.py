@@ -136,6 +136,15 @@ def version_problem(value: object) -> str | None:
 # File names every step agrees on.
 IMAGE_SUFFIX = ".raw"
 META_SUFFIX = ".json"  # <image>.json beside each image
+SBOM_SUFFIX = ".spdx.json"  # <image>.spdx.json: its SPDX SBOM (build)
+PROVENANCE_SUFFIX = ".intoto.jsonl"  # <image>.intoto.jsonl: signed provenance (sign)
+ATTESTATION_SUFFIXES = (SBOM_SUFFIX, PROVENANCE_SUFFIX)
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.gpg"
 KEYRING = "import-pubring.gpg"  # hosts: /etc/systemd/import-pubring.{gpg,pgp}
+
+
+# Crates that are a Wasm engine, looked for in Cargo.lock files and in the crate paths Rust
+# leaves in binaries, so an SBOM names the engine a shim embeds.
+ENGINE_CRATES = ("wasmtime", "wasmer", "wasmedge-sdk", "wasmedge-sys", "wamr-rust-sdk",
+                 "wamr-sys", "spin-core")

@@ -4,9 +4,10 @@ Layout of `--dest PATH` (see docs/publishing.md):
 
     PATH -> .PATH.generations/<id>/      a symlink, swapped with one rename(2)
       <name>/<name>-<version>-<arch>.raw, SHA256SUMS, SHA256SUMS.gpg
+      <name>/<image>.spdx.json, <image>.intoto.jsonl   its SBOM and signed provenance
       sysupdate.d/<name>.transfer, <name>.conf, <name>.bu
       import-pubring.gpg                 the key hosts verify SHA256SUMS.gpg with
-      index.json
+      index.json, index.html             what is published, for programs and for people
 
 Every publish writes a complete new generation directory beside the live one (unchanged
 images are hard links, so this is cheap), fsyncs it and then replaces the PATH symlink: a web
@@ -35,15 +36,36 @@ from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, format_sums, read_sums
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import flocked, fsync_dir, sha256_file
-from pipeline.core.vocab import KEYRING, SIGNATURE, SUMS, Arch
-from pipeline.publish.sysupdate import butane, transfer
+from pipeline.core.vocab import (
+    ATTESTATION_SUFFIXES,
+    KEYRING,
+    PROVENANCE_SUFFIX,
+    SBOM_SUFFIX,
+    SIGNATURE,
+    SUMS,
+    Arch,
+)
+from pipeline.publish import html
+from pipeline.publish.sysupdate import Installed, butane, transfer
 from pipeline.publish.versions import newest_first
 from pipeline.sign.openpgp import Signer, read_keyring, verify_detached
 
 INDEX = "index.json"
+PAGE = "index.html"  # the same, for people
+NODE_BUTANE = "kubernetes-node.bu"
 CONFIG_DIR = "sysupdate.d"
+_ATTACHMENT_KEYS = {SBOM_SUFFIX: "sbom", PROVENANCE_SUFFIX: "provenance"}  # in index.json
 KEPT_GENERATIONS = 2  # the live one and the one just replaced (in-flight readers)
 _log = log.get("publish")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An image's SBOM or provenance file, published beside it and listed in SHA256SUMS."""
+
+    file: str
+    sha256: str
+    source: Path
 
 
 @dataclass(frozen=True)
@@ -56,13 +78,14 @@ class Image:
     size: int
     source: Path  # where the bytes are now (input dir or the live generation)
     meta: ImageMeta | None = None  # the build's metadata, when the input carried it
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass
 class Plan:
-    """Everything the new generation will hold: path -> bytes, or path -> Image to link."""
+    """Everything the new generation will hold: path -> bytes, or path -> file to link."""
     files: dict[str, bytes] = field(default_factory=dict)
-    images: dict[str, Image] = field(default_factory=dict)
+    images: dict[str, Image | Attachment] = field(default_factory=dict)
 
 
 def verify_signature(data: Path, signature: Path, keyring: bytes) -> None:
@@ -89,24 +112,33 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
     directory = ImageDir(src)
     sums = read_sums(sums_path)
     on_disk = {p.name for p in directory.image_files()}
+    on_disk |= {p.name for suffix in ATTESTATION_SUFFIXES for p in src.glob(f"*.raw{suffix}")}
     unlisted = sorted(on_disk - set(sums))
     if unlisted:
         raise PipelineError(f"{src / unlisted[0]}: not listed in {sums_path}")
-    images = []
-    for file, digest in sorted(sums.items()):
+
+    def checked(file: str, digest: str) -> Path:
         path = src / file
-        if not file.endswith(".raw"):
-            continue
         if path.is_symlink() or not path.is_file():
             raise PipelineError(f"{sums_path}: lists {file}, which is missing or not a "
                                 "regular file")
         actual = sha256_file(path)
         if actual != digest:
             raise PipelineError(f"{path}: sha256 {actual} does not match {digest} in {sums_path}")
+        return path
+
+    images = []
+    for file, digest in sorted(sums.items()):
+        if not file.endswith(".raw"):
+            continue
+        path = checked(file, digest)
         name = ImageName.parse(file)  # the signed name decides; metadata must agree with it
         meta = directory.read_meta(name)
+        attachments = tuple(Attachment(f"{file}{suffix}", sums[f"{file}{suffix}"],
+                                       checked(f"{file}{suffix}", sums[f"{file}{suffix}"]))
+                            for suffix in ATTESTATION_SUFFIXES if f"{file}{suffix}" in sums)
         images.append(Image(name.name, name.version, name.arch, file, digest,
-                            path.stat().st_size, path, meta))
+                            path.stat().st_size, path, meta, attachments))
     if not images:
         raise PipelineError(f"{sums_path}: lists no .raw images")
     return images, sums_path.read_bytes(), sig_path.read_bytes()
@@ -124,16 +156,23 @@ def _live(dest: Path) -> Path | None:
 
 
 def _current_images(live: Path) -> dict[str, Image]:
-    """Images of the live tree by file name, as its per-extension SHA256SUMS list them."""
+    """Images of the live tree (with their attachments) by file name, as its per-extension
+    SHA256SUMS list them."""
     images: dict[str, Image] = {}
     for sums_path in sorted(live.glob(f"*/{SUMS}")):
-        for file, digest in read_sums(sums_path).items():
+        sums = read_sums(sums_path)
+        for file, digest in sums.items():
             path = sums_path.parent / file
             if not path.is_file():
                 raise PipelineError(f"{sums_path}: lists {file}, which is missing")
+            if not file.endswith(".raw"):
+                continue  # an attachment, taken with its image below
             name = ImageName.parse(file)
+            attachments = tuple(Attachment(f"{file}{suffix}", sums[f"{file}{suffix}"],
+                                           sums_path.parent / f"{file}{suffix}")
+                                for suffix in ATTESTATION_SUFFIXES if f"{file}{suffix}" in sums)
             images[file] = Image(name.name, name.version, name.arch, file, digest,
-                                 path.stat().st_size, path)
+                                 path.stat().st_size, path, attachments=attachments)
     return images
 
 
@@ -166,11 +205,17 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
     extensions: dict[str, Any] = {}
     index = {"schema": 1, "base_url": base.rstrip("/"), "extensions": extensions}
     names = sorted({i.name for i in merged.values()})
+    keyring_sha = hashlib.sha256(public).hexdigest()
+    node: list[tuple[Installed, str]] = []
     for name in names:
         kept = _prune([i for i in merged.values() if i.name == name], keep)
+        listed: dict[str, str] = {}
         for image in kept:
-            result.images[f"{name}/{image.file}"] = image
-        sums = format_sums({i.file: i.sha256 for i in kept}).encode()
+            items: list[Image | Attachment] = [image, *image.attachments]
+            for item in items:
+                result.images[f"{name}/{item.file}"] = item
+                listed[item.file] = item.sha256
+        sums = format_sums(listed).encode()
         result.files[f"{name}/{SUMS}"] = sums
         result.files[f"{name}/{SIGNATURE}"] = _signature(live, name, sums, input_sums,
                                                          input_sig, signer)
@@ -181,10 +226,29 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
         # The Butane example installs the newest version; x86-64 when there is one.
         newest = sorted((i for i in kept if i.version == latest), key=lambda i: i.arch)[-1]
         result.files[f"{CONFIG_DIR}/{name}.bu"] = butane(
-            name, base, newest.file, newest.sha256, hashlib.sha256(public).hexdigest()).encode()
+            [Installed(name, newest.file, newest.sha256)], base, keyring_sha).encode()
         extensions[name] = _index_entry(name, base, kept)
+        handler = _handler(kept, old_index.get("extensions", {}).get(name, {}))
+        if handler:
+            extensions[name]["containerd"] = handler
+            node.append((Installed(name, newest.file, newest.sha256), handler["handler"]))
+    if node:  # a Kubernetes node running Wasm pods with every shim published here
+        result.files[f"{CONFIG_DIR}/{NODE_BUTANE}"] = butane(
+            [ext for ext, _ in node], base, keyring_sha, [h for _, h in node]).encode()
+        index["kubernetes_node_butane"] = f"{CONFIG_DIR}/{NODE_BUTANE}"
     result.files[INDEX] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+    result.files[PAGE] = html.render(index, html.butane_texts(result.files)).encode()
     return result
+
+
+def _handler(kept: list[Image], old_entry: dict[str, Any]) -> dict[str, str] | None:
+    """The containerd runtime handler an extension registers: from its build metadata, or
+    from the index entry an earlier publish wrote (live images carry no metadata)."""
+    for image in kept:
+        if image.meta and image.meta.recipe.get("containerd"):
+            return dict(image.meta.recipe["containerd"])
+    found = old_entry.get("containerd")
+    return dict(found) if isinstance(found, dict) else None
 
 
 def _prune(images: list[Image], keep: int) -> list[Image]:
@@ -214,7 +278,12 @@ def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, Any]:
     versions = []
     for version in newest_first(sorted({i.version for i in kept})):
         arches = {i.arch: {"file": i.file, "url": f"{base.rstrip('/')}/{name}/{i.file}",
-                           "size": i.size, "sha256": i.sha256}
+                           "size": i.size, "sha256": i.sha256,
+                           **{_ATTACHMENT_KEYS[suffix]: {
+                               "file": a.file, "url": f"{base.rstrip('/')}/{name}/{a.file}",
+                               "sha256": a.sha256}
+                              for a in i.attachments for suffix in ATTESTATION_SUFFIXES
+                              if a.file == f"{i.file}{suffix}"}}
                   for i in kept if i.version == version}
         versions.append({"version": version, "arches": dict(sorted(arches.items()))})
     return {
@@ -250,8 +319,8 @@ def _write(path: Path, data: bytes) -> None:
     os.chmod(path, 0o644)
 
 
-def _place(image: Image, live: Path | None, target: Path) -> None:
-    """Hard-link an image already in the live tree; copy (and re-hash) one from the input."""
+def _place(image: Image | Attachment, live: Path | None, target: Path) -> None:
+    """Hard-link a file already in the live tree; copy (and re-hash) one from the input."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if live is not None and image.source.is_relative_to(live):
         os.link(image.source, target)

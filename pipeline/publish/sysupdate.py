@@ -8,6 +8,8 @@ side), and `systemd-sysupdate -C <name> update` updates it alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.build.fetch import check_base_url
 
 TARGET_DIR = "/opt/extensions"
@@ -44,41 +46,94 @@ InstancesMax={INSTANCES_MAX}
 """
 
 
-def butane(name: str, base_url: str, image: str, sha256: str, keyring_sha256: str) -> str:
-    """A Butane (variant flatcar) config installing `image` and keeping it updated.
+NODE_LABEL = "wasm-sysexts.dev/{handler}"  # RuntimeClasses schedule onto nodes with it (deploy/)
+KUBELET_DEFAULTS = "/etc/default/kubelet"  # kubeadm's kubelet drop-in reads KUBELET_EXTRA_ARGS
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One extension a Butane config installs: its name and the image file it starts with."""
+
+    name: str
+    image: str
+    sha256: str
+
+
+def butane(extensions: list[Installed], base_url: str, keyring_sha256: str,
+           handlers: list[str] | None = None) -> str:
+    """A Butane (variant flatcar) config installing `extensions` and keeping them updated.
 
     Every fetched file is pinned by hash: the Butane config is the trust root, so the keyring
-    sysupdate verifies against is as trustworthy as the config that names it.
+    sysupdate verifies against is as trustworthy as the config that names it. With `handlers`
+    (a Kubernetes node running Wasm pods), the kubelet labels the node with each containerd
+    runtime handler's label, and containerd restarts when an update changed the extensions,
+    so it reads the new handlers' config.
     """
     base = base_url.rstrip("/")
-    component = f"/etc/sysupdate.{name}.d"
-    link = f"{EXTENSIONS_DIR}/{name}.raw"
-    refresh = "systemd-sysext refresh"  # activate only when the update moved the link
-    return f"""\
-# Install the {name} sysext from {base} and let systemd-sysupdate keep it up to date.
-variant: flatcar
-version: 1.0.0
-storage:
-  files:
-    - path: {TARGET_DIR}/{name}/{image}
+    names = ", ".join(e.name for e in extensions)
+    files, links, dropins = [], [], []
+    refresh = "systemd-sysext refresh"  # activate only when an update moved a link
+    if handlers:
+        refresh += " && systemctl try-restart containerd.service"
+    for ext in extensions:
+        component = f"/etc/sysupdate.{ext.name}.d"
+        link = f"{EXTENSIONS_DIR}/{ext.name}.raw"
+        files.append(f"""\
+    - path: {TARGET_DIR}/{ext.name}/{ext.image}
       mode: 0644
       contents:
-        source: {base}/{name}/{image}
+        source: {base}/{ext.name}/{ext.image}
         verification:
-          hash: sha256-{sha256}
-    - path: {component}/{name}.transfer
+          hash: sha256-{ext.sha256}
+    - path: {component}/{ext.name}.transfer
       contents:
-        source: {base}/sysupdate.d/{name}.transfer
-    - path: {component}/{name}.conf
+        source: {base}/sysupdate.d/{ext.name}.transfer
+    - path: {component}/{ext.name}.conf
       contents:
-        source: {base}/sysupdate.d/{name}.conf
-{''.join(f'''    - path: {ring}
+        source: {base}/sysupdate.d/{ext.name}.conf
+""")
+        links.append(f"""\
+    - path: {link}
+      target: {TARGET_DIR}/{ext.name}/{ext.image}
+      hard: false
+""")
+        moved = f"readlink -f {link} | cmp -s /run/{ext.name}.old - || {refresh}"
+        dropins.append(f"""\
+        - name: {ext.name}.conf
+          contents: |
+            [Service]
+            ExecStartPre=/bin/sh -c "readlink -f {link} > /run/{ext.name}.old"
+            ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {ext.name} update
+            ExecStartPost=/bin/sh -c "{moved}"
+""")
+    if handlers:
+        labels = ",".join(f"{NODE_LABEL.format(handler=h)}=true" for h in handlers)
+        files.append(f"""\
+    # The node labels the RuntimeClasses select (deploy/kubernetes/runtimeclasses.yaml). With
+    # kubeadm's JoinConfiguration, nodeRegistration.kubeletExtraArgs node-labels does the same.
+    - path: {KUBELET_DEFAULTS}
+      mode: 0644
+      overwrite: true
+      contents:
+        inline: |
+          KUBELET_EXTRA_ARGS=--node-labels={labels}
+""")
+    keyrings = "".join(f"""\
+    - path: {ring}
       mode: 0644
       contents:
         source: {base}/import-pubring.gpg
         verification:
           hash: sha256-{keyring_sha256}
-''' for ring in KEYRINGS)}\
+""" for ring in KEYRINGS)
+    them = "them" if len(extensions) > 1 else "it"
+    return f"""\
+# Install {names} from {base} and let systemd-sysupdate keep {them} up to date.
+variant: flatcar
+version: 1.0.0
+storage:
+  files:
+{''.join(files)}{keyrings}\
     # sysupdate complains when /etc/sysupdate.d has no definitions at all.
     - path: /etc/sysupdate.d/noop.conf
       contents:
@@ -91,19 +146,11 @@ storage:
           Type=regular-file
           Path=/
   links:
-    - path: {EXTENSIONS_DIR}/{name}.raw
-      target: {TARGET_DIR}/{name}/{image}
-      hard: false
+{''.join(links)}\
 systemd:
   units:
     - name: systemd-sysupdate.timer
       enabled: true
     - name: systemd-sysupdate.service
       dropins:
-        - name: {name}.conf
-          contents: |
-            [Service]
-            ExecStartPre=/bin/sh -c "readlink -f {link} > /run/{name}.old"
-            ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {name} update
-            ExecStartPost=/bin/sh -c "readlink -f {link} | cmp -s /run/{name}.old - || {refresh}"
-"""
+{''.join(dropins)}"""

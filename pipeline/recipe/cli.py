@@ -1,9 +1,11 @@
-"""`list`, `lock` and `new`."""
+"""`list`, `lock`, `new`, `outdated` and `bump`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 from pipeline.build.cli import fetcher
 from pipeline.core import options
@@ -12,6 +14,7 @@ from pipeline.recipe.load import find, load_all
 from pipeline.recipe.lock import lock, lock_source
 from pipeline.recipe.model import BuildFrom, Recipe
 from pipeline.recipe.scaffold import scaffold
+from pipeline.recipe.upstream import GITHUB_API, GITHUB_API_ENV, TOKEN_ENV, Client
 
 
 def _arches(recipe: Recipe) -> dict[str, str]:
@@ -28,6 +31,13 @@ def _arches(recipe: Recipe) -> dict[str, str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     recipes = load_all(args.recipes)
+    if args.check:  # CI: no default version may build from an unpinned input
+        problems = [line for r in recipes for line in r.unpinned_default()]
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"{len(recipes)} recipe(s): " + (f"{len(problems)} unpinned default input(s)"
+                                              if problems else "every default version pinned"))
+        return 1 if problems else 0
     if args.json:
         print(json.dumps([{
             "name": r.name, "version": r.version, "summary": r.summary, "license": r.license,
@@ -62,10 +72,57 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outdated(args: argparse.Namespace) -> int:
+    from pipeline.recipe.bump import outdated
+
+    recipes = [find(args.recipes, n) for n in dict.fromkeys(args.names)] if args.names \
+        else load_all(args.recipes)
+    client = Client.from_env(args.github_api, args.mirror)
+    statuses = [outdated(r, client) for r in recipes]
+    if args.json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+        return 0
+    rows = [("NAME", "VERSION", "NEWEST", "NEWER", "UPSTREAM")]
+    for s in statuses:
+        shown = list(s.newer[:3]) + ([f"+{len(s.newer) - 3}"] if len(s.newer) > 3 else [])
+        where = f"{s.upstream.kind} {s.upstream.url}" if s.upstream else \
+            "unknown: cannot derive it from the recipe's URLs"
+        rows.append((s.name, s.version, s.newest or "-", ",".join(shown) or "-", where))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+    for s in statuses:
+        if s.problem:
+            print(f"{s.name}: {s.problem}")
+    return 0
+
+
+def cmd_bump(args: argparse.Namespace) -> int:
+    from pipeline.recipe.bump import bump
+
+    recipe = find(args.recipes, args.name)
+    client = Client.from_env(args.github_api, args.mirror)
+    report = bump(recipe, client, fetcher(args), args.to)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(f"{report.name}: {line}")
+    return 0
+
+
+def _add_upstream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--github-api", default=os.environ.get(GITHUB_API_ENV), metavar="URL",
+                        help=f"GitHub REST API base (env {GITHUB_API_ENV}, default {GITHUB_API}); "
+                             f"a token in {TOKEN_ENV} is sent to it")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("list", help="list recipes")
     options.add_recipes(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="fail when a default version has an unpinned input (CI runs this)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("lock", help="download assets and pin their sha256 in the recipe")
@@ -82,3 +139,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME")
     options.add_recipes(p)
     p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("outdated", help="list upstream releases newer than each recipe's version")
+    p.add_argument("names", nargs="*", metavar="NAME", help="recipes to check (default: all)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    options.add_recipes(p)
+    options.add_mirror(p)
+    _add_upstream(p)
+    p.set_defaults(func=cmd_outdated)
+
+    p = sub.add_parser("bump", help="add an upstream release to a recipe, lock it and make it "
+                                    "the default")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", metavar="V", help="the version (default: upstream's newest release)")
+    options.add_recipes(p)
+    options.add_fetch(p)
+    _add_upstream(p)
+    options.add_output(p, "print the report as JSON on stdout")
+    p.set_defaults(func=cmd_bump)

@@ -16,10 +16,13 @@ import yaml
 from pipeline.core.errors import PipelineError
 from pipeline.core.resources import recipes_dir
 from pipeline.core.vocab import OS_FIELD_RE, SHA256_RE, Arch, name_problem, version_problem
+from pipeline.recipe.containerd import HANDLER_RE, OPTION_RE, RUNTIME_TYPE_RE, shim_binary
+from pipeline.recipe.containerd import files as containerd_files
 from pipeline.recipe.model import (
     PLACEHOLDERS,
     SMOKE_PLACEHOLDERS,
     BuildFrom,
+    ContainerdRuntime,
     ExtraFile,
     Fetched,
     GitPin,
@@ -37,13 +40,14 @@ from pipeline.recipe.model import (
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 TOP_LEVEL = {
     "name", "summary", "homepage", "license", "version", "versions", "install", "files",
-    "smoke", "os", "checksums", "source", "from",
+    "smoke", "os", "checksums", "source", "from", "containerd",
 }
+CONTAINERD_KEYS = {"handler", "runtime_type", "options", "pods"}
 GIT_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 H1_RE = re.compile(r"^h1:[A-Za-z0-9+/]{43}=$")
 # Per kind: the source fields it takes besides kind, versions, directory, prepare, arches.
 SOURCE_FIELDS = {
-    SourceKind.GO: {"module", "packages", "ldflags"},
+    SourceKind.GO: {"module", "packages", "ldflags", "tags"},
     SourceKind.CARGO: {"package", "features", "outputs"},
     SourceKind.CMAKE: {"configure", "target", "outputs"},
     SourceKind.MAKE: {"configure", "target", "outputs"},
@@ -172,6 +176,10 @@ class _Validator:
                   if not isinstance(e, str) and e}
         install = self.install(data.get("install"), min(counts) if counts else None)
         files = self.files(data.get("files"))
+        containerd = self.containerd(data.get("containerd"), install) \
+            if "containerd" in data else None
+        if containerd is not None:
+            files += containerd_files(containerd, name)
         smoke = self.smoke(data.get("smoke"))
         os_ = self.target_os(data.get("os"))
         checksums = data.get("checksums")
@@ -187,6 +195,7 @@ class _Validator:
             path=self.path, name=name, summary=summary, homepage=homepage, license=license_,
             version=str(version), versions=versions, install=install, files=files, smoke=smoke,
             os=os_, checksums=checksums, source=source, default_from=default_from,
+            containerd=containerd,
         )
 
     def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
@@ -283,7 +292,7 @@ class _Validator:
         if kind is SourceKind.GO and not strings["module"]:
             self.bad(f"{where}.module", "missing (the Go module path)")
         lists = {k: self.string_list(f"{where}.{k}", data.get(k), allowed_placeholders)
-                 for k in ("prepare", "features", "configure")}
+                 for k in ("prepare", "features", "configure", "tags")}
         packages = self.string_map(f"{where}.packages", data.get("packages"))
         outputs = self.string_map(f"{where}.outputs", data.get("outputs"))
         if kind is SourceKind.GO and not packages:
@@ -305,6 +314,7 @@ class _Validator:
                       module=strings["module"], packages=packages, ldflags=strings["ldflags"],
                       package=strings["package"], features=tuple(lists["features"]),
                       configure=tuple(lists["configure"]), target=strings["target"],
+                      tags=tuple(lists["tags"]),
                       arches=tuple(Arch(a) for a in arches))
 
     def template(self, where: str, value: Any, allowed: frozenset[str]) -> str:
@@ -496,6 +506,51 @@ class _Validator:
             if path and mode is not None:
                 result.append(ExtraFile(path=path, content=item["content"], mode=mode))
         return tuple(result)
+
+    def containerd(self, data: Any, install: tuple[Install, ...]) -> ContainerdRuntime | None:
+        where = "containerd"
+        if not isinstance(data, dict) or not {"handler", "runtime_type"} <= set(data):
+            self.bad(where, "must be a mapping with handler and runtime_type")
+            return None
+        for key in sorted(set(data) - CONTAINERD_KEYS, key=str):
+            self.bad(f"{where}.{key}",
+                     f"unknown field (known: {', '.join(sorted(CONTAINERD_KEYS))})")
+        handler, runtime_type = data["handler"], data["runtime_type"]
+        ok = True
+        if not isinstance(handler, str) or not HANDLER_RE.match(handler):
+            self.bad(f"{where}.handler", "must be a DNS label ([a-z0-9-], at most 63), as a "
+                                         "RuntimeClass handler is")
+            ok = False
+        if not isinstance(runtime_type, str) or not RUNTIME_TYPE_RE.match(runtime_type):
+            self.bad(f"{where}.runtime_type", "must be io.containerd.<name>.v<N>")
+            return None
+        binary = f"/usr/bin/{shim_binary(runtime_type)}"
+        if install and not any(i.dst.rstrip("/") == binary or (
+                i.dst == "/usr/bin/" and i.src.rsplit("/", 1)[-1] == binary[9:])
+                for i in install):
+            self.bad(f"{where}.runtime_type", f"{runtime_type} runs {binary}, which install "
+                                              "does not ship")
+            ok = False
+        options: list[tuple[str, bool | int | str]] = []
+        raw = data.get("options") or {}
+        if not isinstance(raw, dict):
+            self.bad(f"{where}.options", "must be a mapping of option -> value")
+            raw = {}
+        for key, value in raw.items():
+            if not isinstance(key, str) or not OPTION_RE.match(key) or \
+                    not isinstance(value, bool | int | str):
+                self.bad(f"{where}.options.{key}", "must be a name mapped to a boolean, "
+                                                  "integer or string")
+                ok = False
+            else:
+                options.append((key, value))
+        pods = data.get("pods", True)
+        if not isinstance(pods, bool):
+            self.bad(f"{where}.pods", "must be true or false")
+            ok = False
+        if not ok:
+            return None
+        return ContainerdRuntime(handler, runtime_type, tuple(options), pods)
 
     def smoke(self, data: Any) -> tuple[str, ...]:
         if data is None:

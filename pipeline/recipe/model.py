@@ -117,11 +117,23 @@ class Source:
     module: str = ""  # go
     packages: dict[str, str] = field(default_factory=dict)  # go: output name -> package
     ldflags: str = ""  # go
+    tags: tuple[str, ...] = ()  # go: build tags
     package: str = ""  # cargo: -p
     features: tuple[str, ...] = ()  # cargo
     configure: tuple[str, ...] = ()  # cmake: configure arguments; make: make arguments
     target: str = ""  # cmake/make target
     arches: tuple[Arch, ...] = tuple(Arch)
+
+
+@dataclass(frozen=True)
+class ContainerdRuntime:
+    """A containerd shim's CRI runtime handler (`containerd:` in a recipe); the loader turns it
+    into the config files that register it (pipeline/recipe/containerd.py)."""
+
+    handler: str  # the CRI runtime handler: a Kubernetes RuntimeClass's `handler`
+    runtime_type: str  # io.containerd.<name>.<vN>: containerd runs containerd-shim-<name>-<vN>
+    options: tuple[tuple[str, bool | int | str], ...] = ()  # the runtime's `options` table
+    pods: bool = True  # the smoke test runs the hello module in a pod with this handler
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,7 @@ class Recipe:
     checksums: str | None = None
     source: Source | None = None
     default_from: BuildFrom = BuildFrom.RELEASE
+    containerd: ContainerdRuntime | None = None
 
     @property
     def ships_units(self) -> bool:
@@ -191,6 +204,18 @@ class Recipe:
             return source_pinned(self.source_pin(version), self.source)
         return all(i.sha256 for a in self.versions[version]
                    if not self.unavailable(version, a) for i in self.inputs(version, a))
+
+    def unpinned_default(self) -> list[str]:
+        """One line per arch the default version would build from an unpinned input (an arch
+        marked unavailable, with its reason, is not one)."""
+        version = self.version
+        if self.builds_from(version) is BuildFrom.SOURCE:
+            return [] if self.pinned(version) else [
+                f"{self.path}: source.versions.{version}: the default version is not pinned"]
+        return [f"{self.path}: versions.{version}.{arch}: the default version has a null sha256 "
+                "(pin it with lock, or mark the arch {unavailable: why})"
+                for arch in self.versions[version] if not self.unavailable(version, arch)
+                and any(not i.sha256 for i in self.inputs(version, arch))]
 
     def expand(self, template: str, version: str, arch: Arch, **extra: str) -> str:
         values = {"version": version, "arch": str(arch), "uarch": arch.uname,

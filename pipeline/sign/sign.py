@@ -3,8 +3,9 @@
 The build's output is never rewritten. Each image is copied into a private work directory
 (what is hashed and signed is that copy, which nothing else writes), turned into a
 verity-signed DDI when --verity-key/--verity-cert are given (see ddi.py and docs/signing.md
-for why signing, not building, does this), given metadata that describes it, and listed in a
-SHA256SUMS that gets a detached OpenPGP signature. Only when all of that succeeded is the work
+for why signing, not building, does this), given metadata that describes it, its SBOM and a
+signed provenance statement (pipeline.attest), and listed with them in a SHA256SUMS that gets
+a detached OpenPGP signature. Only when all of that succeeded is the work
 directory renamed to SIGNED, so a failure leaves no SIGNED at all.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from pipeline.attest.provenance import envelope, statement
 from pipeline.core import log
 from pipeline.core.artifacts import Artifact, ImageDir, ImageMeta, VerityRecord, format_sums
 from pipeline.core.errors import PipelineError
@@ -90,6 +92,7 @@ def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
         cert_sha = cert_fingerprint(cert)
     sweep(dest.parent)
     signed: list[Signed] = []
+    listed: dict[str, str] = {}  # SHA256SUMS: images, SBOMs, provenance
     with scratch_dir(dest.parent, dest.name) as work:
         out = ImageDir(work / "out")
         out.path.mkdir()
@@ -103,7 +106,10 @@ def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
             meta = _described(art, target, record)
             (out.meta_path(art.name)).write_text(meta.dumps(), encoding="utf-8")
             signed.append(Signed(art.name.file, meta.sha256, state))
-        text = format_sums({s.file: s.sha256 for s in signed}).encode()
+            listed.update(_attest(art, meta, out, signer,
+                              record if state is VerityState.CONVERTED else None))
+        listed.update({s.file: s.sha256 for s in signed})
+        text = format_sums(listed).encode()
         fpr, signature = signer.sign(text, "--gpg-key")
         (out.path / SUMS).write_bytes(text)
         (out.path / SIGNATURE).write_bytes(signature)
@@ -113,6 +119,28 @@ def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
         out.path.rename(dest)
     _log.info(f"{dest}: {len(signed)} image(s); {SIGNATURE} signed by {fpr}")
     return fpr, signed
+
+
+def _attest(art: Artifact, meta: ImageMeta, out: ImageDir, signer: Signer,
+            converted: VerityRecord | None) -> dict[str, str]:
+    """Copy the build's SBOM and write the signed provenance of the signed image; returns
+    their SHA256SUMS entries. An image without the build's metadata (none, or only what an
+    earlier `sign` wrote) gets neither: nothing would say how it was built."""
+    if art.meta is None or not art.meta.build_key:
+        _log.warning(f"{art.name.file}: no build metadata, so no SBOM or provenance")
+        return {}
+    subjects = {art.name.file: meta.sha256}
+    sbom = art.path.parent / out.sbom_path(art.name).name
+    if sbom.is_file():
+        shutil.copyfile(sbom, out.sbom_path(art.name))
+        subjects[sbom.name] = sha256_file(out.sbom_path(art.name))
+    else:
+        _log.warning(f"{art.name.file}: the build left no SBOM ({sbom.name})")
+    byproduct = (f"{art.name.file} ({converted.source_format}, before verity signing)",
+                 converted.source_sha256) if converted else None
+    target = out.provenance_path(art.name)
+    target.write_bytes(envelope(statement(meta, subjects, byproduct), signer, target.name))
+    return {**subjects, target.name: sha256_file(target)}
 
 
 def _verity(art: Artifact, target: Path, cert: Path, key_pem: bytes, cert_pem: bytes,

@@ -5,6 +5,8 @@
 #   $WSX_DIR/plan/<extension>/image     file name of its image under $WSX_DIR/images/
 #   $WSX_DIR/plan/<extension>/steps/<N> the Nth smoke command (sh -c), N = 0, 1, ...
 #   $WSX_DIR/plan-timeout               seconds each command may take
+#   $WSX_DIR/support/<extension>.raw     tools the commands use (crictl, containerd), merged
+#                                       with the images but not reported
 #
 # All images merge at once. Any image that did not merge is then tried alone (debug log kept as
 # its reason) and held out, and the rest merged again, so one broken image never hides the
@@ -62,6 +64,7 @@ step() {  # step NAME INDEX
 \"ms\": $((e - s)), \"output_b64\": \"$out\"}"
 }
 
+for s in "$WSX_DIR"/support/*.raw; do [ -e "$s" ] && ln -sf "$s" /run/extensions/; done
 for n in $ALL; do link "$n"; done
 merge first
 BAD=""

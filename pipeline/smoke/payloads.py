@@ -1,11 +1,13 @@
 """What the smoke test hands the guest: a WASI hello world (assembled here, so no compiler is
-needed) and an OCI image layout whose entrypoint is that module, for the containerd shims."""
+needed), an OCI image layout whose entrypoint is that module, and the pod sandbox ("pause")
+image, for the containerd shims."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import struct
 import tarfile
 
 from pipeline.core.vocab import Arch
@@ -69,14 +71,15 @@ def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> bytes:
-    """An OCI image layout tarball (for `ctr image import`) whose one layer holds
-    /hello.wasm, the image's entrypoint: runwasi shims run a Wasm entrypoint file."""
-    layer = _tar({"hello.wasm": (wasm, 0o755)})
+def oci_image_tar(files: dict[str, tuple[bytes, int]], entrypoint: str, arch: Arch,
+                  ref: str) -> bytes:
+    """An OCI image layout tarball (for `ctr image import`) named `ref`, for `arch`: one layer
+    holding `files`, run as `entrypoint`."""
+    layer = _tar(files)
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = json.dumps({
         "architecture": arch.goarch, "os": "linux",
-        "config": {"Entrypoint": ["/hello.wasm"], "Env": ["PATH=/"]},
+        "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"]},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }, sort_keys=True).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
@@ -99,3 +102,38 @@ def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> 
              ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest))}
     return _tar({"oci-layout": (b'{"imageLayoutVersion": "1.0.0"}', 0o644),
                  "index.json": (index, 0o644), **blobs})
+
+
+def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> bytes:
+    """The hello module as the entrypoint of an image: runwasi shims run a Wasm entrypoint."""
+    return oci_image_tar({"hello.wasm": (wasm, 0o755)}, "/hello.wasm", arch, ref)
+
+
+# A pod sandbox's one process: wait for signals forever (containerd stops a sandbox with
+# SIGKILL). x86-64: `mov eax, 34 (pause); syscall; jmp back`. aarch64 has no pause(2):
+# `x0..x3 = 0; x8 = 73 (ppoll, no fds, no timeout); svc 0; b back`.
+_PAUSE_CODE = {
+    Arch.X86_64: (62, bytes.fromhex("b822000000" "0f05" "ebf7")),
+    Arch.ARM64: (183, b"".join(i.to_bytes(4, "little") for i in (
+        0xD2800000, 0xD2800001, 0xD2800002, 0xD2800003, 0xD2800928, 0xD4000001,
+        0x17FFFFFA))),
+}
+PAUSE_REF = "registry.k8s.io/pause:3.10"  # containerd 2.1's default sandbox image
+
+
+def pause_elf(arch: Arch) -> bytes:
+    """A static ELF executable for `arch` that only waits: one PT_LOAD segment at 0x400000
+    holding the headers and the code, entered right after the headers."""
+    machine, code = _PAUSE_CODE[arch]
+    base, headers = 0x400000, 64 + 56
+    size = headers + len(code)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little-endian, SysV
+    elf = ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, base + headers, 64, 0, 0, 64,
+                              56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # PT_LOAD, R+X
+    return elf + phdr + code
+
+
+def pause_oci_tar(arch: Arch) -> bytes:
+    """The pod sandbox image, under the name containerd looks for: nothing is pulled."""
+    return oci_image_tar({"pause": (pause_elf(arch), 0o755)}, "/pause", arch, PAUSE_REF)

@@ -1,10 +1,9 @@
 """What one smoke-test boot will check: per image, the recipe's smoke commands (and, for
-containerd shims, running a Wasm OCI image through them), written to the payload disk as data
-for `guest.sh`."""
+containerd shims, a Wasm pod through CRI with the recipe's runtime handler), written to the
+payload disk as data for `guest.sh`."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -18,11 +17,8 @@ from pipeline.smoke.payloads import OCI_REF
 from pipeline.vm.qemu import GUEST_MOUNT
 
 GUEST_HELLO = f"{GUEST_MOUNT}/hello.wasm"
-GUEST_OCI = f"{GUEST_MOUNT}/hello-oci.tar"
+GUEST_CRI = f"{GUEST_MOUNT}/cri.sh"
 COMMAND_TIMEOUT = 180  # seconds per smoke command; TCG compiles Wasm slowly
-SHIM_RE = re.compile(r"containerd-shim-([a-z0-9]+)-(v[0-9]+)$")
-# The Spin shim runs Spin applications, not a plain WASI module: no generic ctr step for it.
-SHIM_GENERIC_EXCLUDED = {"spin"}
 
 
 class Outcome(StrEnum):
@@ -54,25 +50,23 @@ class ImageReport:
     steps: list[Step] = field(default_factory=list)
 
 
-def shim_runtime(recipe: Recipe) -> str | None:
-    """`io.containerd.<rt>.<vN>` if the recipe installs a containerd shim binary."""
-    for entry in recipe.install:
-        match = SHIM_RE.search(entry.dst.rstrip("/"))
-        if match:
-            return f"io.containerd.{match.group(1)}.{match.group(2)}"
-    return None
-
-
-def containerd_steps(runtime: str, name: str, expect: str) -> list[Step]:
-    rt = runtime.split(".")[2]
-    if rt in SHIM_GENERIC_EXCLUDED:
+def cri_steps(recipe: Recipe, expect: str) -> list[Step]:
+    """For a shim recipe: containerd restarted on the merged config, the recipe's handler
+    registered with the CRI plugin (Flatcar's runc handler intact), and a pod with that
+    handler running the hello module, its greeting read back with `crictl logs`."""
+    runtime = recipe.containerd
+    if runtime is None:
         return []
-    up = ("mkdir -p /var/lib/containerd; touch /var/lib/containerd/.wsx 2>/dev/null || "
-          "mount -t tmpfs tmpfs /var/lib/containerd; systemctl restart containerd && "
-          "for i in $(seq 60); do ctr version >/dev/null 2>&1 && exit 0; sleep 0.5; done; "
-          "ctr version")
-    return [Step(up), Step(f"ctr image import {GUEST_OCI}"),
-            Step(f"ctr run --rm --runtime {runtime} {OCI_REF} wsx-{name}", expect=expect)]
+    steps = [Step(f"sh {GUEST_CRI} up"),
+             Step(f"sh {GUEST_CRI} handler {runtime.handler} {runtime.runtime_type}",
+                  expect=f"handler {runtime.handler} registered")]
+    if runtime.pods:
+        steps.append(Step(f"sh {GUEST_CRI} pod {runtime.handler} {OCI_REF}", expect=expect))
+    return steps
+
+
+def uses_cri(reports: list[ImageReport]) -> bool:
+    return any(s.command.startswith(f"sh {GUEST_CRI} ") for r in reports for s in r.steps)
 
 
 def _steps(recipe: Recipe, image: ImageName, expect: str) -> list[Step]:
@@ -80,10 +74,7 @@ def _steps(recipe: Recipe, image: ImageName, expect: str) -> list[Step]:
     for template in recipe.smoke:
         command = recipe.expand(template, image.version, image.arch, hello_wasm=GUEST_HELLO)
         steps.append(Step(command, expect if "{hello_wasm}" in template else None))
-    runtime = shim_runtime(recipe)
-    if runtime:
-        steps += containerd_steps(runtime, image.name, expect)
-    return steps
+    return steps + cri_steps(recipe, expect)
 
 
 def plan(images_dir: Path, recipes_dir: Path, expect: str, only: Path | None = None,

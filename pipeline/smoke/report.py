@@ -84,7 +84,7 @@ def apply_frames(reports: list[ImageReport], frames: list[dict[str, object]]) ->
                 step.reason = ("timed out" if step.exit in (124, 137) else f"exit {step.exit}")
                 last = [ln for ln in step.output.splitlines() if ln.strip()]
                 if last:
-                    step.reason += f": {last[-1].strip()[:200]}"
+                    step.reason += f": {_clip(last[-1].strip())}"
             elif step.expect and step.expect not in step.output:
                 step.status, step.reason = Outcome.FAILED, f"output lacks {step.expect!r}"
             else:
@@ -135,3 +135,8 @@ def render(report: SmokeReport) -> str:
     passed = sum(r.status == "passed" for r in report.images)
     out.append(f"{passed}/{len(report.images)} images passed")
     return "\n".join(out) + "\n"
+
+
+def _clip(line: str, limit: int = 240) -> str:
+    """A long last line kept to `limit`: its start and its end, where tools put the cause."""
+    return line if len(line) <= limit else f"{line[:80]} … {line[-(limit - 83):]}"

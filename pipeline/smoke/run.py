@@ -10,28 +10,32 @@ harness (`pipeline.vm.qemu`) hands the guest a payload disk:
   hello.wasm          `{hello_wasm}` in smoke commands: a WASI hello world. By default the
                       module assembled by smoke/payloads.py; `--hello-wasm FILE` replaces it,
                       and `--hello-expect TEXT` the output it must print.
-  hello-oci.tar       only with containerd shim images: an OCI image whose entrypoint is
-                      hello.wasm, imported with `ctr image import` and run with
-                      `ctr run --runtime io.containerd.<runtime>.<vN>`.
+  only with containerd shim images (their pods run through CRI, smoke/cri.py):
+  support/<name>.raw  crictl, and in the reference VM Flatcar's containerd, as sysexts merged
+                      with the images
+  hello-oci.tar       an OCI image whose entrypoint is hello.wasm, run in a pod with the
+                      recipe's runtime handler (crictl runp/create/start, then crictl logs)
+  pause-oci.tar       the pod sandbox image, named as containerd's default
+  cri.sh              the guest's CRI steps
 
-A command using `{hello_wasm}` (or the shim run) must print the expected text as well as exit 0.
+A command using `{hello_wasm}` (or the pod) must print the expected text as well as exit 0.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from pipeline.build.fetch import Fetcher
 from pipeline.core import log
+from pipeline.core.fs import link_or_copy
 from pipeline.core.vocab import Arch, Channel
-from pipeline.smoke.payloads import hello_oci_tar
-from pipeline.smoke.plan import ImageReport, plan, write_plan
+from pipeline.smoke import cri
+from pipeline.smoke.plan import ImageReport, plan, uses_cri, write_plan
 from pipeline.smoke.report import Boot, SmokeReport, apply_frames, finish
 from pipeline.vm import flatcar, ignition
 from pipeline.vm.qemu import BootResult, VMImage, boot
@@ -89,11 +93,13 @@ def _boot_arch(images_dir: Path, target: Target, reports: list[ImageReport], arc
         payload = Path(tmp) / "payload"
         (payload / "images").mkdir(parents=True)
         for r in bootable:
-            _place(images_dir / r.image, payload / "images" / r.image)
+            link_or_copy(images_dir / r.image, payload / "images" / r.image)
         write_plan(reports, payload)
         (payload / "hello.wasm").write_bytes(hello)
-        if any(s.command.startswith("ctr image import") for r in bootable for s in r.steps):
-            (payload / "hello-oci.tar").write_bytes(hello_oci_tar(hello, arch))
+        if uses_cri(bootable):
+            flatcar = vm.kind == "flatcar" if vm else target.os is GuestOS.FLATCAR
+            fetcher = Fetcher(target.cache_dir, mirror=target.mirror)
+            cri.write_payload(payload, arch, hello, cri.support_images(fetcher, arch, flatcar))
         if vm is None:
             vm = _make_vm(target, bootable, arch, Path(tmp))
 
@@ -110,13 +116,6 @@ def _boot_arch(images_dir: Path, target: Target, reports: list[ImageReport], arc
     finish(reports, result)
     return Boot(str(arch), result.accel, result.seconds, result.timed_out, result.stopped_at,
                 merge_output, status)
-
-
-def _place(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def _make_vm(target: Target, bootable: list[ImageReport], arch: Arch, work: Path) -> VMImage:

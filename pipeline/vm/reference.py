@@ -17,9 +17,10 @@ from pipeline.core.vocab import Arch
 from pipeline.vm.qemu import GUEST_UNIT_NAME, MACHINES, VMImage, guest_file, mkfs_ext4, mkfs_version
 
 SUITE = "trixie"
-# What a Flatcar host has and our steps use: containerd (shim smoke steps), libcryptsetup
-# (verity-signed DDIs), systemd-pull and gpg (systemd-sysupdate with Verify=yes).
-PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools", "containerd",
+# What Flatcar's base image has and our steps use: runc (Flatcar's containerd sysext uses the
+# base image's), libcryptsetup (verity-signed DDIs), systemd-pull and gpg (systemd-sysupdate
+# with Verify=yes). containerd itself comes as a sysext, as on Flatcar (smoke/cri.py).
+PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools", "runc",
             "libcryptsetup12", "systemd-container", "gnupg")
 KERNELS = {Arch.X86_64: "linux-image-amd64", Arch.ARM64: "linux-image-arm64"}
 _log = log.get("vm")
@@ -48,11 +49,14 @@ def hooks(arch: Arch) -> list[str]:
         f'"$1{wants}/{GUEST_UNIT_NAME}"',
         # A getty would hang up the console or the frame channel under the guest unit.
         *masks,
-        # containerd starts only when a guest script asks for it (it needs a writable
-        # /var/lib/containerd first).
-        f'rm -f "$1{wants}/containerd.service"',
-        'mkdir -p "$1/var/lib/containerd"',  # a mount point: guests put a tmpfs there
+        # The root is read-only; containerd's state lives where Flatcar's /var would be, and
+        # the CRI plugin watches /etc/cni/net.d, which it cannot create here.
+        'mkdir -p "$1/var/lib/containerd" "$1/etc/cni/net.d" "$1/opt/cni/bin"',
+        'echo "tmpfs /var/lib/containerd tmpfs mode=0711 0 0" >> "$1/etc/fstab"',
         'echo wsx-reference > "$1/etc/hostname"',
+        # What a pod sandbox copies from the host (containerd's CRI needs both to exist).
+        'printf "127.0.0.1 localhost wsx-reference\\n::1 localhost\\n" > "$1/etc/hosts"',
+        'rm -f "$1/etc/resolv.conf" && echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf"',
     ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.artifacts import read_sums
-from pipeline.core.vocab import SUMS
+from pipeline.core.vocab import SBOM_SUFFIX, SUMS
 from pipeline.sign import openpgp
 from support.mirror import Mirror
 from support.payloads import tar_bytes
@@ -82,8 +82,9 @@ def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
         run_cli("build", NAME, "--version", version, "--arch", "x86-64", "--arch", "arm64",
                 "--recipes", recipes, "--mirror", mirror.url, "--cache", work / "cache",
                 "--out", out, "--quiet", check=True)
-        assert sorted(read_sums(out / SUMS)) == [f"{NAME}-{version}-{a}.raw"
-                                                 for a in sorted(ARCHES)]
+        images = [f"{NAME}-{version}-{a}.raw" for a in sorted(ARCHES)]
+        assert sorted(read_sums(out / SUMS)) == sorted(
+            [*images, *(f"{i}{SBOM_SUFFIX}" for i in images)])
         dirs[version] = sign_into(run_cli, out, work / version, secret)
     return dirs
 

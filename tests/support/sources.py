@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from support.mirror import Mirror
+from support.vm_payloads import CACHE
 
 SHARED = Path(os.environ.get("WASM_SYSEXTS_SHARED_SOURCES",
                              Path(__file__).resolve().parents[3] / "shared" / "sources"))
@@ -121,36 +122,21 @@ smoke:
 """
 
 
-# Declared adjustments so the shim builds offline from GitHub with the toolchain here
-# (SOURCES.md): drop the one workspace member that needs a git dependency, and take the
-# wit-parser fix for Rust >= 1.86.
-RUNWASI_PREPARE = [
-    "sed -i '\\#\"crates/containerd-shim-wamr\",#d' Cargo.toml",
-    "cargo update -p wit-parser@0.219.1 --precise 0.219.2",
-]
 RUNWASI_LOCK = "8bc0d665c73f66ac05905683ea34037c54e7a641ea7fef0c8bc330eadb15947c"
+SHIM_OUT = CACHE / "shim-out"
 
 
-def shim_source_recipe(pins: dict[str, str], lock: str = RUNWASI_LOCK) -> str:
-    prepare = "".join(f"\n    - {json.dumps(step)}" for step in RUNWASI_PREPARE)
-    return f"""\
-name: containerd-shim-wasmtime
-summary: runwasi's containerd shim for wasmtime, built from source
-homepage: https://github.com/containerd/runwasi
-license: Apache-2.0
-version: "{RUNWASI_VERSION}"
-source:
-  kind: cargo
-  package: containerd-shim-wasmtime
-  prepare:{prepare}
-  outputs: {{containerd-shim-wasmtime-v1: containerd-shim-wasmtime-v1}}
-  arches: [x86-64]
-  versions:
-    "{RUNWASI_VERSION}":
-      archive: {{url: "{RUNWASI_URL}", tree: "{RUNWASI_TREE}"}}
-      lock_sha256: "{lock}"
-install:
-  - {{from: "containerd-shim-wasmtime-v1", to: /usr/bin/containerd-shim-wasmtime-v1, mode: "0755"}}
-smoke:
-  - "containerd-shim-wasmtime-v1 -v"
-"""
+def shim_image(mirror: Mirror) -> Path:
+    """The repository's containerd-shim-wasmtime recipe built from source (cargo, 0.6.0) into
+    the shared test cache: built once per set of inputs, then found unchanged by every later
+    test and run (the source-build test and the CRI tests share it)."""
+    from conftest import run_cli
+
+    serve_sources(mirror)
+    proc = run_cli("build", "containerd-shim-wasmtime", "--version", RUNWASI_VERSION,
+                   "--from", "source", "--mirror", mirror.url, "--cache", CACHE / "shim-cache",
+                   "--out", SHIM_OUT, "--arch", "x86-64", "--json", "--quiet", check=True,
+                   timeout=3600)
+    [result] = json.loads(proc.stdout)
+    assert result["status"] in ("built", "unchanged"), result
+    return SHIM_OUT / result["image"]

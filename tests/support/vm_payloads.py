@@ -52,7 +52,7 @@ def missing_library_program(work: Path) -> Path:
     return work / "needslib"
 
 
-def _pin(mirror: Mirror, url: str, data: bytes) -> str:
+def pin(mirror: Mirror, url: str, data: bytes) -> str:
     mirror.put(url, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -76,7 +76,7 @@ def write_vm_recipes(directory: Path, mirror: Mirror, work: Path) -> None:
     - needslib: merges, but its binary lacks libwsxmissing.so.
     """
     wazero = tar_bytes({"wazero": (wazero_binary().read_bytes(), 0o755)}, compression="gz")
-    sha = _pin(mirror, WAZERO_URL, wazero)
+    sha = pin(mirror, WAZERO_URL, wazero)
     (directory / "wazero.yaml").write_text(_recipe(
         "wazero", WAZERO_VERSION, {"x86-64": f'{{url: "{WAZERO_URL}", sha256: "{sha}"}}',
                                    "arm64": '{unavailable: "test recipe: x86-64 only"}'},
@@ -86,14 +86,14 @@ def write_vm_recipes(directory: Path, mirror: Mirror, work: Path) -> None:
     needslib = tar_bytes({"needslib": (missing_library_program(work).read_bytes(), 0o755)},
                          compression="gz")
     url = f"{TEST_HOST}/needslib-1.0.tar.gz"
-    sha = _pin(mirror, url, needslib)
+    sha = pin(mirror, url, needslib)
     (directory / "needslib.yaml").write_text(_recipe(
         "needslib", "1.0", {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},
         '{from: "needslib", to: /usr/bin/needslib, mode: "0755"}', ["needslib"]))
 
     note = tar_bytes({"README": b"test payload\n"}, compression="gz")
     url = f"{TEST_HOST}/note-1.0.tar.gz"
-    sha = _pin(mirror, url, note)
+    sha = pin(mirror, url, note)
     for name in ("impostor", "misnamed"):
         (directory / f"{name}.yaml").write_text(_recipe(
             name, "1.0", {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},

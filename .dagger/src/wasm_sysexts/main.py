@@ -25,7 +25,9 @@ BASE_IMAGE = ("docker.io/library/python:3.13-slim-trixie@sha256:"
 BUILDER_PACKAGES = ["squashfs-tools", "erofs-utils", "zstd", "ca-certificates", "util-linux"]
 SMOKE_PACKAGES = ["qemu-system-x86", "qemu-system-arm", "qemu-efi-aarch64", "qemu-utils",
                   "mmdebstrap", "e2fsprogs", "ovmf", "gnupg", "qemu-user-static",
-                  "binfmt-support"]
+                  "binfmt-support",
+                  # crictl and the reference VM's containerd, built for shim images' CRI pods
+                  "golang-go"]
 # Source builds (docs/recipes.md): Debian's toolchains, so the Debian build image pins them.
 SOURCE_PACKAGES = ["golang-go", "cargo", "rustc", "cmake", "make", "gcc", "g++",
                    "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "libc6-dev-arm64-cross",
@@ -44,6 +46,7 @@ TOOLCHAIN_CACHE = "wasm-sysexts-toolchains"  # Go module/build caches, cargo reg
 VM_CACHE = "wasm-sysexts-vm"
 OUT = "/out"
 ARCHES = ["x86-64", "arm64"]
+DAGGER_BUILDER = "https://wasm-sysexts.dev/builder/dagger"  # provenance's builder.id
 
 
 def _pass_file(ctr: dagger.Container, cmd: list[str], flag: str, path: str,
@@ -103,16 +106,20 @@ class WasmSysexts:
             ctr = ctr.with_service_binding("registry", self.registry_service)
         return ctr
 
-    def _build(self, name: str, recipe: dagger.File, args: list[str], mirror: str,
-               expect: ReturnType = ReturnType.SUCCESS,
-               from_source: bool = False) -> dagger.Container:
+    async def _build(self, name: str, recipe: dagger.File, args: list[str], mirror: str,
+                     expect: ReturnType = ReturnType.SUCCESS,
+                     from_source: bool = False) -> dagger.Container:
         """One image build. Only this recipe's file is mounted: changing another recipe does
         not invalidate this build's cache. A source build gets the toolchains and a cache
-        volume for their module, crate and build caches."""
+        volume for their module, crate and build caches. The build's provenance names this
+        module as the builder, with the engine's version and the base image."""
         cmd = ["wasm-sysexts", "build", name, *args, "--recipes", "/recipes", "--out", OUT]
         if mirror:
             cmd += ["--mirror", mirror]
-        ctr = self._builder(*(SOURCE_PACKAGES if from_source else ()))
+        ctr = (self._builder(*(SOURCE_PACKAGES if from_source else ()))
+               .with_env_variable("WASM_SYSEXTS_BUILDER_ID", DAGGER_BUILDER)
+               .with_env_variable("WASM_SYSEXTS_DAGGER_ENGINE", await dag.version())
+               .with_env_variable("WASM_SYSEXTS_BASE_IMAGE", self.base_image))
         if from_source:
             ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
         return ctr.with_file(f"/recipes/{name}.yaml", recipe).with_exec(
@@ -144,8 +151,8 @@ class WasmSysexts:
         else:
             rows = {r["name"]: r for r in await self._recipes(recipes)}
             build_from = str(rows.get(runtime, {}).get("from", "release"))
-        ctr = self._build(runtime, recipes.file(f"{runtime}.yaml"), args, mirror,
-                          from_source=build_from == "source")
+        ctr = await self._build(runtime, recipes.file(f"{runtime}.yaml"), args, mirror,
+                                from_source=build_from == "source")
         return ctr.file(f"{OUT}/{runtime}-{version}-{arch}.raw")
 
     @function
@@ -165,9 +172,9 @@ class WasmSysexts:
         results: dict[tuple[str, str], tuple[dagger.Container, int, str]] = {}
 
         async def one(name: str, a: str) -> None:
-            ctr = self._build(name, recipes.file(f"{name}.yaml"),
-                              ["--arch", a, "--format", format], mirror, ReturnType.ANY,
-                              from_source=rows[name]["from"] == "source")
+            ctr = await self._build(name, recipes.file(f"{name}.yaml"),
+                                    ["--arch", a, "--format", format], mirror, ReturnType.ANY,
+                                    from_source=rows[name]["from"] == "source")
             results[(name, a)] = (ctr, await ctr.exit_code(), await ctr.stdout())
 
         async with anyio.create_task_group() as group:

@@ -3,8 +3,8 @@
 Per image one manifest (artifactType ARTIFACT_TYPE, empty config, the raw image as its only
 layer, so the layer digest is the image's SHA256SUMS entry); per extension version one image
 index with an entry per arch; the directory's SHA256SUMS and SHA256SUMS.gpg as a signature
-artifact whose `subject` is each image manifest. Every blob and manifest is pushed by digest;
-tags move last.
+artifact whose `subject` is each image manifest, and so are the image's SBOM and provenance.
+Every blob and manifest is pushed by digest; tags move last.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import requests
 from pipeline.core import log
 from pipeline.core.errors import PipelineError
 from pipeline.core.log import human_size
-from pipeline.core.vocab import SIGNATURE, SUMS
+from pipeline.core.vocab import PROVENANCE_SUFFIX, SBOM_SUFFIX, SIGNATURE, SUMS
 from pipeline.publish.oci.client import INDEX, MANIFEST, Client, digest_of, referrers_tag
 from pipeline.publish.static import load_input
 from pipeline.publish.versions import version_key
@@ -31,6 +31,9 @@ from pipeline.sign.openpgp import read_keyring
 ARTIFACT_TYPE = "application/vnd.wasm-sysexts.sysext.v1"
 LAYER_TYPE = "application/vnd.wasm-sysexts.sysext.layer.v1.raw"
 SIGNATURE_TYPE = "application/vnd.wasm-sysexts.signature.v1"
+# An image's SBOM and signed provenance, attached as referrers with their usual media types.
+ATTACHMENT_TYPES = {SBOM_SUFFIX: "application/spdx+json",
+                    PROVENANCE_SUFFIX: "application/vnd.dsse.envelope.v1+json"}
 SUMS_TYPE = "application/vnd.wasm-sysexts.sha256sums.v1"
 PGP_TYPE = "application/pgp-signature"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
@@ -114,7 +117,13 @@ def publish_oci(src: Path, client: Client, tag_latest: bool = False,
                     "annotations": annotations,
                 }
                 body, digest, _ = _push_manifest(client, repo, manifest, MANIFEST)
-                _attach_signature(client, repo, digest, len(body), sums, signature, state)
+                subject = _descriptor(MANIFEST, digest, len(body))
+                _attach_signature(client, repo, subject, sums, signature, state)
+                for item in image.attachments:  # SBOM, provenance: byte-identical blobs
+                    kind = ATTACHMENT_TYPES[next(s for s in ATTACHMENT_TYPES
+                                                 if item.file.endswith(s))]
+                    _attach(client, repo, subject, kind, [(kind, item.source.read_bytes(),
+                                                           item.file)], state)
                 entries.append(_descriptor(MANIFEST, digest, len(body), artifactType=ARTIFACT_TYPE,
                                            platform=image.arch.oci_platform,
                                            annotations={TITLE: image.file}))
@@ -178,30 +187,38 @@ def _newest(repo: str, state: _Pushed) -> tuple[str, str, bytes, str]:
     return max(indexes, key=lambda t: version_key(t[1]))
 
 
-def _attach_signature(client: Client, repo: str, subject: str, subject_size: int, sums: bytes,
+def _attach_signature(client: Client, repo: str, subject: dict[str, Any], sums: bytes,
                       signature: bytes, state: _Pushed) -> None:
     """Attach SHA256SUMS + SHA256SUMS.gpg as a referrer of the image manifest `subject`."""
+    _attach(client, repo, subject, SIGNATURE_TYPE,
+            [(SUMS_TYPE, sums, SUMS), (PGP_TYPE, signature, SIGNATURE)], state)
+
+
+def _attach(client: Client, repo: str, subject: dict[str, Any], artifact_type: str,
+            layers: list[tuple[str, bytes, str]], state: _Pushed) -> None:
+    """Push an artifact of `layers` (media type, bytes, title) whose `subject` is the manifest
+    `subject`, and make it discoverable: the registry's referrers API when it indexes the
+    subject itself (OCI-Subject), else the referrers tag schema's index."""
     _push_bytes(client, repo, EMPTY, state)
-    sums_digest = _push_bytes(client, repo, sums, state)
-    sig_digest = _push_bytes(client, repo, signature, state)
+    descriptors = [_descriptor(media_type, _push_bytes(client, repo, data, state), len(data),
+                               annotations={TITLE: title})
+                   for media_type, data, title in layers]
     manifest = {
-        "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": SIGNATURE_TYPE,
-        "config": EMPTY_DESCRIPTOR,
-        "layers": [_descriptor(SUMS_TYPE, sums_digest, len(sums), annotations={TITLE: SUMS}),
-                   _descriptor(PGP_TYPE, sig_digest, len(signature),
-                               annotations={TITLE: SIGNATURE})],
-        "subject": _descriptor(MANIFEST, subject, subject_size),
+        "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": artifact_type,
+        "config": EMPTY_DESCRIPTOR, "layers": descriptors, "subject": subject,
+        "annotations": {TITLE: layers[0][2]},
     }
     body, digest, resp = _push_manifest(client, repo, manifest, MANIFEST)
-    if resp is not None and resp.headers.get("OCI-Subject") == subject:
+    if resp is not None and resp.headers.get("OCI-Subject") == subject["digest"]:
         return  # the registry indexes referrers itself
     # Referrers tag schema: keep an index of referrers at tag sha256-<hex of subject>.
-    tag = referrers_tag(subject)
+    tag = referrers_tag(subject["digest"])
     found = client.get_manifest(repo, tag, accept=INDEX)
     index: dict[str, Any] = json.loads(found[0]) if found else {}
     manifests: list[dict[str, Any]] = list(index.get("manifests", []))
     if any(m.get("digest") == digest for m in manifests):
         return
-    manifests.append(_descriptor(MANIFEST, digest, len(body), artifactType=SIGNATURE_TYPE))
+    manifests.append(_descriptor(MANIFEST, digest, len(body), artifactType=artifact_type,
+                                 annotations={TITLE: layers[0][2]}))
     index.update({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
     client.put_manifest(repo, tag, canonical(index), INDEX)

@@ -1,0 +1,37 @@
+"""The GitHub workflows are checked by the real actionlint (syntax, expressions, action inputs,
+job dependencies), and hold the steps the project promises: the release smoke-tests each arch
+on Flatcar of that arch, the scheduled bump opens one pull request per recipe."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+from support.gotools import actionlint_binary
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+
+
+def test_workflows_pass_actionlint() -> None:
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert {f.name for f in files} >= {"ci.yml", "release.yml", "bump.yml"}
+    proc = subprocess.run([str(actionlint_binary()), "-shellcheck=", "-pyflakes=",
+                           *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_release_boots_both_arches_and_bump_opens_a_pull_request_per_recipe() -> None:
+    release = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+    smoke = release["jobs"]["smoke"]
+    assert {m["arch"] for m in smoke["strategy"]["matrix"]["include"]} == {"x86-64", "arm64"}
+    run = " ".join(s.get("run", "") for s in smoke["steps"])
+    assert "smoke-test" in run and "--os flatcar" in run and "--arch ${{ matrix.arch }}" in run
+    bump = yaml.safe_load((WORKFLOWS / "bump.yml").read_text())
+    assert "schedule" in bump[True]  # YAML 1.1 reads the `on:` key as True
+    steps = bump["jobs"]["bump"]["steps"]
+    assert any("wasm-sysexts bump" in s.get("run", "") for s in steps)
+    assert any(str(s.get("uses", "")).startswith("peter-evans/create-pull-request")
+               for s in steps)
+    assert bump["jobs"]["bump"]["strategy"]["matrix"]["name"] == \
+        "${{ fromJSON(needs.outdated.outputs.names) }}"
