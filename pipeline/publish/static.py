@@ -275,16 +275,18 @@ def _signature(live: Path | None, name: str, sums: bytes, input_sums: bytes, inp
 
 
 def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, Any]:
+    def entry(item: Image | Attachment) -> dict[str, Any]:
+        return {"file": item.file, "url": f"{base.rstrip('/')}/{name}/{item.file}",
+                "sha256": item.sha256}
+
     versions = []
     for version in newest_first(sorted({i.version for i in kept})):
-        arches = {i.arch: {"file": i.file, "url": f"{base.rstrip('/')}/{name}/{i.file}",
-                           "size": i.size, "sha256": i.sha256,
-                           **{_ATTACHMENT_KEYS[suffix]: {
-                               "file": a.file, "url": f"{base.rstrip('/')}/{name}/{a.file}",
-                               "sha256": a.sha256}
-                              for a in i.attachments for suffix in ATTESTATION_SUFFIXES
-                              if a.file == f"{i.file}{suffix}"}}
-                  for i in kept if i.version == version}
+        arches = {}
+        for image in (i for i in kept if i.version == version):
+            arches[image.arch] = {**entry(image), "size": image.size}
+            for item in image.attachments:  # "sbom", "provenance"
+                suffix = item.file.removeprefix(image.file)
+                arches[image.arch][_ATTACHMENT_KEYS[suffix]] = entry(item)
         versions.append({"version": version, "arches": dict(sorted(arches.items()))})
     return {
         "latest": versions[0]["version"],

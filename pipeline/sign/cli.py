@@ -101,8 +101,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     options.add_output(p)
     p.set_defaults(func=cmd_sign)
 
-    p = sub.add_parser("verify", help="check SHA256SUMS.gpg, hashes and verity signatures")
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p = sub.add_parser("verify", help="check SHA256SUMS.gpg, hashes, verity signatures and "
+                                      "signed provenance")
+    p.add_argument("directory", type=Path, metavar="DIR|FILE.intoto.jsonl",
+                   help="a signed directory, or one provenance file (its subjects beside it)")
     p.add_argument("--keyring", type=Path, required=True,
                    help="OpenPGP public keyring (binary, like /etc/systemd/import-pubring.gpg)")
     p.add_argument("--verity-cert", type=Path, metavar="FILE",
