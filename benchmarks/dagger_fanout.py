@@ -48,9 +48,9 @@ async def round_(mirror: Mirror, recipes: Path, previous: dict[tuple[str, str], 
     total = time.perf_counter() - started
     results = {}
     for name, arch in JOBS:  # the very containers build_all ran: answered from the cache
-        ctr = obj._build(name, host_dir(recipes).file(f"{name}.yaml"),
-                         ["--arch", arch, "--format", "squashfs"], MIRROR,
-                         dagger.ReturnType.ANY)
+        ctr = await obj._build(name, host_dir(recipes).file(f"{name}.yaml"),
+                               ["--arch", arch, "--format", "squashfs"], MIRROR,
+                               dagger.ReturnType.ANY)
         results[(name, arch)] = await ctr.stdout()
     executed = [f"{n} {a}" for (n, a), out in results.items() if previous.get((n, a)) != out]
     print(f"  build_all {total:6.1f} s; executed: {', '.join(executed) or 'none'}")

@@ -131,11 +131,12 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
         file = await obj.build("wasmtime", WASMTIME_VERSION, host_dir(dagger_recipes), "x86-64",
                                mirror=MIRROR)
         await file.export(str(tmp_path / "dagger.raw"))
-        meta = obj._build("wasmtime", host_dir(dagger_recipes).file("wasmtime.yaml"),
-                          ["--version", WASMTIME_VERSION, "--arch", "x86-64"], MIRROR)
-        return image, json.loads(await meta.file(f"/out/{image}.json").contents())
+        meta = await obj._build("wasmtime", host_dir(dagger_recipes).file("wasmtime.yaml"),
+                                ["--version", WASMTIME_VERSION, "--arch", "x86-64"], MIRROR)
+        sbom = await meta.file(f"/out/{image}.spdx.json").contents()
+        return sbom, json.loads(await meta.file(f"/out/{image}.json").contents())
 
-    _, dagger_meta = run(body)
+    dagger_sbom, dagger_meta = run(body)
     for made in ("cli", "dl"):
         (tmp_path / made).mkdir()
     cli_in_trixie(["build", "wasmtime", "--recipes", "/recipes", "--mirror", mirror.url,
@@ -145,6 +146,8 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
     assert dagger_meta["tools"] == cli_meta["tools"], "compare only builds with one toolchain"
     dagger_sha = hashlib.sha256((tmp_path / "dagger.raw").read_bytes()).hexdigest()
     assert dagger_sha == cli_meta["image"]["sha256"] == dagger_meta["image"]["sha256"]
+    # The SBOM too: same files, inputs and tools, whoever ran the build.
+    assert dagger_sbom == (tmp_path / "cli" / f"{image}.spdx.json").read_text()
 
 
 def test_dagger_build_all_fans_out_per_recipe_and_arch(dagger_recipes: Path, mirror: Mirror,
@@ -228,8 +231,11 @@ def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
 
     report, pushed = run(body, log)
     assert "--verity-key /run/secrets/verity-key: does not match --verity-cert" in pushed
-    assert report.strip().endswith("all 4 checks OK"), report
+    # SHA256SUMS.gpg, then per image: the DDI, its SBOM and its signed provenance.
+    assert report.strip().endswith("all 10 checks OK"), report
     assert "DDI x86-64" in report and "verity signature by CN=wasm-sysexts" in report
+    assert report.count("SLSA provenance signed by") == 3
+    assert "builder https://wasm-sysexts.dev/builder/dagger" in report
     assert run_cli("verify", tmp_path / "signed", "--keyring", keys / "import-pubring.gpg",
                    "--verity-cert", keys / "verity.crt").returncode == 0
     index = json.loads((tmp_path / "site" / "index.json").read_text())
@@ -273,9 +279,9 @@ def test_dagger_source_build_matches_the_cli(mirror: Mirror, tmp_path: Path) -> 
         file = await obj.build("wamr", "2.4.5", host_dir(recipes), "x86-64", mirror=MIRROR,
                                build_from="source")
         await file.export(str(tmp_path / "dagger.raw"))
-        ctr = obj._build("wamr", host_dir(recipes).file("wamr.yaml"),
-                         ["--version", "2.4.5", "--arch", "x86-64", "--format", "squashfs",
-                          "--from", "source"], MIRROR, from_source=True)
+        ctr = await obj._build("wamr", host_dir(recipes).file("wamr.yaml"),
+                               ["--version", "2.4.5", "--arch", "x86-64", "--format",
+                                "squashfs", "--from", "source"], MIRROR, from_source=True)
         meta: dict[str, Any] = json.loads(await ctr.file(f"/out/{image}.json").contents())
         return meta
 

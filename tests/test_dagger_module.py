@@ -89,6 +89,11 @@ def test_base_image_is_a_pinned_constructor_argument() -> None:
     commands = execs(file)
     assert {"squashfs-tools", "erofs-utils"} <= set(commands[1])
     assert commands[-1][:2] == ["wasm-sysexts", "build"]
+    # The provenance sign writes names this module, its engine and base image as the builder.
+    env = {a["name"]: a["value"] for name, a in selections(file) if name == "withEnvVariable"}
+    assert env["WASM_SYSEXTS_BUILDER_ID"] == "https://wasm-sysexts.dev/builder/dagger"
+    assert env["WASM_SYSEXTS_DAGGER_ENGINE"] == "v0.21.8"
+    assert env["WASM_SYSEXTS_BASE_IMAGE"] == "example.org/base@sha256:" + "0" * 64
 
 
 def _strings(value: Any) -> list[str]:

@@ -106,6 +106,12 @@ class WasmSysexts:
             ctr = ctr.with_service_binding("registry", self.registry_service)
         return ctr
 
+    async def _engine_version(self) -> str:
+        """The running engine's version, asked once per module instance."""
+        if not getattr(self, "_engine", ""):
+            self._engine = await dag.version()
+        return str(self._engine)
+
     async def _build(self, name: str, recipe: dagger.File, args: list[str], mirror: str,
                      expect: ReturnType = ReturnType.SUCCESS,
                      from_source: bool = False) -> dagger.Container:
@@ -118,7 +124,7 @@ class WasmSysexts:
             cmd += ["--mirror", mirror]
         ctr = (self._builder(*(SOURCE_PACKAGES if from_source else ()))
                .with_env_variable("WASM_SYSEXTS_BUILDER_ID", DAGGER_BUILDER)
-               .with_env_variable("WASM_SYSEXTS_DAGGER_ENGINE", await dag.version())
+               .with_env_variable("WASM_SYSEXTS_DAGGER_ENGINE", await self._engine_version())
                .with_env_variable("WASM_SYSEXTS_BASE_IMAGE", self.base_image))
         if from_source:
             ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
