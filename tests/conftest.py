@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import prefetch
 from support.mirror import Mirror
 from support.payloads import (
     WASMTIME_VERSION,
@@ -21,6 +22,11 @@ from support.payloads import (
 
 WASMTIME_BASE = (f"https://github.com/bytecodealliance/wasmtime/releases/download/"
                  f"v{WASMTIME_VERSION}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if any(item.get_closest_marker(prefetch.MARKER) for item in items):
+        prefetch.start()
 
 
 def run_cli(*args: str | Path, env: dict[str, str] | None = None,

@@ -22,8 +22,9 @@ from support.sources import shim_image
 from pipeline.core.artifacts import read_sums
 
 IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
-SBOM = f"{IMAGE}.spdx.json"
-PROVENANCE = f"{IMAGE}.intoto.jsonl"
+# Beside the image, named so that sysupdate's <name>-@v-%a.raw never matches them.
+SBOM = IMAGE.replace(".raw", ".spdx.json")
+PROVENANCE = IMAGE.replace(".raw", ".intoto.jsonl")
 
 
 def build(recipes: Path, mirror: Mirror, work: Path, out: Path) -> Path:
@@ -102,7 +103,7 @@ def test_sbom_is_byte_identical_on_rebuild(built: Path, recipes: Path, mirror: M
 
 def test_shim_sbom_names_the_engine_it_embeds(mirror: Mirror) -> None:
     image = shim_image(mirror)
-    sbom = image.with_name(f"{image.name}.spdx.json")
+    sbom = image.with_suffix(".spdx.json")
     validate(sbom)
     doc = json.loads(sbom.read_text())
     engines = {(p["name"], p["versionInfo"]): p for p in doc["packages"]

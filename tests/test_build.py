@@ -92,7 +92,7 @@ def test_metadata_and_sums_describe_the_image(built: tuple[str, Path, dict],
     assert source["url"].startswith("https://github.com/bytecodealliance/wasmtime/releases/")
     assert len(source["sha256"]) == 64
     assert fmt in meta["tools"]
-    sbom = out / f"{IMAGE}.spdx.json"
+    sbom = out / IMAGE.replace(".raw", ".spdx.json")
     assert (out / "SHA256SUMS").read_text() == f"{result['sha256']}  {IMAGE}\n" \
         f"{sha256_file(sbom)}  {sbom.name}\n"
 
@@ -124,3 +124,23 @@ def test_offline_build_uses_the_cache(built: tuple[str, Path, dict], recipes: Pa
                    "--out", tmp_path / "out2", "--offline", "--format", fmt)
     assert proc.returncode == 1
     assert "(--offline)" in proc.stderr and "not in cache" in proc.stderr
+
+
+def test_arches_sharing_one_download_build_concurrently(mirror: Mirror, tmp_path: Path) -> None:
+    """Two arches whose inputs are the same bytes share one cache entry: the download must be
+    complete on disk before it appears there, or the other build reads a partial file, calls
+    it corrupt and deletes it under the first (seen in CI with the wsxhello test payload)."""
+    from support.recipes import serve, tiny_tarball, write_recipe
+
+    sha = serve(mirror, "https://example.org/same/x86_64.tar.gz", tiny_tarball())
+    serve(mirror, "https://example.org/same/aarch64.tar.gz", tiny_tarball())
+    base = "https://example.org/same"
+    write_recipe(tmp_path, "same",
+                 f'    x86-64: {{url: "{base}/x86_64.tar.gz", sha256: "{sha}"}}\n'
+                 f'    arm64: {{url: "{base}/aarch64.tar.gz", sha256: "{sha}"}}\n')
+    for attempt in range(8):  # a fresh cache each time: both builds download at once
+        proc = run_cli("build", "same", "--recipes", tmp_path, "--mirror", mirror.url,
+                       "--cache", tmp_path / f"cache{attempt}", "--out", tmp_path / "out",
+                       "--arch", "x86-64", "--arch", "arm64", "--jobs", "2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "corrupt" not in proc.stderr, proc.stderr

@@ -195,7 +195,7 @@ def test_sign_hashes_its_own_copy_while_the_source_changes(tmp_path: Path, signe
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:  # rebuild it meanwhile
         with open(big, "r+b") as f:
-            f.seek(os.urandom(1)[0] << 20)
+            f.seek((1 + os.urandom(1)[0]) << 20)  # past the magic: still an image
             f.write(os.urandom(4096))
         time.sleep(0.05)
     _, err = proc.communicate(timeout=120)

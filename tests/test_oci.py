@@ -311,8 +311,9 @@ def test_sbom_and_provenance_are_referrers_oras_discovers(tmp_path: Path, regist
                            "v1.1-referrers-tag", f"{registry.host}/wsx/{NAME}@{subject}"],
                           capture_output=True, text=True, timeout=60, check=True).stdout
     print(f"\n--- oras discover {NAME}:{V2}-x86-64:\n{tree}")
-    for kind, file in (("application/spdx+json", f"{image}.spdx.json"),
-                       ("application/vnd.dsse.envelope.v1+json", f"{image}.intoto.jsonl")):
+    stem = image.removesuffix(".raw")
+    for kind, file in (("application/spdx+json", f"{stem}.spdx.json"),
+                       ("application/vnd.dsse.envelope.v1+json", f"{stem}.intoto.jsonl")):
         out = tmp_path / kind.replace("/", "_")
         subprocess.run([oras, "pull", "--plain-http", "-o", str(out),
                         f"{registry.host}/wsx/{NAME}@{by_type[kind]['digest']}"],

@@ -44,7 +44,8 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert dest.is_symlink()
     ext = dest / NAME
     images = {f"{NAME}-{V1}-x86-64.raw", f"{NAME}-{V1}-arm64.raw"}
-    attestations = {f"{i}{suffix}" for i in images for suffix in (".spdx.json", ".intoto.jsonl")}
+    attestations = {i.removesuffix(".raw") + suffix for i in images
+                    for suffix in (".spdx.json", ".intoto.jsonl")}
     assert {p.name for p in ext.iterdir()} == \
         images | attestations | {"SHA256SUMS", "SHA256SUMS.gpg"}
     assert read_sums(ext / "SHA256SUMS") == read_sums(signed_images[V1] / "SHA256SUMS")
@@ -81,7 +82,8 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert entry["latest"] == V2
     assert [v["version"] for v in entry["versions"]] == [V2, V1]
     x86 = entry["versions"][0]["arches"]["x86-64"]
-    sbom, provenance = f"{x86['file']}.spdx.json", f"{x86['file']}.intoto.jsonl"
+    stem = x86["file"].removesuffix(".raw")
+    sbom, provenance = f"{stem}.spdx.json", f"{stem}.intoto.jsonl"
     assert x86 == {"file": f"{NAME}-{V2}-x86-64.raw", "sha256": sums[x86["file"]],
                    "size": (ext / x86["file"]).stat().st_size,
                    "url": f"{BASE}/{NAME}/{x86['file']}",
@@ -110,8 +112,8 @@ def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, pu
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     publish(signed_images[V2], dest, publish_key, "--keep", "1")
     assert sorted(read_sums(dest / NAME / "SHA256SUMS")) == sorted(
-        f"{NAME}-{V2}-{arch}.raw{suffix}" for arch in ("arm64", "x86-64")
-        for suffix in ("", ".spdx.json", ".intoto.jsonl"))
+        f"{NAME}-{V2}-{arch}{suffix}" for arch in ("arm64", "x86-64")
+        for suffix in (".raw", ".spdx.json", ".intoto.jsonl"))
     assert not list((dest / NAME).glob(f"*{V1}*"))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import WASMTIME_BASE, run_cli, sha256_of
+from support import prefetch
 from support.hostile import build_fails
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
@@ -113,14 +114,16 @@ def test_source_cmake_wamr_for_both_arches(built: tuple[Path, list[dict]], tmp_p
 
 
 @pytest.mark.vm
+@pytest.mark.arm64_vm
 def test_source_arm64_images_boot_in_the_arm64_vm(built: tuple[Path, list[dict]],
                                                   source_recipes: Path, tmp_path: Path) -> None:
     """The arm64 half of a release executed: wazero and WAMR cross-built above merge in an
     arm64 reference VM (qemu-system-aarch64) and run the hello module there."""
     out, _ = built
+    prefetch.wait()
     proc = run_cli("smoke-test", out, "--os", "reference", "--arch", "arm64", "--recipes",
                    source_recipes, "--cache", VM_CACHE, "--timeout", "1200", "--json",
-                   "--report", tmp_path / "report.json")
+                   "--report", tmp_path / "report.json", timeout=2400)
     assert proc.stdout, proc.stderr
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, json.dumps(report, indent=2)

@@ -120,6 +120,10 @@ class Fetcher:
                     if sha256 and actual != sha256:
                         raise PipelineError(
                             f"{shown}: sha256 mismatch: expected {sha256}, got {actual}")
+                    # Complete on disk before its name says so: a concurrent build of the
+                    # same bytes (two arches sharing one file) reads it the moment it appears.
+                    out.flush()
+                    os.fsync(out.fileno())
                     final = self.cached(actual)
                     os.replace(tmp, final)
                     return final

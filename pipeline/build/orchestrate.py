@@ -1,9 +1,9 @@
 """recipe -> fetch -> stage -> image for one image, and many at once (build-all).
 
 Outputs in `--out DIR` follow the artifact contract (pipeline.core.artifacts): the image, its
-`<image>.json`, its SPDX SBOM `<image>.spdx.json` and the directory's SHA256SUMS. An image
-whose inputs, recipe, format and tools are unchanged is not rebuilt: its metadata records a
-key over all of them.
+`<image>.json`, its SPDX SBOM `<name>-<version>-<arch>.spdx.json` and the directory's
+SHA256SUMS. An image whose inputs, recipe, format and tools are unchanged is not rebuilt: its
+metadata records a key over all of them.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     <name>-<version>-<arch>.raw         an image (plain squashfs/erofs from build, or a DDI)
     <name>-<version>-<arch>.raw.json    its metadata (`ImageMeta`)
-    <image>.spdx.json                   its SPDX SBOM (build)
-    <image>.intoto.jsonl                its signed SLSA provenance, a DSSE envelope (sign)
+    <name>-<version>-<arch>.spdx.json   its SPDX SBOM (build)
+    <name>-<version>-<arch>.intoto.jsonl  its signed SLSA provenance, a DSSE envelope (sign)
     SHA256SUMS                          sha256sum(1) lines for the images and those two
     SHA256SUMS.gpg                      detached OpenPGP signature of SHA256SUMS (after sign)
 
@@ -34,6 +34,7 @@ from pipeline.core.vocab import (
     VERSION_PATTERN,
     Arch,
     ImageFormat,
+    attestation_name,
 )
 
 _ARCHES = "|".join(re.escape(a) for a in Arch)
@@ -255,10 +256,10 @@ class ImageDir:
         return self.path / f"{image.file}{META_SUFFIX}"
 
     def sbom_path(self, image: ImageName) -> Path:
-        return self.path / f"{image.file}{SBOM_SUFFIX}"
+        return self.path / attestation_name(image.file, SBOM_SUFFIX)
 
     def provenance_path(self, image: ImageName) -> Path:
-        return self.path / f"{image.file}{PROVENANCE_SUFFIX}"
+        return self.path / attestation_name(image.file, PROVENANCE_SUFFIX)
 
     def attestations(self, image: ImageName) -> list[Path]:
         """The image's SBOM and provenance files that exist."""

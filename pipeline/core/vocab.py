@@ -136,9 +136,18 @@ def version_problem(value: object) -> str | None:
 # File names every step agrees on.
 IMAGE_SUFFIX = ".raw"
 META_SUFFIX = ".json"  # <image>.json beside each image
-SBOM_SUFFIX = ".spdx.json"  # <image>.spdx.json: its SPDX SBOM (build)
-PROVENANCE_SUFFIX = ".intoto.jsonl"  # <image>.intoto.jsonl: signed provenance (sign)
+# An image's SBOM and signed provenance: <name>-<version>-<arch> plus these suffixes, in place
+# of ".raw". Never "<image>.raw.<suffix>": systemd-sysupdate's MatchPattern
+# (<name>-@v-%a.raw) accepts a name that merely starts like an image, and then installs the
+# provenance as the image (seen in the sysupdate VM test).
+SBOM_SUFFIX = ".spdx.json"  # (build)
+PROVENANCE_SUFFIX = ".intoto.jsonl"  # (sign)
 ATTESTATION_SUFFIXES = (SBOM_SUFFIX, PROVENANCE_SUFFIX)
+
+
+def attestation_name(image_file: str, suffix: str) -> str:
+    """`name-1.0-x86-64.raw` -> `name-1.0-x86-64.spdx.json` (or .intoto.jsonl)."""
+    return image_file.removesuffix(IMAGE_SUFFIX) + suffix
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.gpg"
 KEYRING = "import-pubring.gpg"  # hosts: /etc/systemd/import-pubring.{gpg,pgp}

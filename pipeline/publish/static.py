@@ -4,7 +4,7 @@ Layout of `--dest PATH` (see docs/publishing.md):
 
     PATH -> .PATH.generations/<id>/      a symlink, swapped with one rename(2)
       <name>/<name>-<version>-<arch>.raw, SHA256SUMS, SHA256SUMS.gpg
-      <name>/<image>.spdx.json, <image>.intoto.jsonl   its SBOM and signed provenance
+      <name>/<name>-<version>-<arch>.spdx.json, .intoto.jsonl   its SBOM, signed provenance
       sysupdate.d/<name>.transfer, <name>.conf, <name>.bu
       import-pubring.gpg                 the key hosts verify SHA256SUMS.gpg with
       index.json, index.html             what is published, for programs and for people
@@ -44,6 +44,7 @@ from pipeline.core.vocab import (
     SIGNATURE,
     SUMS,
     Arch,
+    attestation_name,
 )
 from pipeline.publish import html
 from pipeline.publish.sysupdate import Installed, butane, transfer
@@ -112,7 +113,7 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
     directory = ImageDir(src)
     sums = read_sums(sums_path)
     on_disk = {p.name for p in directory.image_files()}
-    on_disk |= {p.name for suffix in ATTESTATION_SUFFIXES for p in src.glob(f"*.raw{suffix}")}
+    on_disk |= {p.name for suffix in ATTESTATION_SUFFIXES for p in src.glob(f"*{suffix}")}
     unlisted = sorted(on_disk - set(sums))
     if unlisted:
         raise PipelineError(f"{src / unlisted[0]}: not listed in {sums_path}")
@@ -134,9 +135,9 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
         path = checked(file, digest)
         name = ImageName.parse(file)  # the signed name decides; metadata must agree with it
         meta = directory.read_meta(name)
-        attachments = tuple(Attachment(f"{file}{suffix}", sums[f"{file}{suffix}"],
-                                       checked(f"{file}{suffix}", sums[f"{file}{suffix}"]))
-                            for suffix in ATTESTATION_SUFFIXES if f"{file}{suffix}" in sums)
+        names = [attestation_name(file, s) for s in ATTESTATION_SUFFIXES]
+        attachments = tuple(Attachment(n, sums[n], checked(n, sums[n]))
+                            for n in names if n in sums)
         images.append(Image(name.name, name.version, name.arch, file, digest,
                             path.stat().st_size, path, meta, attachments))
     if not images:
@@ -168,9 +169,9 @@ def _current_images(live: Path) -> dict[str, Image]:
             if not file.endswith(".raw"):
                 continue  # an attachment, taken with its image below
             name = ImageName.parse(file)
-            attachments = tuple(Attachment(f"{file}{suffix}", sums[f"{file}{suffix}"],
-                                           sums_path.parent / f"{file}{suffix}")
-                                for suffix in ATTESTATION_SUFFIXES if f"{file}{suffix}" in sums)
+            names = [attestation_name(file, s) for s in ATTESTATION_SUFFIXES]
+            attachments = tuple(Attachment(n, sums[n], sums_path.parent / n)
+                                for n in names if n in sums)
             images[file] = Image(name.name, name.version, name.arch, file, digest,
                                  path.stat().st_size, path, attachments=attachments)
     return images
@@ -285,7 +286,7 @@ def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, Any]:
         for image in (i for i in kept if i.version == version):
             arches[image.arch] = {**entry(image), "size": image.size}
             for item in image.attachments:  # "sbom", "provenance"
-                suffix = item.file.removeprefix(image.file)
+                suffix = item.file.removeprefix(attestation_name(image.file, ""))
                 arches[image.arch][_ATTACHMENT_KEYS[suffix]] = entry(item)
         versions.append({"version": version, "arches": dict(sorted(arches.items()))})
     return {

@@ -109,7 +109,7 @@ def verify_directory(directory: Path, keyring: Path, cert: Path | None) -> list[
         sums = {}
     for name, digest in sorted(sums.items()):
         checks.append(_check_file(directory, name, digest, cert, ring, keyring.name))
-    for pattern in ("*.raw", *(f"*.raw{suffix}" for suffix in ATTESTATION_SUFFIXES)):
+    for pattern in ("*.raw", *(f"*{suffix}" for suffix in ATTESTATION_SUFFIXES)):
         for found in sorted(directory.glob(pattern)):
             if found.name not in sums:
                 checks.append(Check(found.name, False, f"not listed in {SUMS}"))

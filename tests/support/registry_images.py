@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.artifacts import read_sums
-from pipeline.core.vocab import SBOM_SUFFIX, SUMS
+from pipeline.core.vocab import SBOM_SUFFIX, SUMS, attestation_name
 from pipeline.sign import openpgp
 from support.mirror import Mirror
 from support.payloads import tar_bytes
@@ -84,7 +84,7 @@ def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
                 "--out", out, "--quiet", check=True)
         images = [f"{NAME}-{version}-{a}.raw" for a in sorted(ARCHES)]
         assert sorted(read_sums(out / SUMS)) == sorted(
-            [*images, *(f"{i}{SBOM_SUFFIX}" for i in images)])
+            [*images, *(attestation_name(i, SBOM_SUFFIX) for i in images)])
         dirs[version] = sign_into(run_cli, out, work / version, secret)
     return dirs
 
