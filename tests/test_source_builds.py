@@ -87,6 +87,11 @@ def test_source_go_wazero_for_both_arches(built: tuple[Path, list[dict]], tmp_pa
     assert hello.stdout.strip() == HELLO_OUTPUT
     meta = json.loads((out / f"wazero-{WAZERO_VERSION}-arm64.raw.json").read_text())
     assert meta["source"]["kind"] == "go" and meta["source"]["h1"].startswith("h1:")
+    assert meta["source"]["module"] == WAZERO_MODULE
+    sbom = json.loads((out / f"wazero-{WAZERO_VERSION}-arm64.spdx.json").read_text())
+    [source] = [p for p in sbom["packages"] if p["SPDXID"].startswith("SPDXRef-Source-")]
+    assert source["externalRefs"][0]["referenceLocator"] == \
+        f"pkg:golang/{WAZERO_MODULE}@v{WAZERO_VERSION}"
     assert meta["tools"]["go"].startswith("go version go")
     assert meta["elf"] == [{"path": "/usr/bin/wazero", "machine": "arm64", "interpreter": None,
                             "needed": []}]

@@ -287,6 +287,8 @@ def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher
     out.mkdir()
     record: dict[str, object] = {"kind": str(source.kind),
                                  **_pin_record(pin, recipe, version, arch)}
+    if source.kind is SourceKind.GO:  # what the SBOM and provenance name as the source
+        record.update(module=source.module, version=version)
     builder = {SourceKind.GO: _go, SourceKind.CARGO: _cargo, SourceKind.CMAKE: _cmake,
                SourceKind.MAKE: _make}[source.kind]
     built = builder(_Job(recipe, source, pin, directory, work, arch, env, expand))
