@@ -34,21 +34,6 @@ _ENGINE_PATH = re.compile(
 _ELF = b"\x7fELF"
 
 
-def embedded_engines(root: Path) -> dict[str, list[str]]:
-    """Engine crate -> versions found in the ELF files under `root`."""
-    found: dict[str, set[str]] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file():
-            continue
-        with path.open("rb") as f:
-            if f.read(4) != _ELF:
-                continue
-            data = _ELF + f.read()
-        for match in _ENGINE_PATH.finditer(data):
-            found.setdefault(match.group(1).decode(), set()).add(match.group(2).decode())
-    return {k: sorted(v) for k, v in sorted(found.items())}
-
-
 def _ref(kind: str, text: str) -> str:
     """An SPDX identifier: letters, digits, '.' and '-' only."""
     return f"SPDXRef-{kind}-" + re.sub(r"[^A-Za-z0-9.-]", "-", text)
@@ -58,13 +43,19 @@ def _license(expression: str) -> str:
     return expression or "NOASSERTION"
 
 
-def _files(root: Path) -> list[dict[str, Any]]:
+def _files(root: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Every regular file under `root` as an SPDX file entry, and the engine crates (with
+    their versions) whose paths its ELF files carry: one read of each file for both."""
     files = []
+    engines: dict[str, set[str]] = {}
     for path in sorted(root.rglob("*")):
         if path.is_symlink() or not path.is_file():
             continue
         data = path.read_bytes()
         rel = path.relative_to(root).as_posix()
+        if data[:4] == _ELF:
+            for match in _ENGINE_PATH.finditer(data):
+                engines.setdefault(match.group(1).decode(), set()).add(match.group(2).decode())
         kind = "BINARY" if data[:4] == _ELF else "TEXT" if _is_text(data) else "OTHER"
         files.append({
             "SPDXID": _ref("File", rel), "fileName": f"./{rel}",
@@ -74,7 +65,7 @@ def _files(root: Path) -> list[dict[str, Any]]:
             "fileTypes": [kind], "licenseConcluded": "NOASSERTION",
             "copyrightText": "NOASSERTION",
         })
-    return files
+    return files, {k: sorted(v) for k, v in sorted(engines.items())}
 
 
 def _is_text(data: bytes) -> bool:
@@ -136,7 +127,7 @@ def _source_package(source: dict[str, Any], license_: str) -> dict[str, Any]:
 def sbom(meta: ImageMeta, root: Path) -> bytes:
     """The SPDX document of the image whose staged tree is `root`, described by `meta`."""
     image_ref = "SPDXRef-Image"
-    files = _files(root)
+    files, engines = _files(root)
     recipe = meta.recipe
     packages: list[dict[str, Any]] = [{
         "SPDXID": image_ref, "name": meta.name, "versionInfo": meta.version,
@@ -173,7 +164,6 @@ def sbom(meta: ImageMeta, root: Path) -> bytes:
                                  primaryPackagePurpose="APPLICATION"))
         relationships.append({"spdxElementId": ref, "relationshipType": "BUILD_TOOL_OF",
                               "relatedSpdxElement": image_ref})
-    engines = embedded_engines(root)
     locked = (meta.source or {}).get("engines") or {}
     for crate in sorted(set(engines) | set(locked)):
         versions = sorted(set(engines.get(crate, [])) | ({locked[crate]} if crate in locked
