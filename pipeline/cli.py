@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 from pipeline import __version__
@@ -57,12 +58,23 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Every path option made absolute once, here: steps chdir into work trees (a Go or cargo
+    build) and must still find `--out ./out` and `--cache cache`."""
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, key, value.absolute())
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, key, [v.absolute() for v in value])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log.setup(quiet=getattr(args, "quiet", False))
     try:
         if "recipes" in vars(args) and args.recipes is None:
             args.recipes = default_recipes_dir()
+        _absolute_paths(args)
         with _signals_unwind():
             return int(args.func(args))
     except PipelineError as err:

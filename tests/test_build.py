@@ -4,7 +4,9 @@ running the wasmtime binary from inside them, and rebuilding byte-identically.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 from pipeline.build.image import image_uuid
 from pipeline.core.fs import sha256_file
 
+ROOT = Path(__file__).resolve().parent.parent
 IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 
 
@@ -144,3 +147,59 @@ def test_arches_sharing_one_download_build_concurrently(mirror: Mirror, tmp_path
                        "--arch", "x86-64", "--arch", "arm64", "--jobs", "2")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "corrupt" not in proc.stderr, proc.stderr
+
+
+def test_offline_build_names_the_missing_input_and_fetch_fills_the_cache(
+        recipes: Path, mirror: Mirror, tmp_path: Path) -> None:
+    """What the Dagger module relies on to keep a mirror service out of its builds' cache
+    keys: an offline build with an empty cache fails saying a fetch would fix it; `fetch`
+    downloads exactly the pinned inputs; the offline build then succeeds."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    offline = run_cli("build", "wasmtime", "--recipes", recipes, "--cache", cache, "--out", out,
+                      "--arch", "x86-64", "--offline", "--json")
+    [row] = json.loads(offline.stdout)
+    assert offline.returncode == 1 and row["status"] == "failed" and row["not_cached"] is True
+    assert row["error"].endswith("(--offline)") and "wasmtime-v" in row["error"]
+    fetched = run_cli("fetch", "wasmtime", "--recipes", recipes, "--mirror", mirror.url,
+                      "--cache", cache, "--arch", "x86-64", "--arch", "arm64", check=True)
+    assert fetched.stdout.splitlines() == [
+        f"wasmtime {WASMTIME_VERSION} x86-64: 1 input(s) fetched",
+        f"wasmtime {WASMTIME_VERSION} arm64: 1 input(s) fetched"]
+    result = build(recipes, mirror, cache, out, "--offline")
+    assert result["status"] == "built" and result["not_cached"] is False
+
+
+def test_merge_gathers_build_outputs_into_a_new_directory(recipes: Path, mirror: Mirror,
+                                                         tmp_path: Path) -> None:
+    """`merge` takes each image with its metadata and SBOM, never a lock or scratch file, and
+    writes one SHA256SUMS; a relative --out (the default's form) lands where the user is."""
+    cache = tmp_path / "cache"
+    for arch in ("x86-64", "arm64"):
+        run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url, "--cache",
+                cache, "--out", tmp_path / arch, "--arch", arch, check=True)
+    (tmp_path / "x86-64" / ".~wsx-left-by-a-killed-build").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "merge", "x86-64", "arm64",
+                           "--out", "merged"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    merged = tmp_path / "merged"
+    images = [f"wasmtime-{WASMTIME_VERSION}-{a}" for a in ("arm64", "x86-64")]
+    assert sorted(p.name for p in merged.iterdir()) == sorted(
+        ["SHA256SUMS", *(f"{i}.raw" for i in images), *(f"{i}.raw.json" for i in images),
+         *(f"{i}.spdx.json" for i in images)])
+    assert merged.stat().st_mode & 0o777 == 0o755
+    sums = (merged / "SHA256SUMS").read_text()
+    assert proc.stdout == sums and sums.count("\n") == 4
+    assert all(f"{sha256_file(merged / n)}  {n}\n" in sums
+               for n in (f"{images[0]}.raw", f"{images[1]}.spdx.json"))
+    # The same image name with other bytes is refused, and nothing is written.
+    tampered = tmp_path / "tampered"
+    subprocess.run(["cp", "-a", tmp_path / "x86-64", tampered], check=True)
+    image = tampered / f"{images[1]}.raw"
+    image.write_bytes(image.read_bytes() + b"\0")
+    bad = run_cli("merge", tmp_path / "x86-64", tampered, "--out", tmp_path / "never")
+    assert bad.returncode == 1 and not (tmp_path / "never").exists()
+    assert bad.stderr.strip() == (f"wasm-sysexts: error: {image}: sha256 {sha256_file(image)} "
+                                  f"differs from its {tampered / 'SHA256SUMS'} entry "
+                                  f"{sums.split()[sums.split().index(image.name) - 1]}")
+    again = run_cli("merge", tmp_path / "x86-64", "--out", merged)
+    assert again.returncode == 1 and "already exists" in again.stderr

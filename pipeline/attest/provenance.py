@@ -78,7 +78,8 @@ def statement(meta: ImageMeta, subjects: dict[str, str],
     builder = dict(meta.builder) or {"id": CLI_BUILDER}
     run_details: dict[str, Any] = {
         "builder": {"id": builder.pop("id"), "version": builder},
-        "metadata": {"invocationId": meta.build_key},
+        "metadata": {"invocationId": meta.build_key,
+                     **({"startedOn": meta.started_on} if meta.started_on else {})},
     }
     if byproduct:
         run_details["byproducts"] = [{"name": byproduct[0], "digest": {"sha256": byproduct[1]}}]

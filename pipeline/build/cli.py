@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from pipeline.build.fetch import Fetcher
-from pipeline.build.orchestrate import Options, build_many, summary_table
+from pipeline.build.orchestrate import Options, build_many, fetch_one, summary_table
 from pipeline.core import options
+from pipeline.core.artifacts import format_sums, merge_dirs
 from pipeline.core.vocab import BUILD_FORMATS, Arch, BuildStatus, ImageFormat
 from pipeline.recipe.load import find, load_all
 from pipeline.recipe.model import BuildFrom, Recipe
@@ -43,16 +44,38 @@ def cmd_build_all(args: argparse.Namespace) -> int:
     return _run_builds(args, load_all(args.recipes))
 
 
-def _build_args(parser: argparse.ArgumentParser) -> None:
-    options.add_recipes(parser)
-    options.add_fetch(parser)
+def cmd_fetch(args: argparse.Namespace) -> int:
+    fetch = fetcher(args)
+    for recipe in list({r.name: r for r in (find(args.recipes, n) for n in args.names)}.values()):
+        version = args.version or recipe.version
+        for arch in dict.fromkeys(args.arch or [Arch.host()]):
+            done = fetch_one(recipe, version, arch, fetch, args.build_from)
+            print(f"{recipe.name} {version} {arch}: {done}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    sums = merge_dirs(args.dirs, args.out)
+    print(json.dumps(sums, indent=2, sort_keys=True) if args.json else format_sums(sums),
+          end="\n" if args.json else "")
+    return 0
+
+
+def _selection_args(parser: argparse.ArgumentParser) -> None:
+    """Which version, arches and kind of build: the same for build and fetch."""
     parser.add_argument("--version", dest="version", help="recipe version (default: its version)")
     options.add_arches(parser)
-    parser.add_argument("--format", dest="fmt", type=ImageFormat, choices=BUILD_FORMATS,
-                        default=ImageFormat.SQUASHFS)
     parser.add_argument("--from", dest="build_from", type=BuildFrom, choices=list(BuildFrom),
                         help="build from upstream's release or from pinned source (default: "
                              "each recipe's)")
+
+
+def _build_args(parser: argparse.ArgumentParser) -> None:
+    options.add_recipes(parser)
+    options.add_fetch(parser)
+    _selection_args(parser)
+    parser.add_argument("--format", dest="fmt", type=ImageFormat, choices=BUILD_FORMATS,
+                        default=ImageFormat.SQUASHFS)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--jobs", type=int, default=2, help="images built at once")
     options.add_output(parser)
@@ -67,3 +90,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build-all", help="build every recipe's image")
     _build_args(p)
     p.set_defaults(func=cmd_build_all)
+
+    p = sub.add_parser("fetch", help="download and verify what the named recipes' builds read "
+                                     "by pin, into the cache, without building")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    options.add_recipes(p)
+    options.add_fetch(p)
+    _selection_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("merge", help="gather the images of several build outputs into one new "
+                                     "directory with one SHA256SUMS")
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="build output directory")
+    p.add_argument("--out", type=Path, required=True, help="new directory to write")
+    options.add_output(p, "print the merged SHA256SUMS as a JSON object")
+    p.set_defaults(func=cmd_merge)

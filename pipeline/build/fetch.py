@@ -25,7 +25,7 @@ import urllib3
 
 from pipeline.build.extract import MAX_TOTAL_BYTES
 from pipeline.core import log
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import NotCached, PipelineError
 from pipeline.core.fs import CHUNK, scratch_file, sha256_file, sweep
 from pipeline.core.log import human_size, redact
 
@@ -105,7 +105,7 @@ class Fetcher:
                 path.unlink()
         source = mirror_url(url, self.mirror)
         if self.offline:
-            raise PipelineError(f"{redact(source)}: not in cache {self.cache_dir} (--offline)")
+            raise NotCached(f"{redact(source)}: not in cache {self.cache_dir} (--offline)")
         return self._download(source, sha256)
 
     def _download(self, url: str, sha256: str | None) -> Path:

@@ -25,15 +25,15 @@ from pipeline.build.extract import FORMAT as EXTRACT_FORMAT
 from pipeline.build.extract import unpack
 from pipeline.build.fetch import Fetcher, input_filename
 from pipeline.build.image import make_image, tool_version
-from pipeline.build.source import build_from_source, toolchain
+from pipeline.build.source import build_from_source, fetch_source, toolchain
 from pipeline.build.stage import stage
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import NotCached, PipelineError
 from pipeline.core.fs import locked, os_error_line, scratch_dir, sha256_file, sweep
 from pipeline.core.log import human_size, labelled, redact
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
-from pipeline.recipe.model import BuildFrom, Recipe
+from pipeline.recipe.model import BuildFrom, Input, Recipe
 
 _log = log.get("build")
 
@@ -58,6 +58,7 @@ class Result:
     size: int | None = None
     seconds: float = 0.0
     error: str | None = None
+    not_cached: bool = False  # failed offline for want of an input: a fetch would fix it
     started: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC)
                          .isoformat(timespec="milliseconds"))  # when this build ran
 
@@ -120,27 +121,69 @@ def _unchanged(out: ImageDir, image: ImageName, key: str) -> ImageMeta | None:
     return old if sha256_file(path) == old.sha256 else None
 
 
-def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
-              opts: Options) -> Result:
-    """Build one image; a PipelineError leaves no new image, metadata or sums entry behind."""
-    image = ImageName(recipe.name, version, arch)
-    started = time.monotonic()
-    result = Result(recipe.name, version, arch, opts.fmt, BuildStatus.FAILED)
-    origin = recipe.builds_from(version, opts.build_from)
+@dataclass(frozen=True)
+class Plan:
+    """What one build reads: where it builds from, and its release inputs (none for source)."""
+
+    origin: BuildFrom
+    inputs: tuple[Input, ...]
+    skipped: str = ""  # why this arch is not built
+
+
+def plan(recipe: Recipe, version: str, arch: Arch, build_from: BuildFrom | None) -> Plan:
+    origin = recipe.builds_from(version, build_from)
     if not recipe.has(version, origin):
         raise PipelineError(f"{recipe.path}: {version} has no {origin} build "
                             f"({'source.versions' if origin is BuildFrom.SOURCE else 'versions'})")
     reason = recipe.unavailable(version, arch, origin)
     if reason:
-        result.status, result.error = BuildStatus.SKIPPED, f"not available: {reason}"
-        _log.info(f"skipped: {reason}")
-        return result
+        return Plan(origin, (), reason)
     inputs = () if origin is BuildFrom.SOURCE else recipe.inputs(version, arch)
     for i, item in enumerate(inputs):
         if item.sha256 is None:
             raise PipelineError(f"{recipe.path}: versions.{version}.{arch}"
                                 f"{f'[{i}]' if len(inputs) > 1 else ''}.sha256: not pinned; "
                                 f"run 'wasm-sysexts lock {recipe.name} --version {version}'")
+    return Plan(origin, tuple(inputs))
+
+
+def _fetched(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
+             job: Plan) -> tuple[list[str], list[Path]]:
+    """The release inputs' URLs and their unpacked trees, downloaded and verified."""
+    urls = [recipe.expand(i.url, version, arch) for i in job.inputs]
+    paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, job.inputs, strict=True)]
+    return urls, [unpacked(fetcher, path, str(i.sha256), url)
+                  for url, path, i in zip(urls, paths, job.inputs, strict=True)]
+
+
+def fetch_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
+              build_from: BuildFrom | None) -> str:
+    """Download, verify and unpack into the cache everything a build of `recipe` reads by pin,
+    without building: a build with --offline then finds it (the Dagger module fetches in a
+    container that reaches the mirror and builds in one that needs no service). Source
+    builds' git pins are cloned by the build. Returns what was done, for the summary."""
+    job = plan(recipe, version, arch, build_from)
+    if job.skipped:
+        return f"not available: {job.skipped}"
+    if job.origin is BuildFrom.SOURCE:
+        fetch_source(recipe, version, arch, fetcher)
+        return "source fetched"
+    _fetched(recipe, version, arch, fetcher, job)
+    return f"{len(job.inputs)} input(s) fetched"
+
+
+def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
+              opts: Options) -> Result:
+    """Build one image; a PipelineError leaves no new image, metadata or sums entry behind."""
+    image = ImageName(recipe.name, version, arch)
+    started = time.monotonic()
+    result = Result(recipe.name, version, arch, opts.fmt, BuildStatus.FAILED)
+    job = plan(recipe, version, arch, opts.build_from)
+    origin, inputs = job.origin, job.inputs
+    if job.skipped:
+        result.status, result.error = BuildStatus.SKIPPED, f"not available: {job.skipped}"
+        _log.info(f"skipped: {job.skipped}")
+        return result
     tools = {str(opts.fmt): tool_version(opts.fmt), "wasm-sysexts": __version__}
     if origin is BuildFrom.SOURCE:
         assert recipe.source is not None
@@ -156,10 +199,7 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
         return result
 
     _log.info(f"building {image.file} ({opts.fmt}, from {origin})")
-    urls = [recipe.expand(i.url, version, arch) for i in inputs]
-    paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, inputs, strict=True)]
-    trees = [unpacked(fetcher, path, str(i.sha256), url)
-             for url, path, i in zip(urls, paths, inputs, strict=True)]
+    urls, trees = _fetched(recipe, version, arch, fetcher, job)
     labels = [redact(u) for u in urls]
     with scratch_dir(opts.out_dir, image.file) as work:
         built = None
@@ -185,7 +225,8 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
             inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs,
                                                                         strict=True)),
             tools=tools, source_date_epoch=opts.epoch, build_key=key, elf=tuple(elf),
-            source=built.record if built else None, builder=builder_identity())
+            source=built.record if built else None, builder=builder_identity(),
+            started_on=result.started)
         out.put(staged, meta, sbom(meta, root))
     result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
     result.size = meta.size
@@ -222,7 +263,7 @@ def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Opt
                 results[index] = Result(recipe.name, version, arch, opts.fmt,
                                         BuildStatus.FAILED,
                                         seconds=round(time.monotonic() - started, 1),
-                                        error=message)
+                                        error=message, not_cached=isinstance(err, NotCached))
 
     async def main() -> None:
         limiter = anyio.CapacityLimiter(max(1, concurrency))

@@ -245,9 +245,11 @@ def _git(fetcher: Fetcher, url: str, commit: str, dest: Path, env: dict[str, str
 # ---------------------------------------------------------------- build
 
 
-def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path,
-                      epoch: int) -> SourceBuild:
-    """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`."""
+def fetch_source(recipe: Recipe, version: str, arch: Arch,
+                 fetcher: Fetcher) -> tuple[Path | None, dict[str, Path]]:
+    """Download, verify and unpack the pinned source of a source build and its pinned
+    inputs: the source tree (None for a git pin, which the build clones) and each archive
+    input's tree by name."""
     source = recipe.source
     assert source is not None
     pin = recipe.source_pin(version)
@@ -255,24 +257,38 @@ def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher
     if not source_pinned(pin, source) and source.kind is not SourceKind.CARGO:
         raise PipelineError(f"{recipe.path}: {where}: not pinned; run 'wasm-sysexts lock "
                             f"{recipe.name} --version {version} --from source'")
+    main = None
+    if source.kind is SourceKind.GO:
+        main = _go_module(fetcher, source, pin, version)
+    elif pin.git is None:
+        assert pin.archive is not None
+        main = _tree(fetcher, pin.archive, recipe, version, arch, f"{where}.archive")
+    trees = {name: _tree(fetcher, item, recipe, version, arch, f"{where}.inputs.{name}")
+             for name, item in pin.inputs if not isinstance(item, GitPin)}
+    return main, trees
+
+
+def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path,
+                      epoch: int) -> SourceBuild:
+    """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`."""
+    source = recipe.source
+    assert source is not None
+    pin = recipe.source_pin(version)
     env = _environment(work, arch, epoch, fetcher)
     src = work / "src"
-    if source.kind is SourceKind.GO:
-        shutil.copytree(_go_module(fetcher, source, pin, version), src, symlinks=True)
-    elif pin.git is not None:
-        _git(fetcher, pin.git.url, pin.git.commit, src, env)
+    main, trees = fetch_source(recipe, version, arch, fetcher)
+    if main is not None:
+        shutil.copytree(main, src, symlinks=True)
     else:
-        assert pin.archive is not None
-        shutil.copytree(_tree(fetcher, pin.archive, recipe, version, arch, f"{where}.archive"),
-                        src, symlinks=True)
+        assert pin.git is not None
+        _git(fetcher, pin.git.url, pin.git.commit, src, env)
     inputs = {}
     for name, item in pin.inputs:
         if isinstance(item, GitPin):
             _git(fetcher, item.url, item.commit, work / "inputs" / name, env)
             inputs[name] = str(work / "inputs" / name)
         else:
-            inputs[name] = str(_tree(fetcher, item, recipe, version, arch,
-                                     f"{where}.inputs.{name}"))
+            inputs[name] = str(trees[name])
     values = {"triple": _triple(source.kind, arch), **inputs}
 
     def expand(text: str) -> str:

@@ -16,13 +16,22 @@ rebuild check, sign, smoke, publish static and OCI all read directories through 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.fs import locked, sha256_file, write_atomic
+from pipeline.core.fs import (
+    fsync_dir,
+    link_or_copy,
+    locked,
+    os_problem,
+    scratch_dir,
+    sha256_file,
+    write_atomic,
+)
 from pipeline.core.vocab import (
     IMAGE_SUFFIX,
     META_SUFFIX,
@@ -140,6 +149,7 @@ class ImageMeta:
     elf: tuple[ElfRecord, ...] = ()
     source: dict[str, Any] | None = None  # what a source build was built from
     builder: dict[str, str] = field(default_factory=dict)  # who ran the build (provenance)
+    started_on: str = ""  # when the build ran (RFC 3339): provenance's startedOn
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -163,6 +173,8 @@ class ImageMeta:
             data["source"] = self.source
         if self.builder:
             data["builder"] = self.builder
+        if self.started_on:
+            data["started_on"] = self.started_on
         return data
 
     def dumps(self) -> str:
@@ -194,6 +206,7 @@ class ImageMeta:
                           for e in data.get("elf", [])),
                 source=dict(data["source"]) if data.get("source") else None,
                 builder={str(k): _str(v) for k, v in dict(data.get("builder", {})).items()},
+                started_on=_str(data.get("started_on", "")),
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -205,7 +218,8 @@ class ImageMeta:
 
 
 _KNOWN = {"name", "version", "arch", "format", "recipe", "inputs", "tools",
-          "source_date_epoch", "image", "build_key", "verity", "elf", "source", "builder"}
+          "source_date_epoch", "image", "build_key", "verity", "elf", "source", "builder",
+          "started_on"}
 
 
 def _what(err: Exception) -> str:
@@ -327,3 +341,46 @@ class ImageDir:
                      for p in self.attestations(ImageName.parse(image.name))})
         write_atomic(self.sums_path, format_sums(sums))
         return sums
+
+
+def merge_dirs(sources: list[Path], out: Path) -> dict[str, str]:
+    """A new directory `out` holding every image of `sources` with its metadata and
+    attestations, and one SHA256SUMS listing them all; returns that listing.
+
+    Each source's images are checked against its own SHA256SUMS (a build lists every image it
+    wrote), and an image found in two sources must be the same bytes. Nothing else of a source
+    is taken (locks, scratch files, stale sums). `out` appears whole or not at all; it must not
+    exist yet. What `build-all` and the Dagger module use to gather per-image builds."""
+    if out.exists() or out.is_symlink():
+        raise PipelineError(f"{out}: already exists; merge writes a new directory")
+    chosen: dict[str, tuple[Path, str]] = {}  # file name -> (path, sha256)
+    for source in sources:
+        directory = ImageDir(source)
+        listed = directory.sums()
+        for artifact in directory.artifacts(require_meta=True):
+            files = [artifact.path, directory.meta_path(artifact.name),
+                     *directory.attestations(artifact.name)]
+            for path in files:
+                digest = sha256_file(path)
+                if path.name in listed and listed[path.name] != digest:
+                    raise PipelineError(f"{path}: sha256 {digest} differs from its "
+                                        f"{source / SUMS} entry {listed[path.name]}")
+                seen = chosen.setdefault(path.name, (path, digest))
+                if seen[1] != digest:
+                    raise PipelineError(f"{path.name}: {seen[0]} and {path} differ; "
+                                        "one image name, two contents")
+            if artifact.name.file not in listed:
+                raise PipelineError(f"{artifact.path}: not listed in {source / SUMS}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with scratch_dir(out.parent, out.name) as work:
+            for name, (path, _) in chosen.items():
+                link_or_copy(path, work / name)
+            os.chmod(work, 0o755)  # served by web servers and exported by Dagger as is
+            # `work` is private until renamed: no lock (and so no lock file) needed.
+            sums = ImageDir(work)._update_sums({n: d for n, (_, d) in chosen.items()})
+            os.rename(work, out)
+            fsync_dir(out.parent)
+    except OSError as err:
+        raise PipelineError(f"{out}: cannot write: {os_problem(err)}") from None
+    return sums

@@ -3,3 +3,7 @@
 
 class PipelineError(Exception):
     """A failure the user can act on. The message names the file, field or URL at fault."""
+
+
+class NotCached(PipelineError):
+    """An input an offline run needs is not in the cache: fetching it would fix the run."""

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from pipeline.core import options
+from pipeline.core.errors import PipelineError
 from pipeline.core.fs import write_atomic
 from pipeline.core.vocab import Arch, Channel
 from pipeline.smoke.payloads import HELLO_TEXT, hello_wasm_module
-from pipeline.smoke.report import render
+from pipeline.smoke.report import SmokeReport, render
 from pipeline.smoke.run import GuestOS, Target, run
 
 
@@ -18,8 +19,15 @@ def cmd_smoke_test(args: argparse.Namespace) -> int:
     hello = args.hello_wasm.read_bytes() if args.hello_wasm else hello_wasm_module()
     target = Target(args.os, args.cache, args.channel, args.flatcar_version,
                     args.mirror or None, args.flatcar_keyring)
-    report = run(args.dir, target, args.recipes, args.timeout, hello, args.hello_expect,
-                 only=args.image, arch=args.arch)
+    try:
+        report = run(args.dir, target, args.recipes, args.timeout, hello, args.hello_expect,
+                     only=args.image, arch=args.arch)
+    except PipelineError as err:
+        # The report is asked for exactly when a run fails: it says why, then the error.
+        if args.report:
+            failed = SmokeReport(str(args.os), False, [], error=str(err))
+            write_atomic(args.report, json.dumps(failed.to_json(), indent=2) + "\n")
+        raise
     if args.report:
         write_atomic(args.report, json.dumps(report.to_json(), indent=2) + "\n")
     if args.json:

@@ -27,6 +27,7 @@ class SmokeReport:
     passed: bool
     images: list[ImageReport]
     boots: list[Boot] = field(default_factory=list)
+    error: str = ""  # why no VM could be booted (a download, a missing tool...)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
