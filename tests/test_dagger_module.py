@@ -1,6 +1,6 @@
 """The Dagger module (.dagger/), checked offline: it imports, its functions register with the
-documented names and types, and the container queries it builds keep secrets in mounted secret
-files only. tests/test_dagger.py runs every function on a real engine."""
+documented names and types, whole-sentence descriptions and a CLI source without recipes or
+keys. tests/test_dagger.py runs every function on a real engine."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ import os
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any
 
-import anyio
 import dagger
-from dagger import dag
-from support.daggerq import execs, functions, instance, selections
+from dagger import Ignore
+from support.daggerq import functions
 from wasm_sysexts import main as module
 
 ROOT = Path(__file__).resolve().parent.parent
-GPG_PLAINTEXT = "-----BEGIN PGP PRIVATE KEY BLOCK----- not-a-real-gpg-key"
-VERITY_PLAINTEXT = "-----BEGIN PRIVATE KEY----- not-a-real-verity-key"
 
 
 def test_typedefs_register_until_the_engine_is_needed() -> None:
@@ -54,79 +51,56 @@ def test_module_is_its_own_project_the_sdk_runtime_can_install() -> None:
 
 def test_functions_have_documented_signatures() -> None:
     funcs = {k: v for k, v in functions().items() if k}  # "" is the constructor
-    assert set(funcs) == {"build", "build_all", "sign", "verify", "smoke_test",
+    assert set(funcs) == {"base", "build", "build_all", "sign", "verify", "smoke_test",
                           "publish_static", "publish_oci"}
     constructor = [f.name for f in dataclasses.fields(module.WasmSysexts)]
-    assert constructor == ["source", "base_image", "mirror_service", "registry_service"]
+    assert constructor == ["source", "base_image", "base_container", "mirror_service",
+                           "registry_service"]
+    assert funcs["base"].return_type is dagger.Container
     build = funcs["build"]
-    assert build.return_type is dagger.File
-    assert list(build.parameters) == ["runtime", "version", "recipes", "arch", "format", "mirror",
-                                      "build_from"]
+    assert build.return_type is dagger.Directory  # the image, its metadata, SBOM, SHA256SUMS
+    assert list(build.parameters) == ["runtime", "recipes", "version", "arch", "format",
+                                      "mirror", "build_from"]
     assert build.parameters["recipes"].default_path == "sysexts"
+    assert build.parameters["version"].default_value == '""'  # the recipe's version
     assert build.parameters["arch"].default_value == '"x86-64"'
     assert funcs["build_all"].return_type is dagger.Directory
     assert funcs["build_all"].parameters["arch"].is_nullable
+    assert funcs["build_all"].parameters["keep_going"].default_value == "false"
     sign = funcs["sign"]
     assert sign.return_type is dagger.Directory
     assert list(sign.parameters) == ["images", "gpg_key", "verity_key", "verity_cert"]
     assert sign.parameters["gpg_key"].resolved_type is dagger.Secret
     assert not sign.parameters["gpg_key"].is_nullable
-    assert funcs["verify"].return_type is str
+    assert funcs["verify"].return_type is dagger.File  # the report; the call fails on FAILED
     smoke = funcs["smoke_test"]
-    assert smoke.return_type is dagger.File  # the JSON report, to export or read on
+    assert smoke.return_type is module.SmokeTest
     assert smoke.parameters["os"].default_value == '"flatcar"'
+    assert smoke.parameters["flatcar_keyring"].default_path == \
+        "keys/flatcar-image-signing.asc"
     static, oci = funcs["publish_static"], funcs["publish_oci"]
     assert static.cache_policy == "never" and oci.cache_policy == "never"
-    assert static.return_type is dagger.Directory and oci.return_type is str
+    assert static.return_type is dagger.Directory and oci.return_type is dagger.File
     assert oci.parameters["password"].is_nullable  # anonymous pushes to open registries
 
 
-def test_base_image_is_a_pinned_constructor_argument() -> None:
-    assert "@sha256:" in module.BASE_IMAGE
-    file = anyio.run(lambda: instance().build("wasmtime", "49.0.4", recipes=dag.directory(),
-                                              arch="arm64", build_from="release"))
-    assert selections(file)[1] == ("from", {"address": "example.org/base@sha256:" + "0" * 64})
-    commands = execs(file)
-    assert {"squashfs-tools", "erofs-utils"} <= set(commands[1])
-    assert commands[-1][:2] == ["wasm-sysexts", "build"]
-    # The provenance sign writes names this module, its engine and base image as the builder.
-    env = {a["name"]: a["value"] for name, a in selections(file) if name == "withEnvVariable"}
-    assert env["WASM_SYSEXTS_BUILDER_ID"] == "https://wasm-sysexts.dev/builder/dagger"
-    assert env["WASM_SYSEXTS_DAGGER_ENGINE"] == "v0.21.8"
-    assert env["WASM_SYSEXTS_BASE_IMAGE"] == "example.org/base@sha256:" + "0" * 64
+def test_every_description_is_a_whole_first_sentence() -> None:
+    """`dagger functions` shows each function's first docstring line: a whole sentence."""
+    for name in functions():
+        if not name:
+            continue
+        doc = getattr(module.WasmSysexts, name).__doc__ or ""
+        first = doc.strip().splitlines()[0]
+        assert first.endswith(".") and first[0].isupper(), (name, first)
 
 
-def _strings(value: Any) -> list[str]:
-    """Every string inside a selection argument (lists nest)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [s for item in value for s in _strings(item)]
-    return []
-
-
-def test_secrets_reach_containers_only_as_mounted_files() -> None:
-    gpg, verity = dag.set_secret("gpg", GPG_PLAINTEXT), dag.set_secret("vk", VERITY_PLAINTEXT)
-    password = dag.set_secret("pw", "registry-password")
-    chains = [
-        selections(instance().sign(dag.directory(), gpg, verity,
-                                   dag.directory().file("verity.crt"))),
-        selections(instance()._publish_static(dag.directory(), "https://u.example",
-                                              dag.directory(), gpg, None)),
-        selections(instance()._publish_oci(dag.directory(), "r.example/ns", "u", password,
-                                           False, False)),
-    ]
-    mounted = {args["path"] for chain in chains for name, args in chain
-               if name == "withMountedSecret"}
-    assert mounted == {f"{module.SECRETS}/gpg-key", f"{module.SECRETS}/verity-key",
-                       f"{module.SECRETS}/registry-password"}
-    for chain in chains:
-        assert not [name for name, _ in chain if name == "withSecretVariable"]
-        for name, args in chain:
-            if name in ("withExec", "withEnvVariable"):
-                for value in args.values():
-                    assert not isinstance(value, dagger.Secret)
-                    for text in _strings(value):
-                        assert GPG_PLAINTEXT not in text and VERITY_PLAINTEXT not in text
-                        assert "registry-password" not in text.replace(
-                            f"{module.SECRETS}/registry-password", "")
+def test_module_installs_the_cli_from_no_recipe_and_no_key() -> None:
+    """The source filter the CLI is installed from holds the package, never a recipe or a
+    key, so editing either changes no layer under the builds."""
+    hints = typing.get_type_hints(module.WasmSysexts, include_extras=True)
+    ignore = next(m for m in hints["source"].__metadata__ if isinstance(m, Ignore))
+    kept = [p.removeprefix("!") for p in ignore.patterns if p.startswith("!")]
+    assert kept == module.CLI_SOURCE
+    assert not [p for p in kept if p.endswith((".yaml", "/**")) and
+                p.startswith(("sysexts", "keys"))]
+    assert "pipeline/**" in kept and "pyproject.toml" in kept

@@ -35,3 +35,24 @@ def test_release_boots_both_arches_and_bump_opens_a_pull_request_per_recipe() ->
                for s in steps)
     assert bump["jobs"]["bump"]["strategy"]["matrix"]["name"] == \
         "${{ fromJSON(needs.outdated.outputs.names) }}"
+
+
+def test_dagger_front_door_is_run_as_typed_and_the_smoke_report_survives_a_failure() -> None:
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    # The container job has no engine: it leaves the Dagger tests to the jobs that have one.
+    assert "-m \"not dagger\"" in " ".join(s.get("run", "") for s in ci["jobs"]["test"]["steps"])
+    assert "dagger run python3 -m pytest -m dagger" in " ".join(
+        s.get("run", "") for s in ci["jobs"]["dagger"]["steps"])
+    calls = [s.get("run", "") for s in ci["jobs"]["dagger-call"]["steps"]]
+    assert "dagger functions" in calls
+    assert any(c.startswith("dagger call build --runtime wazero --build-from source")
+               for c in calls)
+    assert any(c.startswith("dagger call build-all --arch x86-64 export") for c in calls)
+    release = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+    steps = release["jobs"]["smoke"]["steps"]
+    names = [s.get("name", s.get("uses", "")) for s in steps]
+    boot = next(i for i, n in enumerate(names) if n.startswith("Boot test"))
+    upload = next(i for i, n in enumerate(names) if "upload-artifact" in n)
+    judge = next(i for i, s in enumerate(steps) if "jq -e '.passed'" in s.get("run", ""))
+    assert boot < upload < judge and steps[upload]["if"] == "always()"
+    assert "report export --path" in steps[boot]["run"]

@@ -1,12 +1,11 @@
 """Offline inspection of the Dagger module: no engine runs here, but the decorated class
-carries its type definitions and every `dag` chain records the query it would send."""
+carries the type definitions the engine would register."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
-import dagger
 from dagger.mod._module import Module
 from wasm_sysexts.main import WasmSysexts
 
@@ -35,19 +34,3 @@ def register_typedefs() -> BaseException:
     except BaseException as err:  # the caller asserts which error it was
         return err
     raise AssertionError("typedefs generated without an engine: expected a connection error")
-
-
-def selections(obj: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The (field, arguments) chain a Dagger object would query, in order."""
-    return [(field.name, field.args) for field in obj._ctx.selections]
-
-
-def execs(obj: Any) -> list[list[str]]:
-    return [args["args"] for name, args in selections(obj) if name == "withExec"]
-
-
-def instance() -> WasmSysexts:
-    obj = WasmSysexts(source=dagger.dag.directory(),
-                      base_image="example.org/base@sha256:" + "0" * 64)
-    obj._engine = "v0.21.8"  # what the engine would answer: builds ask it for provenance
-    return obj

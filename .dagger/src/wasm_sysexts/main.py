@@ -1,24 +1,49 @@
 """The Dagger module: a thin typed shell that runs the `wasm-sysexts` CLI in a pinned container.
 
-No pipeline logic lives here. Each function starts from `_builder()` (the base image + the
-Debian tools a step needs + the CLI installed from this repository), adds its inputs, runs one
-CLI command and returns what it wrote, so calls chain (`build-all` -> `sign` -> `verify` ->
-`smoke-test` -> `publish-*`). `build_all` runs one container per (recipe, arch), each cached
-on that recipe alone, concurrently, and merges them into one Directory.
+No pipeline logic lives here. Every function starts from `base()` (the base image, the Debian
+tools the step needs, the CLI installed from this repository), adds its inputs, runs one CLI
+command and returns what it wrote, so calls chain (`build-all` -> `sign` -> `verify` ->
+`smoke-test` -> `publish-*`).
+
+Caching, in layers: base image -> apt packages (apt lists and archives on locked cache volumes)
+-> the CLI's Python dependencies (pip cache volume) -> the CLI, installed from a filter holding
+no recipe and no key. A build mounts only its own recipe file, so editing `sysexts/X.yaml`
+re-runs only X's builds; editing `pipeline/` re-runs all. Downloads go through a cache volume
+and are verified by their pins, so a build's result depends on its recipe alone.
+
+A mirror service (`--mirror-service tcp://...`) gets a new identity in every session, and a
+container it is bound into is never answered from the cache. So builds never bind it: a build
+runs `--offline` from the download cache volume, and only when an input is missing there does
+a fetch container, the one place the mirror is bound, download it before the build runs again.
+A rerun with nothing changed executes nothing, mirror or not.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import anyio
 import dagger
-from dagger import DefaultPath, Doc, Ignore, ReturnType, dag, function, object_type
+from dagger import (
+    CacheSharingMode,
+    DefaultPath,
+    Doc,
+    Ignore,
+    ReturnType,
+    dag,
+    field,
+    function,
+    object_type,
+)
+
+# The SDK's own way to fail a function with a message and no Python traceback.
+from dagger.mod._exceptions import FunctionError
 
 # python:3.13-slim-trixie (Python 3.13 on Debian 13), pinned by digest so a release builds in
 # the same userland every time; bump deliberately. Air-gapped users and the tests pass their
-# own (`--base-image`): docker.io may be out of reach.
+# own (`--base-image` or `--base-container`): docker.io may be out of reach.
 BASE_IMAGE = ("docker.io/library/python:3.13-slim-trixie@sha256:"
               "9d2e5553305c7c7b0097999bb17187c69b921ccd6bc9d40e4bb5ebe652c00285")
 # Debian packages of every step (the tools the CLI runs); steps add their own.
@@ -36,17 +61,29 @@ SOURCE_PACKAGES = ["golang-go", "cargo", "rustc", "cmake", "make", "gcc", "g++",
 SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
 # Publishing: gpg verifies the input's signature and re-signs merged manifests.
 PUBLISH_PACKAGES = ["gnupg"]
-# The repository files the CLI is installed from (the `source` directory, filtered).
-SOURCE_INCLUDE = ["pyproject.toml", "README.md", "pipeline/**", "sysexts/**", "keys/**"]
-SOURCE_IGNORE = ["**", *(f"!{p}" for p in SOURCE_INCLUDE), "**/__pycache__"]
+# What the CLI is installed from: the package and its metadata. The recipe and key packages
+# are there as empty markers only, so editing a recipe or a key changes no installed layer.
+CLI_SOURCE = ["pyproject.toml", "README.md", "pipeline/**", "sysexts/__init__.py",
+              "keys/__init__.py"]
+SOURCE_IGNORE = ["**", *(f"!{p}" for p in CLI_SOURCE), "**/__pycache__"]
+# The CLI's Python dependencies, installed from pyproject.toml alone before the package itself.
+INSTALL_DEPENDENCIES = (
+    "import subprocess, sys, tomllib\n"
+    "deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']\n"
+    "subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--root-user-action=ignore',"
+    " '--break-system-packages', *deps], check=True)\n")
 SITE = "/site/tree"  # publish static's --dest inside the container
 SECRETS = "/run/secrets"  # secrets are mounted as files here, never put in env vars or args
 DOWNLOAD_CACHE = "wasm-sysexts-downloads"
 TOOLCHAIN_CACHE = "wasm-sysexts-toolchains"  # Go module/build caches, cargo registry
 VM_CACHE = "wasm-sysexts-vm"
+APT_CACHE = "wasm-sysexts-apt"
+PIP_CACHE = "wasm-sysexts-pip"
 OUT = "/out"
+BUILT = "/work/built"  # a build's --out; `merge` copies the artifacts from it to OUT
 ARCHES = ["x86-64", "arm64"]
 DAGGER_BUILDER = "https://wasm-sysexts.dev/builder/dagger"  # provenance's builder.id
+CLI_ERROR = "wasm-sysexts: error: "
 
 
 def _pass_file(ctr: dagger.Container, cmd: list[str], flag: str, path: str,
@@ -60,51 +97,134 @@ def _pass_file(ctr: dagger.Container, cmd: list[str], flag: str, path: str,
     return ctr.with_file(path, value), [*cmd, flag, path]
 
 
+def _json_rows(text: str) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _cli_lines(output: str) -> str:
+    """The CLI's `wasm-sysexts: error:` lines in `output`, else its last line."""
+    lines = [ln.removeprefix(CLI_ERROR) for ln in output.splitlines() if ln.startswith(CLI_ERROR)]
+    rest = [ln for ln in output.splitlines() if ln.strip()]
+    return "\n".join(lines or rest[-1:] or ["no output"])
+
+
+def _headline(err: dagger.ExecError) -> str:
+    """The CLI's own error lines of a failed command: each failed image's error from its JSON
+    result, else the `wasm-sysexts: error:` lines."""
+    failed = [f"{r.get('name')} {r.get('version')} {r.get('arch')}: {r.get('error')}"
+              for r in _json_rows(err.stdout) if r.get("status") == "failed"]
+    return "\n".join(failed) if failed else _cli_lines(err.stderr or err.stdout)
+
+
+async def _run(ctr: dagger.Container, what: str) -> dagger.Container:
+    """`ctr` evaluated; a failed command fails the function with the CLI's error lines."""
+    try:
+        return await ctr.sync()
+    except dagger.ExecError as err:
+        raise FunctionError(f"{what} failed: {_headline(err)}") from None
+
+
+@object_type
+class SmokeTest:
+    """The outcome of a smoke test: its JSON report, whether every image passed, the exit
+    code and the readable report."""
+
+    report: Annotated[dagger.File, Doc("the JSON report (written even when no VM booted)")
+                      ] = field()
+    passed: Annotated[bool, Doc("every image merged and every smoke command passed")] = field()
+    exit_code: Annotated[int, Doc("the smoke-test command's exit code")] = field()
+    summary: Annotated[str, Doc("the readable report, or why the test could not run")
+                       ] = field()
+
+
 @object_type
 class WasmSysexts:
     """Build, sign, test and publish WebAssembly runtimes as systemd-sysext images."""
 
     source: Annotated[
         dagger.Directory,
-        Doc("this repository (the pipeline package, recipes and public keys)"),
+        Doc("this repository; only the pipeline package and its metadata are used"),
         DefaultPath("/"),
         Ignore(SOURCE_IGNORE),
     ]
     base_image: Annotated[str, Doc("container image with Debian trixie and python3 (digest "
                                    "pinned); point it at your own registry when air-gapped")
                           ] = BASE_IMAGE
+    base_container: Annotated[dagger.Container | None,
+                              Doc("a prepared container used in place of base_image (your "
+                                  "own apt mirror settings, packages installed in advance)")
+                              ] = None
     mirror_service: Annotated[dagger.Service | None,
-                              Doc("an upstream mirror run as a service, reachable from every "
-                                  "step as http://mirror:<port> (pass that as mirror)")] = None
+                              Doc("an upstream mirror run as a service, reachable as "
+                                  "http://mirror:<port> from the steps that download (pass "
+                                  "that as mirror)")] = None
     registry_service: Annotated[dagger.Service | None,
                                 Doc("an OCI registry run as a service, reachable as "
                                     "registry:<port> (e.g. repository registry:5000/ns)")
                                 ] = None
 
-    def _builder(self, *packages: str) -> dagger.Container:
-        """The build container with the pipeline installed and the download cache."""
+    async def _start(self) -> dagger.Container:
+        """The container every step starts from; a base image that cannot be pulled is named,
+        with the arguments that replace it."""
+        if self.base_container is not None:
+            return self.base_container
+        ctr = dag.container().from_(self.base_image)
+        try:
+            return await ctr.sync()
+        except dagger.QueryError as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown"
+            raise FunctionError(
+                f"base image {self.base_image} cannot be pulled ({reason}); pass --base-image "
+                "with an image your engine can pull, or --base-container") from None
+
+    async def _base(self, *packages: str) -> dagger.Container:
+        apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *BUILDER_PACKAGES,
+               *packages]
         return (
-            dag.container()
-            .from_(self.base_image)
+            (await self._start())
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
-            .with_exec(["apt-get", "update", "-q"])
-            .with_exec(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                        *BUILDER_PACKAGES, *packages])
+            # Debian's container images delete downloaded packages; keep them in the volume.
+            .with_exec(["rm", "-f", "/etc/apt/apt.conf.d/docker-clean"])
+            .with_mounted_cache("/var/cache/apt", dag.cache_volume(f"{APT_CACHE}-archives"),
+                                sharing=CacheSharingMode.LOCKED)
+            .with_mounted_cache("/var/lib/apt/lists", dag.cache_volume(f"{APT_CACHE}-lists"),
+                                sharing=CacheSharingMode.LOCKED)
+            .with_exec(["sh", "-c", f"apt-get update -q && {' '.join(apt)}"])
+            .without_mount("/var/cache/apt").without_mount("/var/lib/apt/lists")
+            .with_mounted_cache("/root/.cache/pip", dag.cache_volume(PIP_CACHE))
+            .with_file("/src/pyproject.toml", self.source.file("pyproject.toml"))
+            .with_exec(["python3", "-c", INSTALL_DEPENDENCIES])
             .with_directory("/src", self.source)
-            .with_exec(["python3", "-m", "pip", "install", "--no-cache-dir",
+            .with_exec(["python3", "-m", "pip", "install", "-q", "--no-deps",
                         "--root-user-action=ignore", "--break-system-packages", "/src"])
+            .without_mount("/root/.cache/pip")
             .with_mounted_cache("/cache", dag.cache_volume(DOWNLOAD_CACHE))
             .with_env_variable("WASM_SYSEXTS_CACHE", "/cache")
             .with_workdir("/work")
-            .with_(self._services)
         )
 
-    def _services(self, ctr: dagger.Container) -> dagger.Container:
-        if self.mirror_service is not None:
-            ctr = ctr.with_service_binding("mirror", self.mirror_service)
-        if self.registry_service is not None:
-            ctr = ctr.with_service_binding("registry", self.registry_service)
-        return ctr
+    @function
+    async def base(
+        self,
+        packages: Annotated[list[str] | None,
+                            Doc("more Debian packages, e.g. those of a step to debug")] = None,
+    ) -> dagger.Container:
+        """The container every function runs the CLI in, ready for `terminal`.
+
+        The base image with the build tools, the CLI's dependencies and the CLI installed; a
+        step that failed can be retried here by hand (`dagger call base terminal`)."""
+        return await self._base(*(packages or []))
+
+    async def _recipes(self, recipes: dagger.Directory) -> dict[str, dict[str, Any]]:
+        """`wasm-sysexts list --json` of `recipes`, by name: arches, default version, from."""
+        listing = await (await _run((await self._base()).with_directory("/recipes", recipes)
+                                    .with_exec(["wasm-sysexts", "list", "--json", "--recipes",
+                                                "/recipes"]), "list")).stdout()
+        return {str(row["name"]): row for row in _json_rows(listing)}
 
     async def _engine_version(self) -> str:
         """The running engine's version, asked once per module instance."""
@@ -112,54 +232,66 @@ class WasmSysexts:
             self._engine = await dag.version()
         return str(self._engine)
 
-    async def _build(self, name: str, recipe: dagger.File, args: list[str], mirror: str,
-                     expect: ReturnType = ReturnType.SUCCESS,
-                     from_source: bool = False) -> dagger.Container:
-        """One image build. Only this recipe's file is mounted: changing another recipe does
-        not invalidate this build's cache. A source build gets the toolchains and a cache
-        volume for their module, crate and build caches. The build's provenance names this
-        module as the builder, with the engine's version and the base image."""
-        cmd = ["wasm-sysexts", "build", name, *args, "--recipes", "/recipes", "--out", OUT]
-        if mirror:
-            cmd += ["--mirror", mirror]
-        ctr = (self._builder(*(SOURCE_PACKAGES if from_source else ()))
-               .with_env_variable("WASM_SYSEXTS_BUILDER_ID", DAGGER_BUILDER)
+    async def _build_one(self, name: str, recipe: dagger.File, args: list[str], fmt: str,
+                         mirror: str, from_source: bool) -> tuple[dagger.Directory | None, str]:
+        """One image build: its artifacts, or (None, the CLI's error line). Only this recipe's
+        file is mounted. A source build gets the toolchains and a cache volume for their
+        module, crate and build caches. With a mirror service the build runs offline and an
+        input missing from the download cache is fetched by `_fetch` first."""
+        base = await self._base(*(SOURCE_PACKAGES if from_source else ()))
+        ctr = (base.with_env_variable("WASM_SYSEXTS_BUILDER_ID", DAGGER_BUILDER)
                .with_env_variable("WASM_SYSEXTS_DAGGER_ENGINE", await self._engine_version())
-               .with_env_variable("WASM_SYSEXTS_BASE_IMAGE", self.base_image))
+               .with_env_variable("WASM_SYSEXTS_BASE_IMAGE", self.base_image)
+               .with_file(f"/recipes/{name}.yaml", recipe))
         if from_source:
             ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
-        return ctr.with_file(f"/recipes/{name}.yaml", recipe).with_exec(
-            [*cmd, "--json"], expect=expect)
-
-    async def _recipes(self, recipes: dagger.Directory) -> list[dict[str, Any]]:
-        """`wasm-sysexts list --json` of `recipes`: names, arches, where each builds from."""
-        listing = await (self._builder().with_directory("/recipes", recipes)
-                         .with_exec(["wasm-sysexts", "list", "--json", "--recipes", "/recipes"])
-                         .stdout())
-        rows: list[dict[str, Any]] = json.loads(listing)
-        return rows
+        routed = [*args, "--recipes", "/recipes", *(["--mirror", mirror] if mirror else [])]
+        service = self.mirror_service
+        offline = ["--offline"] if service is not None else []
+        build = ctr.with_exec(["wasm-sysexts", "build", name, *routed, "--format", fmt,
+                               *offline, "--out", BUILT, "--json"])
+        try:
+            built = await build.sync()
+        except dagger.ExecError as err:
+            # Not answered from the cache, and an input is missing: fetch it, build again.
+            if service is None or not any(r.get("not_cached") for r in _json_rows(err.stdout)):
+                return None, _headline(err)
+            fetch = ctr.with_service_binding("mirror", service).with_exec(
+                ["wasm-sysexts", "fetch", name, *routed])
+            try:
+                await fetch.sync()
+                built = await build.sync()
+            except dagger.ExecError as again:
+                return None, _headline(again)
+        merged = built.with_exec(["wasm-sysexts", "merge", BUILT, "--out", OUT])
+        return merged.directory(OUT), ""
 
     @function
     async def build(
         self,
         runtime: Annotated[str, Doc("recipe name, e.g. wasmtime")],
-        version: Annotated[str, Doc("version to build; must be listed in the recipe")],
         recipes: Annotated[dagger.Directory, Doc("recipes directory"), DefaultPath("sysexts")],
+        version: Annotated[str, Doc("version to build (default: the recipe's)")] = "",
         arch: Annotated[str, Doc("x86-64 or arm64")] = "x86-64",
         format: Annotated[str, Doc("squashfs or erofs")] = "squashfs",
         mirror: Annotated[str, Doc("fetch https://HOST/PATH from MIRROR/HOST/PATH")] = "",
         build_from: Annotated[str, Doc("release or source (default: the recipe's)")] = "",
-    ) -> dagger.File:
-        """Build one runtime's sysext image."""
-        args = ["--version", version, "--arch", arch, "--format", format]
-        if build_from:
-            args += ["--from", build_from]
-        else:
-            rows = {r["name"]: r for r in await self._recipes(recipes)}
-            build_from = str(rows.get(runtime, {}).get("from", "release"))
-        ctr = await self._build(runtime, recipes.file(f"{runtime}.yaml"), args, mirror,
-                                from_source=build_from == "source")
-        return ctr.file(f"{OUT}/{runtime}-{version}-{arch}.raw")
+    ) -> dagger.Directory:
+        """Build one runtime's sysext image, with its metadata, SBOM and SHA256SUMS.
+
+        Returns the directory `wasm-sysexts build` writes, for `export` or `sign`."""
+        rows = await self._recipes(recipes)
+        if runtime not in rows:
+            raise FunctionError(f"unknown runtime {runtime!r}; the recipes are: "
+                                f"{', '.join(sorted(rows))}")
+        args = ["--arch", arch, *(["--version", version] if version else [])]
+        args += ["--from", build_from] if build_from else []
+        origin = build_from or str(rows[runtime].get("from", "release"))
+        out, error = await self._build_one(runtime, recipes.file(f"{runtime}.yaml"), args,
+                                           format, mirror, origin == "source")
+        if out is None:
+            raise FunctionError(f"build of {runtime} failed: {error}")
+        return out
 
     @function
     async def build_all(
@@ -168,43 +300,45 @@ class WasmSysexts:
         arch: Annotated[list[str] | None, Doc("target arches (default: x86-64 and arm64)")] = None,
         format: Annotated[str, Doc("squashfs or erofs")] = "squashfs",
         mirror: Annotated[str, Doc("fetch https://HOST/PATH from MIRROR/HOST/PATH")] = "",
+        keep_going: Annotated[bool, Doc("return the images that built when others failed "
+                                        "(the failures are printed)")] = False,
     ) -> dagger.Directory:
-        """Build every recipe's image, one container per (recipe, arch), run concurrently and
-        cached independently: the .raw images, their .json metadata and one SHA256SUMS.
-        Fails, naming each image, when any build failed (after all of them ran)."""
-        rows = {row["name"]: row for row in await self._recipes(recipes)}
+        """Build every recipe's image for each arch, concurrently, into one directory.
+
+        One container per (recipe, arch), each cached on its own recipe; the images, their
+        metadata and SBOMs and one SHA256SUMS, merged by `wasm-sysexts merge`. A failed build
+        fails the call after all ran, one line per image, unless keep_going is set."""
+        rows = await self._recipes(recipes)
         jobs = [(name, a) for name, row in rows.items() for a in (arch or ARCHES)
                 if row["arches"].get(a) == "available"]
-        results: dict[tuple[str, str], tuple[dagger.Container, int, str]] = {}
+        results: dict[tuple[str, str], tuple[dagger.Directory | None, str]] = {}
 
         async def one(name: str, a: str) -> None:
-            ctr = await self._build(name, recipes.file(f"{name}.yaml"),
-                                    ["--arch", a, "--format", format], mirror, ReturnType.ANY,
-                                    from_source=rows[name]["from"] == "source")
-            results[(name, a)] = (ctr, await ctr.exit_code(), await ctr.stdout())
+            results[(name, a)] = await self._build_one(
+                name, recipes.file(f"{name}.yaml"), ["--arch", a], format, mirror,
+                rows[name]["from"] == "source")
 
         async with anyio.create_task_group() as group:
             for name, a in jobs:
                 group.start_soon(one, name, a)
-        merged, sums, failed = dag.directory(), [], []
-        for (name, a), (ctr, code, stdout) in sorted(results.items()):
-            if code != 0:
-                errors = [r.get("error") for r in _json_rows(stdout)] or ["see the build log"]
-                failed.append(f"{name} {a}: {'; '.join(str(e) for e in errors)}")
-                continue
-            out = ctr.directory(OUT)
-            merged = merged.with_directory(".", out, exclude=["SHA256SUMS", ".lock", ".~wsx-*"])
-            sums.append(await out.file("SHA256SUMS").contents())
-        if failed:
-            raise RuntimeError(f"{len(failed)} of {len(jobs)} builds failed: " +
-                               " | ".join(failed))
-        # Each build listed its one image; SHA256SUMS lists them all, sorted by file name.
-        lines = sorted({ln for text in sums for ln in text.splitlines() if ln},
-                       key=lambda ln: ln.split("  ", 1)[1])
-        return merged.with_new_file("SHA256SUMS", "".join(f"{ln}\n" for ln in lines))
+        failed = [f"{name} {a}: {error}" for (name, a), (_, error) in sorted(results.items())
+                  if error]
+        if failed and not keep_going:
+            raise FunctionError(f"{len(failed)} of {len(jobs)} builds failed:\n" +
+                                "\n".join(failed))
+        for line in failed:  # keep_going: shown in the call's output, the rest is returned
+            print(f"FAILED {line}", file=sys.stderr)
+        built = [out for _, (out, _) in sorted(results.items()) if out is not None]
+        ctr = await self._base()
+        for i, out in enumerate(built):
+            ctr = ctr.with_directory(f"/in/{i}", out)
+        merge = ["wasm-sysexts", "merge", *(f"/in/{i}" for i in range(len(built))), "--out", OUT]
+        if not built:
+            return dag.directory()
+        return (await _run(ctr.with_exec(merge), "merge")).directory(OUT)
 
     @function
-    def sign(
+    async def sign(
         self,
         images: Annotated[dagger.Directory, Doc("directory of built *.raw images")],
         gpg_key: Annotated[dagger.Secret, Doc("OpenPGP secret key (env://NAME, file://PATH)")],
@@ -212,23 +346,18 @@ class WasmSysexts:
                               Doc("PEM RSA key: turn images into verity-signed DDIs")] = None,
         verity_cert: Annotated[dagger.File | None, Doc("PEM certificate of verity_key")] = None,
     ) -> dagger.Directory:
-        """A new directory: the images (verity-signed DDIs with a verity key), their metadata,
-        SHA256SUMS and SHA256SUMS.gpg."""
-        ctr = self._builder(*SIGN_PACKAGES).with_directory("/in", images)
+        """Sign images into a new directory: DDIs, metadata, provenance, SHA256SUMS(.gpg).
+
+        With a verity key each image becomes a verity-signed DDI; SHA256SUMS is signed with the
+        OpenPGP key, and each image gets a signed SLSA provenance statement."""
+        ctr = (await self._base(*SIGN_PACKAGES)).with_directory("/in", images)
         ctr, cmd = _pass_file(ctr, ["wasm-sysexts", "sign", "/in", "--out", OUT, "--cache",
                                     "/cache"], "--gpg-key", f"{SECRETS}/gpg-key", gpg_key)
         ctr, cmd = _pass_file(ctr, cmd, "--verity-key", f"{SECRETS}/verity-key", verity_key)
         ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
         # systemd-repart runs in a Debian root entered with unshare when the image's is older.
-        return ctr.with_exec(cmd, insecure_root_capabilities=True).directory(OUT)
-
-    def _verifier(self, images: dagger.Directory, keyring: dagger.File,
-                  verity_cert: dagger.File | None) -> dagger.Container:
-        ctr, cmd = _pass_file(self._builder(*SIGN_PACKAGES).with_directory(OUT, images),
-                              ["wasm-sysexts", "verify", OUT], "--keyring",
-                              "/keys/import-pubring.gpg", keyring)
-        ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
-        return ctr.with_exec(cmd)
+        return (await _run(ctr.with_exec(cmd, insecure_root_capabilities=True),
+                           "sign")).directory(OUT)
 
     @function
     async def verify(
@@ -238,55 +367,61 @@ class WasmSysexts:
         verity_cert: Annotated[dagger.File | None,
                                Doc("certificate every image's verity signature must match")
                                ] = None,
-    ) -> str:
-        """Check signature, hashes and verity signatures; fails on any FAILED file."""
-        return await self._verifier(images, keyring, verity_cert).stdout()
+    ) -> dagger.File:
+        """Check the signature, every hash and every verity signature; returns the report.
+
+        The call fails, naming each failed file, when any check fails."""
+        ctr, cmd = _pass_file((await self._base(*SIGN_PACKAGES)).with_directory("/in", images),
+                              ["wasm-sysexts", "verify", "/in"], "--keyring",
+                              "/keys/import-pubring.gpg", keyring)
+        ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
+        ctr = ctr.with_exec(cmd, redirect_stdout="/report.txt", expect=ReturnType.ANY)
+        if await ctr.exit_code() != 0:
+            report = await ctr.file("/report.txt").contents()
+            failed = [ln for ln in report.splitlines() if "FAILED" in ln]
+            raise FunctionError("verify failed:\n" + "\n".join(
+                failed or [_cli_lines(await ctr.stderr())]))
+        return ctr.file("/report.txt")
 
     @function
     async def smoke_test(
         self,
         images: Annotated[dagger.Directory, Doc("images of one or both arches")],
         recipes: Annotated[dagger.Directory, Doc("recipes directory"), DefaultPath("sysexts")],
+        flatcar_keyring: Annotated[dagger.File, Doc("the key Flatcar signs its releases with"),
+                                   DefaultPath("keys/flatcar-image-signing.asc")],
         os: Annotated[str, Doc("flatcar or reference (a Debian trixie VM)")] = "flatcar",
         channel: Annotated[str, Doc("Flatcar channel: stable, beta, alpha or lts")] = "stable",
         arch: Annotated[str, Doc("boot only this arch's images (default: each arch present)")
                         ] = "",
         mirror: Annotated[str, Doc("fetch https://HOST/PATH from MIRROR/HOST/PATH")] = "",
-    ) -> dagger.File:
-        """Boot a VM per arch with its images, merge them and run each recipe's smoke
-        commands. Returns the JSON report; fails with the readable report when an image
-        failed."""
-        cmd = ["wasm-sysexts", "smoke-test", "/images", "--os", os, "--channel", channel,
-               "--recipes", "/recipes", "--cache", "/vm-cache", "--report", "/report.json"]
-        if arch:
-            cmd += ["--arch", arch]
-        if mirror:
-            cmd += ["--mirror", mirror]
-        # QEMU, mmdebstrap and unshare need root capabilities in the container.
-        ctr = (self._builder(*SMOKE_PACKAGES)
-               .with_mounted_cache("/vm-cache", dag.cache_volume(VM_CACHE))
-               .with_directory("/images", images).with_directory("/recipes", recipes)
-               .with_exec(cmd, insecure_root_capabilities=True, expect=ReturnType.ANY))
-        if await ctr.exit_code() != 0:  # the readable report, or why there is none
-            raise RuntimeError(f"smoke test failed:\n{await ctr.stdout() or await ctr.stderr()}")
-        return ctr.file("/report.json")
+    ) -> SmokeTest:
+        """Boot a VM per arch with the images and run each recipe's smoke commands.
 
-    def _publish_static(self, images: dagger.Directory, base_url: str,
-                        existing: dagger.Directory | None, gpg_key: dagger.Secret | None,
-                        keyring: dagger.File | None) -> dagger.Container:
-        ctr = self._builder(*PUBLISH_PACKAGES).with_directory("/images", images)
-        cmd = ["wasm-sysexts", "publish", "static", "/images", "--dest", SITE, "--base-url",
-               base_url]
-        if existing is not None:
-            # A plain directory: publish swaps it for its generation symlink atomically.
-            ctr = ctr.with_directory(SITE, existing)
-        ctr, cmd = _pass_file(ctr, cmd, "--gpg-key", f"{SECRETS}/gpg-key", gpg_key)
-        ctr, cmd = _pass_file(ctr, cmd, "--keyring", "/keys/import-pubring.gpg", keyring)
-        # SITE is a symlink to the new generation; hand back plain files to upload.
-        return ctr.with_exec(cmd).with_exec(["cp", "-a", f"{SITE}/.", OUT])
+        Returns the JSON report, whether it passed and the readable report; the report is kept
+        when a boot fails (check `passed`, or `.passed` in the report)."""
+        cmd = ["wasm-sysexts", "smoke-test", "/images", "--os", os, "--channel", channel,
+               "--recipes", "/recipes", "--cache", "/vm-cache", "--report", "/report.json",
+               "--flatcar-keyring", "/keys/flatcar-image-signing.asc"]
+        cmd += ["--arch", arch] if arch else []
+        cmd += ["--mirror", mirror] if mirror else []
+        ctr = ((await self._base(*SMOKE_PACKAGES))
+               .with_mounted_cache("/vm-cache", dag.cache_volume(VM_CACHE))
+               .with_file("/keys/flatcar-image-signing.asc", flatcar_keyring)
+               .with_directory("/images", images).with_directory("/recipes", recipes))
+        if mirror and self.mirror_service is not None:
+            ctr = ctr.with_service_binding("mirror", self.mirror_service)
+        # QEMU, mmdebstrap and unshare need root capabilities in the container.
+        ctr = ctr.with_exec(cmd, insecure_root_capabilities=True, expect=ReturnType.ANY)
+        code = await ctr.exit_code()
+        summary = await ctr.stdout() or _cli_lines(await ctr.stderr())
+        # As keywords unpacked: mypy does not see `field()` attributes as __init__ arguments.
+        result: dict[str, Any] = {"report": ctr.file("/report.json"), "passed": code == 0,
+                                  "exit_code": code, "summary": summary}
+        return SmokeTest(**result)
 
     @function(cache="never")  # type: ignore[call-overload, untyped-decorator]  # dagger-io 0.21 overloads omit cache=
-    def publish_static(
+    async def publish_static(
         self,
         images: Annotated[dagger.Directory, Doc("signed images: *.raw, SHA256SUMS(.gpg)")],
         base_url: Annotated[str, Doc("URL the returned tree will be served at")],
@@ -298,23 +433,21 @@ class WasmSysexts:
                            Doc("public keyring verifying the input (default: gpg_key's)")
                            ] = None,
     ) -> dagger.Directory:
-        """Merge signed images into a static systemd-sysupdate server tree (docs/publishing.md)."""
-        return self._publish_static(images, base_url, existing, gpg_key, keyring).directory(OUT)
+        """Merge signed images into a static systemd-sysupdate server tree to upload.
 
-    def _publish_oci(self, images: dagger.Directory, repository: str, username: str,
-                     password: dagger.Secret | None, tag_latest: bool,
-                     insecure: bool) -> dagger.Container:
-        ctr = self._builder(*PUBLISH_PACKAGES).with_directory("/images", images)
-        cmd = ["wasm-sysexts", "publish", "oci", "/images", "--repository", repository]
-        if username:
-            cmd += ["--username", username]
-        ctr, cmd = _pass_file(ctr, cmd, "--password-file", f"{SECRETS}/registry-password",
-                              password)
-        if tag_latest:
-            cmd.append("--tag-latest")
-        if insecure:
-            cmd.append("--insecure")
-        return ctr.with_exec(cmd)
+        See docs/publishing.md; `export` leaves the top directory mode 0700 (chmod it 0755
+        before serving it)."""
+        ctr = (await self._base(*PUBLISH_PACKAGES)).with_directory("/images", images)
+        cmd = ["wasm-sysexts", "publish", "static", "/images", "--dest", SITE, "--base-url",
+               base_url]
+        if existing is not None:
+            # A plain directory: publish swaps it for its generation symlink atomically.
+            ctr = ctr.with_directory(SITE, existing)
+        ctr, cmd = _pass_file(ctr, cmd, "--gpg-key", f"{SECRETS}/gpg-key", gpg_key)
+        ctr, cmd = _pass_file(ctr, cmd, "--keyring", "/keys/import-pubring.gpg", keyring)
+        # SITE is a symlink to the new generation; hand back plain files to upload.
+        ctr = await _run(ctr.with_exec(cmd), "publish static")
+        return ctr.with_exec(["cp", "-a", f"{SITE}/.", OUT]).directory(OUT)
 
     @function(cache="never")  # type: ignore[call-overload, untyped-decorator]  # dagger-io 0.21 overloads omit cache=
     async def publish_oci(
@@ -325,16 +458,20 @@ class WasmSysexts:
         password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
         tag_latest: Annotated[bool, Doc("also move the tag latest")] = False,
         insecure: Annotated[bool, Doc("allow plain HTTP (a test registry)")] = False,
-    ) -> str:
-        """Push every image as an OCI artifact with its signature (docs/oci.md); returns the
-        pushed references with their digests."""
-        return await self._publish_oci(images, repository, username, password, tag_latest,
-                                       insecure).stdout()
+    ) -> dagger.File:
+        """Push every image as an OCI artifact with its signature; returns the pushed references.
 
+        A JSON list of {reference, digest} (docs/oci.md)."""
+        ctr = (await self._base(*PUBLISH_PACKAGES)).with_directory("/images", images)
+        if self.registry_service is not None:
+            ctr = ctr.with_service_binding("registry", self.registry_service)
+        cmd = ["wasm-sysexts", "publish", "oci", "/images", "--repository", repository,
+               "--json"]
+        cmd += ["--username", username] if username else []
+        ctr, cmd = _pass_file(ctr, cmd, "--password-file", f"{SECRETS}/registry-password",
+                              password)
+        cmd += ["--tag-latest"] if tag_latest else []
+        cmd += ["--insecure"] if insecure else []
+        ctr = await _run(ctr.with_exec(cmd, redirect_stdout="/pushed.json"), "publish oci")
+        return ctr.file("/pushed.json")
 
-def _json_rows(text: str) -> list[dict[str, object]]:
-    try:
-        rows = json.loads(text)
-    except ValueError:
-        return []
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
