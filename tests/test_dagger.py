@@ -100,20 +100,30 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
     image = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
     sbom = image.replace(".raw", ".spdx.json")
 
-    async def body() -> str:
+    async def body() -> list[str]:
         obj = module_instance(mirror)
         # The recipe's own version: `build` defaults to it, as the CLI does.
         await (await obj.build("wasmtime", host_dir(dagger_recipes), mirror=MIRROR)).export(
             str(tmp_path / "dagger"))
-        try:
-            await obj.build("no-such-runtime", host_dir(dagger_recipes))
-        except dagger.DaggerError as err:  # a FunctionError here, the engine's error in a CLI
-            return str(err)
-        raise AssertionError("building an unknown runtime succeeded")
+        unpullable = module_instance(mirror)
+        unpullable.base_image = f"{BASE_IMAGE.rsplit('/', 1)[0]}/no-such-image:1"
+        errors = []
+        for call in (obj.build("no-such-runtime", host_dir(dagger_recipes)),
+                     unpullable.build("wasmtime", host_dir(dagger_recipes))):
+            try:
+                await call
+            except dagger.DaggerError as err:  # a FunctionError here, the engine's in a CLI
+                errors.append(str(err))
+            else:
+                raise AssertionError("a build that cannot work succeeded")
+        return errors
 
-    unknown = run(body)
-    assert "unknown runtime 'no-such-runtime'; the recipes are: tiny, wasmtime, wsxhello" \
-        in unknown
+    unknown, unpullable = run(body)
+    assert unknown == "unknown runtime 'no-such-runtime'; the recipes are: tiny, wasmtime, " \
+        "wsxhello"
+    assert unpullable.startswith(f"base image {BASE_IMAGE.rsplit('/', 1)[0]}/no-such-image:1 "
+                                 "cannot be pulled (") and unpullable.endswith(
+        "); pass --base-image with an image your engine can pull, or --base-container")
     dagger_dir = tmp_path / "dagger"
     assert sorted(p.name for p in dagger_dir.iterdir()) == sorted(
         [image, f"{image}.json", sbom, "SHA256SUMS"])
