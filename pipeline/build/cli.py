@@ -21,11 +21,15 @@ def fetcher(args: argparse.Namespace) -> Fetcher:
                    max_unpack=args.max_unpack)
 
 
-def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
+def _jobs(args: argparse.Namespace, recipes: list[Recipe]) -> list[tuple[Recipe, str, Arch]]:
+    """(recipe, version, arch) for each named recipe and `--arch`; `build X X` builds X once."""
     arches = list(dict.fromkeys(args.arch or [Arch.host()]))
-    # `build X X` builds X once.
     unique = list({r.name: r for r in recipes}.values())
-    jobs = [(r, args.version or r.version, a) for r in unique for a in arches]
+    return [(r, args.version or r.version, a) for r in unique for a in arches]
+
+
+def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
+    jobs = _jobs(args, recipes)
     opts = Options(out_dir=args.out, fmt=args.fmt, epoch=options.epoch(),
                    build_from=args.build_from)
     results = build_many(jobs, fetcher(args), opts, args.jobs)
@@ -46,18 +50,18 @@ def cmd_build_all(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     fetch = fetcher(args)
-    for recipe in list({r.name: r for r in (find(args.recipes, n) for n in args.names)}.values()):
-        version = args.version or recipe.version
-        for arch in dict.fromkeys(args.arch or [Arch.host()]):
-            done = fetch_one(recipe, version, arch, fetch, args.build_from)
-            print(f"{recipe.name} {version} {arch}: {done}")
+    for recipe, version, arch in _jobs(args, [find(args.recipes, n) for n in args.names]):
+        done = fetch_one(recipe, version, arch, fetch, args.build_from)
+        print(f"{recipe.name} {version} {arch}: {done}")
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     sums = merge_dirs(args.dirs, args.out)
-    print(json.dumps(sums, indent=2, sort_keys=True) if args.json else format_sums(sums),
-          end="\n" if args.json else "")
+    if args.json:
+        print(json.dumps(sums, indent=2, sort_keys=True))
+    else:
+        print(format_sums(sums), end="")
     return 0
 
 

@@ -329,12 +329,12 @@ class WasmSysexts:
         for line in failed:  # keep_going: shown in the call's output, the rest is returned
             print(f"FAILED {line}", file=sys.stderr)
         built = [out for _, (out, _) in sorted(results.items()) if out is not None]
+        if not built:
+            return dag.directory()
         ctr = await self._base()
         for i, out in enumerate(built):
             ctr = ctr.with_directory(f"/in/{i}", out)
         merge = ["wasm-sysexts", "merge", *(f"/in/{i}" for i in range(len(built))), "--out", OUT]
-        if not built:
-            return dag.directory()
         return (await _run(ctr.with_exec(merge), "merge")).directory(OUT)
 
     @function
