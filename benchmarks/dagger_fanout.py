@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # In place of this script's directory, whose packaging.py would shadow the packaging module.
 sys.path[0:1] = [str(ROOT / "tests"), str(ROOT / ".dagger/src")]
 
-from conftest import wasmtime_recipe  # noqa: E402
 from support.daggermod import MIRROR, host_dir, module_instance, run, started  # noqa: E402
 from support.mirror import Mirror  # noqa: E402
 from support.payloads import (  # noqa: E402
@@ -42,6 +41,7 @@ from support.payloads import (  # noqa: E402
     tar_bytes,
     wasmtime_tarball,
 )
+from support.recipes import wasmtime_recipe  # noqa: E402
 from support.registry_images import write_recipe  # noqa: E402
 
 BASE = f"https://github.com/bytecodealliance/wasmtime/releases/download/v{WASMTIME_VERSION}"

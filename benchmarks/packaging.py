@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import wasmtime_recipe  # noqa: E402
 from support.mirror import Mirror  # noqa: E402
 from support.payloads import WASMTIME_VERSION, wasmtime_tarball  # noqa: E402
+from support.recipes import wasmtime_recipe  # noqa: E402
 
 from pipeline.build.extract import unpack  # noqa: E402
 from pipeline.build.image import image_args, make_image, tool_version  # noqa: E402

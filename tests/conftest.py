@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import prefetch
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import (
     WASMTIME_VERSION,
@@ -19,26 +17,59 @@ from support.payloads import (
     tar_bytes,
     wasmtime_tarball,
 )
+from support.recipes import WASMTIME_BASE, wasmtime_recipe
 
-WASMTIME_BASE = (f"https://github.com/bytecodealliance/wasmtime/releases/download/"
-                 f"v{WASMTIME_VERSION}")
+# The slow tiers, one marker each (pyproject.toml describes them). Plain `pytest` leaves them
+# out; naming them (`-m vm`), naming a test file or test, `-k`, or `--all-tiers` runs them.
+TIERS = ("vm", "arm64_vm", "dagger", "source", "debroot", "browser", "gotool")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if any(item.get_closest_marker(prefetch.MARKER) for item in items):
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all-tiers", action="store_true",
+                     help="run every tier: VMs, the Dagger engine, source builds, Debian roots, "
+                          "the browser and Go tools (what .ci/run does)")
+
+
+def _chosen(config: pytest.Config) -> bool:
+    """Whether the command line chose tests itself (then every tier it chose runs)."""
+    return bool(config.getoption("all_tiers") or config.option.markexpr
+                or config.option.keyword
+                or any(not Path(arg.split("::")[0]).is_dir() for arg in config.args))
+
+
+def _slow(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(tier) for tier in TIERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _chosen(config):
+        slow = [i for i in items if _slow(i)]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [i for i in items if not _slow(i)]
+    # Under pytest-xdist (--dist loadgroup), every slow test runs on one worker, one after
+    # another (VMs under TCG and compilers each want the whole machine; a fixture they share
+    # is made once), while the other workers take the fast tests a module at a time.
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("slow-tiers" if _slow(item)
+                                                else item.nodeid.split("::")[0]))
+    # The arm64 reference VM's root takes longest to make: its test goes last, and the
+    # worker running the slow tests starts making the root with its first one (below).
+    items.sort(key=lambda item: bool(item.get_closest_marker(prefetch.MARKER)))
+
+
+@pytest.fixture(autouse=True)
+def _arm64_root_early(request: pytest.FixtureRequest) -> None:
+    if _slow(request.node) and any(i.get_closest_marker(prefetch.MARKER)
+                                   for i in request.session.items):
         prefetch.start()
 
 
-def run_cli(*args: str | Path, env: dict[str, str] | None = None,
-            check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pipeline ARGS` as a user would, capturing stdout and stderr."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\n"
-                             f"stderr:\n{proc.stderr}")
-    return proc
+def pytest_report_header(config: pytest.Config) -> str:
+    if _chosen(config):
+        return "tiers: as chosen on the command line"
+    return (f"tiers: fast only; the slow tiers ({', '.join(TIERS)}) run with "
+            "`pytest --all-tiers`, one of them with `pytest -m vm`")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,32 +97,6 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
         m.put(f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", tar_bytes({
             f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}))
         yield m
-
-
-def sha256_of(mirror: Mirror, url: str) -> str:
-    return hashlib.sha256((mirror.root / url.split("://", 1)[1]).read_bytes()).hexdigest()
-
-
-def wasmtime_recipe(mirror: Mirror) -> str:
-    """The wasmtime recipe of the repository's shape, pinned to the mirror's archives."""
-    x86 = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz"
-    arm = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz"
-    return f"""\
-name: wasmtime
-summary: Standalone WebAssembly runtime from the Bytecode Alliance
-homepage: https://wasmtime.dev
-license: Apache-2.0 WITH LLVM-exception
-version: "{WASMTIME_VERSION}"
-versions:
-  "{WASMTIME_VERSION}":
-    x86-64: {{url: "{x86}", sha256: "{sha256_of(mirror, x86)}"}}
-    arm64: {{url: "{arm}", sha256: "{sha256_of(mirror, arm)}"}}
-install:
-  - {{from: "wasmtime-v{{version}}-{{uarch}}-linux/wasmtime", to: /usr/bin/wasmtime, mode: "0755"}}
-smoke:
-  - "wasmtime --version"
-  - "wasmtime run {{hello_wasm}}"
-"""
 
 
 @pytest.fixture(scope="session")

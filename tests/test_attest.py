@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import WASMTIME_VERSION
 from support.registry_images import make_key
@@ -101,6 +101,7 @@ def test_sbom_is_byte_identical_on_rebuild(built: Path, recipes: Path, mirror: M
     assert (again / SBOM).read_bytes() == (built / SBOM).read_bytes()
 
 
+@pytest.mark.source
 def test_shim_sbom_names_the_engine_it_embeds(mirror: Mirror) -> None:
     image = shim_image(mirror)
     sbom = image.with_suffix(".spdx.json")
@@ -191,12 +192,11 @@ def test_engines_come_from_the_package_dependency_graph_not_the_whole_workspace(
     import tarfile
     import tomllib
 
-    from support.sources import SHARED
+    from support.sources import RUNWASI, archive
 
     from pipeline.build.source import _reachable_engines
 
-    archive = SHARED / "runwasi-containerd-shim-wasmtime-v0.6.0.tar.gz"
-    with tarfile.open(archive) as tar:
+    with tarfile.open(archive(RUNWASI)) as tar:
         member = tar.extractfile("runwasi-containerd-shim-wasmtime-v0.6.0/Cargo.lock")
         assert member is not None
         entries = tomllib.loads(member.read().decode())["package"]

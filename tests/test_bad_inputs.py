@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.hostile import assert_nothing_left, build_fails, member, tar_with
 from support.mirror import Mirror
 from support.recipes import TINY_BINARY, pinned_tiny, serve, write_recipe

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
+from support.recipes import WASMTIME_BASE, sha256_of
 
 from pipeline.build.image import image_uuid
 from pipeline.core.fs import sha256_file
@@ -84,7 +85,7 @@ def test_image_is_root_owned_with_fixed_times(built: tuple[str, Path, dict]) -> 
 
 
 def test_metadata_and_sums_describe_the_image(built: tuple[str, Path, dict],
-                                              recipes: Path) -> None:
+                                              recipes: Path, mirror: Mirror) -> None:
     fmt, base, result = built
     out = base / "out"
     meta = json.loads((out / f"{IMAGE}.json").read_text())
@@ -92,8 +93,8 @@ def test_metadata_and_sums_describe_the_image(built: tuple[str, Path, dict],
     assert meta["image"]["sha256"] == result["sha256"]
     assert meta["image"]["size"] == (out / IMAGE).stat().st_size
     [source] = meta["inputs"]
-    assert source["url"].startswith("https://github.com/bytecodealliance/wasmtime/releases/")
-    assert len(source["sha256"]) == 64
+    url = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz"
+    assert source == {"url": url, "sha256": sha256_of(mirror, url)}
     assert fmt in meta["tools"]
     sbom = out / IMAGE.replace(".raw", ".spdx.json")
     assert (out / "SHA256SUMS").read_text() == f"{result['sha256']}  {IMAGE}\n" \

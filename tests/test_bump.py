@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.fake_github import FakeGitHub
 from support.mirror import Mirror
 from support.payloads import tar_bytes

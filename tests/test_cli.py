@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.recipes import pinned_tiny, serve, tiny_tarball, write_recipe
 

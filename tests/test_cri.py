@@ -21,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cache import VM_CACHE
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, tar_bytes
 from support.sources import shim_image
-from support.vm_payloads import TEST_HOST, VM_CACHE, pin
+from support.vm_payloads import TEST_HOST, pin
 
 from pipeline.build.fetch import Fetcher
 from pipeline.core.fs import sha256_file
@@ -58,6 +59,11 @@ def rewrite_image(image: Path, change: Callable[[Path], None]) -> None:
     meta = json.loads(meta_path.read_text())
     meta["image"]["sha256"], meta["image"]["size"] = sha256_file(image), image.stat().st_size
     meta_path.write_text(json.dumps(meta))
+
+
+# The shim is built from source (cargo); containerd and crictl from the Go module proxy;
+# the CRI setup runs in the reference VM's Debian root.
+pytestmark = [pytest.mark.source, pytest.mark.gotool, pytest.mark.debroot]
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ from typing import Any
 
 import dagger
 import pytest
-from conftest import run_cli, wasmtime_recipe
 from dagger import dag
+from support.cache import VM_CACHE
+from support.cli import run_cli
 from support.daggermod import (
     BASE_IMAGE,
     MIRROR,
@@ -36,9 +37,8 @@ from support.daggermod import (
 )
 from support.mirror import Mirror
 from support.payloads import WASMTIME_VERSION
-from support.recipes import tiny_tarball
+from support.recipes import tiny_tarball, wasmtime_recipe
 from support.registry_images import NAME, V2, write_recipe
-from support.vm_payloads import VM_CACHE
 
 from pipeline.core.artifacts import read_sums
 from pipeline.core.debroot import debian_root, run_in_root

@@ -5,6 +5,7 @@ keys. tests/test_dagger.py runs every function on a real engine."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import subprocess
 import sys
@@ -13,8 +14,7 @@ import typing
 from pathlib import Path
 
 import dagger
-from dagger import Ignore
-from support.daggerq import functions
+from dagger import DefaultPath, Ignore
 from wasm_sysexts import main as module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,46 +49,63 @@ def test_module_is_its_own_project_the_sdk_runtime_can_install() -> None:
     assert module.WasmSysexts.__name__ == "WasmSysexts"
 
 
-def test_functions_have_documented_signatures() -> None:
-    funcs = {k: v for k, v in functions().items() if k}  # "" is the constructor
-    assert set(funcs) == {"base", "build", "build_all", "sign", "verify", "smoke_test",
-                          "publish_static", "publish_oci"}
+def public_functions() -> dict[str, inspect.Signature]:
+    """What `dagger functions` lists: the public methods (their parameters become the
+    `dagger call` flags, kebab-cased)."""
+    return {name: inspect.signature(value) for name, value in vars(module.WasmSysexts).items()
+            if inspect.isfunction(value) and not name.startswith("_")}
+
+
+def flags(name: str) -> dict[str, object]:
+    """{parameter: default} of one function, `inspect.Parameter.empty` when required."""
+    return {p: v.default for p, v in public_functions()[name].parameters.items() if p != "self"}
+
+
+def meta(name: str, parameter: str) -> list[object]:
+    hints = typing.get_type_hints(getattr(module.WasmSysexts, name), include_extras=True)
+    return list(hints[parameter].__metadata__)
+
+
+def returns(name: str) -> object:
+    return typing.get_type_hints(getattr(module.WasmSysexts, name))["return"]
+
+
+def test_functions_take_the_documented_flags() -> None:
+    """The functions, flags and defaults docs/dagger.md and the release workflow use."""
+    required = inspect.Parameter.empty
+    assert set(public_functions()) == {"base", "build", "build_all", "sign", "verify",
+                                       "smoke_test", "publish_static", "publish_oci"}
     constructor = [f.name for f in dataclasses.fields(module.WasmSysexts)]
     assert constructor == ["source", "base_image", "base_container", "mirror_service",
                            "registry_service"]
-    assert funcs["base"].return_type is dagger.Container
-    build = funcs["build"]
-    assert build.return_type is dagger.Directory  # the image, its metadata, SBOM, SHA256SUMS
-    assert list(build.parameters) == ["runtime", "recipes", "version", "arch", "format",
-                                      "mirror", "build_from"]
-    assert build.parameters["recipes"].default_path == "sysexts"
-    assert build.parameters["version"].default_value == '""'  # the recipe's version
-    assert build.parameters["arch"].default_value == '"x86-64"'
-    assert funcs["build_all"].return_type is dagger.Directory
-    assert funcs["build_all"].parameters["arch"].is_nullable
-    assert funcs["build_all"].parameters["keep_going"].default_value == "false"
-    sign = funcs["sign"]
-    assert sign.return_type is dagger.Directory
-    assert list(sign.parameters) == ["images", "gpg_key", "verity_key", "verity_cert"]
-    assert sign.parameters["gpg_key"].resolved_type is dagger.Secret
-    assert not sign.parameters["gpg_key"].is_nullable
-    assert funcs["verify"].return_type is dagger.File  # the report; the call fails on FAILED
-    smoke = funcs["smoke_test"]
-    assert smoke.return_type is module.SmokeTest
-    assert smoke.parameters["os"].default_value == '"flatcar"'
-    assert smoke.parameters["flatcar_keyring"].default_path == \
-        "keys/flatcar-image-signing.asc"
-    static, oci = funcs["publish_static"], funcs["publish_oci"]
-    assert static.cache_policy == "never" and oci.cache_policy == "never"
-    assert static.return_type is dagger.Directory and oci.return_type is dagger.File
-    assert oci.parameters["password"].is_nullable  # anonymous pushes to open registries
+    assert returns("base") is dagger.Container
+    # The image, its metadata, SBOM and SHA256SUMS; the version defaults to the recipe's.
+    assert returns("build") is dagger.Directory
+    assert flags("build") == {"runtime": required, "recipes": required, "version": "",
+                              "arch": "x86-64", "format": "squashfs", "mirror": "",
+                              "build_from": ""}
+    assert DefaultPath("sysexts") in meta("build", "recipes")
+    assert returns("build_all") is dagger.Directory
+    assert flags("build_all") == {"recipes": required, "arch": None, "format": "squashfs",
+                                  "mirror": "", "keep_going": False}
+    assert returns("sign") is dagger.Directory
+    assert flags("sign") == {"images": required, "gpg_key": required, "verity_key": None,
+                             "verity_cert": None}
+    sign = typing.get_type_hints(module.WasmSysexts.sign)
+    assert sign["gpg_key"] is dagger.Secret  # required, and never a plain string
+    assert returns("verify") is dagger.File  # the report; the call fails on a FAILED line
+    assert returns("smoke_test") is module.SmokeTest
+    assert flags("smoke_test")["os"] == "flatcar"
+    assert DefaultPath("keys/flatcar-image-signing.asc") in meta("smoke_test",
+                                                                 "flatcar_keyring")
+    assert returns("publish_static") is dagger.Directory
+    assert returns("publish_oci") is dagger.File
+    assert flags("publish_oci")["password"] is None  # anonymous pushes to open registries
 
 
 def test_every_description_is_a_whole_first_sentence() -> None:
     """`dagger functions` shows each function's first docstring line: a whole sentence."""
-    for name in functions():
-        if not name:
-            continue
+    for name in public_functions():
         doc = getattr(module.WasmSysexts, name).__doc__ or ""
         first = doc.strip().splitlines()[0]
         assert first.endswith(".") and first[0].isupper(), (name, first)

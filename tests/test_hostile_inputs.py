@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.hostile import assert_nothing_left, build_fails, member, tar_with
 from support.mirror import Mirror
 from support.recipes import pinned_tiny, serve, tiny_tarball, write_recipe

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import tar_bytes
 from support.registry_images import NAME, V1, V2, sign_into
@@ -264,6 +264,7 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 
 # --- the tests -------------------------------------------------------------------------------
 
+@pytest.mark.browser
 def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: Path) -> None:
     index: dict[str, Any] = json.loads((tree / "index.json").read_text())
     page = tree / "index.html"
@@ -343,6 +344,7 @@ def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: 
     assert index["kubernetes_node_butane"] in {a.text() for a in kubernetes[0].iter("a")}
 
 
+@pytest.mark.browser
 def test_published_page_paints_a_real_page(tree: Path, tmp_path: Path) -> None:
     shot = tmp_path / "index.png"
     chromium(tree / "index.html", tmp_path, f"--screenshot={shot}")
@@ -358,6 +360,7 @@ def test_published_page_paints_a_real_page(tree: Path, tmp_path: Path) -> None:
     assert any(abs(p[0] - 0x2F) + abs(p[1] - 0x5F) + abs(p[2] - 0xB3) < 24 for p in colours)
 
 
+@pytest.mark.browser
 def test_butane_snippets_shown_inline(tree: Path, tmp_path: Path) -> None:
     index: dict[str, Any] = json.loads((tree / "index.json").read_text())
     files = {str(p.relative_to(tree)): p.read_bytes() for p in (tree / "sysupdate.d").iterdir()}
@@ -379,6 +382,7 @@ def test_butane_snippets_shown_inline(tree: Path, tmp_path: Path) -> None:
 HOSTILE = '<script>document.body.setAttribute("data-pwned","1")</script>"\'&amp;<img src=x>'
 
 
+@pytest.mark.browser
 def test_hostile_index_values_stay_text(tmp_path: Path) -> None:
     name = f"evil{HOSTILE}"
     image = {"file": f"{name}-1.raw", "url": f"javascript:alert(1)//{HOSTILE}", "size": 4096,

@@ -10,8 +10,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import run_cli
+from support.cli import run_cli
 from support.gotools import butane_binary
 from support.mirror import Mirror
 from support.payloads import tar_bytes
@@ -43,6 +44,7 @@ def test_runtimeclasses_match_the_shim_recipes() -> None:
     assert all(by_name[h] == h for h in handlers)  # and k3s's: class name = handler name
 
 
+@pytest.mark.gotool
 def test_node_butane_merges_the_shims_labels_the_node(tmp_path: Path, mirror: Mirror,
                                                       publish_key: tuple[Path, Path]) -> None:
     recipes = tmp_path / "recipes"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
+from support.cli import run_cli
 from support.gotools import oras_binary
 from support.registry import FaultProxy, Registry
 from support.registry_images import NAME, V1, V2, make_key
@@ -288,6 +288,7 @@ def test_failed_tag_write_puts_moved_tags_back(tmp_path: Path, registry: Registr
                             f"wsx/{NAME}:{V2}-arm64, wsx/{NAME}:{V2}-x86-64"), proc.stderr
 
 
+@pytest.mark.gotool
 def test_sbom_and_provenance_are_referrers_oras_discovers(tmp_path: Path, registry: Registry,
                                                          signed_images) -> None:
     """Each image manifest has its SBOM and its signed provenance attached as referrers: the

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.registry_images import NAME, V1, V2, sign_into
 
 from pipeline.core.artifacts import read_sums

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.recipes import write_recipe
 
 from pipeline.core.vocab import Arch
@@ -77,8 +77,11 @@ def test_cli_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text(BAD)
     proc = run_cli("list", "--recipes", tmp_path)
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) >= 14 and all(line.startswith("wasm-sysexts: error: ") for line in lines)
+    # One line per problem load() finds, in its order, each with the CLI's error prefix.
+    with pytest.raises(RecipeError) as info:
+        load(tmp_path / "broken.yaml")
+    assert proc.stderr.splitlines() == [f"wasm-sysexts: error: {problem}"
+                                        for problem in info.value.problems]
 
 
 def test_repository_recipes_validate_and_expand_for_both_arches() -> None:

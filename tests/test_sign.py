@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cache import VM_CACHE
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
-from support.vm_payloads import VM_CACHE
 
 from pipeline.sign.gpt import PARTITION_TYPES, read_partitions
 
@@ -336,6 +336,7 @@ def test_private_keys_never_appear_in_output(signed: Path, keys: Keys, other_key
 
 # --- verity-signed DDIs -------------------------------------------------------------------
 
+@pytest.mark.debroot
 def test_ddis_verify_with_our_cert(ddis: Path, keys: Keys) -> None:
     proc = verify(ddis, keys, "--verity-cert", keys.cert)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -346,6 +347,7 @@ def test_ddis_verify_with_our_cert(ddis: Path, keys: Keys) -> None:
     assert not list(ddis.glob(".*ddi*")), "work files left behind"
 
 
+@pytest.mark.debroot
 def test_ddi_layout_and_payload(ddis: Path, plain: Path, hello_wasm: Path,
                                 tmp_path: Path) -> None:
     for name, arch in ((X86, "x86-64"), (ARM, "arm64")):
@@ -373,6 +375,7 @@ def test_ddi_layout_and_payload(ddis: Path, plain: Path, hello_wasm: Path,
     assert run.stdout.strip() == HELLO_OUTPUT
 
 
+@pytest.mark.debroot
 def test_veritysetup_agrees_on_the_root_hash(ddis: Path, tmp_path: Path) -> None:
     parts = {p.type_guid: p for p in read_partitions(ddis / X86)}
     files = {}
@@ -386,6 +389,7 @@ def test_veritysetup_agrees_on_the_root_hash(ddis: Path, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.debroot
 def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
                                                        plain_erofs: Path, keys: Keys,
                                                        tmp_path: Path) -> None:
@@ -405,6 +409,7 @@ def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
         (ddis / "SHA256SUMS").read_bytes()
 
 
+@pytest.mark.debroot
 def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
                                      tmp_path: Path) -> None:
     proc = verify(ddis, keys, "--verity-cert", other_keys.cert)
@@ -422,6 +427,7 @@ def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
     assert not signed_dir(d).exists(), "a failed sign writes no directory"
 
 
+@pytest.mark.debroot
 def test_flipped_payload_byte_fails_verity_even_with_fresh_sums(ddis: Path, keys: Keys,
                                                                 tmp_path: Path) -> None:
     """Someone holding the OpenPGP key but not the verity key cannot change the payload."""
@@ -453,7 +459,7 @@ ENFORCE_GUEST = r"""
 mkdir -p /run/verity.d /run/extensions
 cp $WSX_DIR/verity.crt /run/verity.d/wasm-sysexts.crt
 try() {  # try CASE IMAGE: merge under the policy, run wasmtime, unmerge
-    ln -sf $WSX_DIR/$2 /run/extensions/wasmtime.raw
+    ln -sf "$WSX_DIR/$2" /run/extensions/wasmtime.raw
     systemd-sysext merge --image-policy=root=signed+absent:usr=signed+absent >/run/merge 2>&1
     merge=$?
     /usr/bin/wasmtime --version >/run/run 2>&1
@@ -472,6 +478,7 @@ try signed-again signed.raw
 
 
 @pytest.mark.vm
+@pytest.mark.debroot
 def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, keys: Keys,
                                                     other_keys: Keys,
                                                     tmp_path: Path) -> None:

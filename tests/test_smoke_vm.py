@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cache import VM_CACHE
+from support.cli import run_cli
+from support.gotools import wazero_binary
 from support.mirror import Mirror
-from support.payloads import HELLO_OUTPUT
+from support.payloads import HELLO_OUTPUT, wasmtime_binary
 from support.vm_payloads import (
-    VM_CACHE,
+    WAZERO_VERSION,
     mislabel_arch,
     qemu_children,
     rename_impostor,
@@ -25,7 +28,12 @@ from support.vm_payloads import (
 from pipeline.vm import qemu
 from pipeline.vm.reference import reference_vm
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.debroot]
+
+
+def host_output(binary: Path, *args: str) -> str:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True,
+                          check=True).stdout
 
 
 def build(recipes: Path, mirror: Mirror, out: Path, *args: str) -> None:
@@ -68,8 +76,11 @@ def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) 
         assert hello and HELLO_OUTPUT in hello[0]["output"]
         assert isinstance(hello[0]["seconds"], float)
         assert name in str(boot["sysext_status"])
-    assert "wazero" in images["wazero"]["steps"][0]["output"] or \
-        "1.9.0" in images["wazero"]["steps"][0]["output"]
+    # The version lines are exactly what the same binaries print on the host.
+    assert images["wazero"]["steps"][0]["output"] == host_output(wazero_binary(), "version")
+    assert host_output(wazero_binary(), "version") == f"v{WAZERO_VERSION}\n"
+    assert images["wasmtime"]["steps"][0]["output"] == host_output(wasmtime_binary(),
+                                                                   "--version")
 
 
 def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], str]) -> None:

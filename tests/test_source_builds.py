@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import WASMTIME_BASE, run_cli, sha256_of
 from support import prefetch
+from support.cache import CACHE, VM_CACHE
+from support.cli import run_cli
 from support.hostile import build_fails
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
+from support.recipes import WASMTIME_BASE, sha256_of
 from support.sources import (
     RUNWASI_LOCK,
     WAMR_VERSION,
@@ -28,8 +30,8 @@ from support.sources import (
     wamr_source_recipe,
     wazero_source_recipe,
 )
-from support.vm_payloads import CACHE, VM_CACHE
 
+pytestmark = pytest.mark.source
 ARCHES = ("x86-64", "arm64")
 
 
@@ -120,6 +122,7 @@ def test_source_cmake_wamr_for_both_arches(built: tuple[Path, list[dict]], tmp_p
 
 @pytest.mark.vm
 @pytest.mark.arm64_vm
+@pytest.mark.debroot
 def test_source_arm64_images_boot_in_the_arm64_vm(built: tuple[Path, list[dict]],
                                                   source_recipes: Path, tmp_path: Path) -> None:
     """The arm64 half of a release executed: wazero and WAMR cross-built above merge in an

@@ -18,10 +18,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cache import VM_CACHE
+from support.cli import run_cli
 from support.registry_images import NAME, V1, V2, build_signed, make_key
 from support.relay import relay_command
-from support.vm_payloads import VM_CACHE
 
 from pipeline.core.artifacts import format_sums, read_sums
 from pipeline.core.fs import sha256_file
@@ -29,7 +29,7 @@ from pipeline.publish.sysupdate import transfer
 from pipeline.vm import qemu
 from pipeline.vm.reference import reference_vm
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.debroot]
 GUEST_PORT = 8080
 
 

@@ -142,8 +142,9 @@ def git_tree_id(root: Path) -> str:
         if entry.is_symlink():
             mode, oid = b"120000", _git_object(b"blob", os.readlink(path).encode())
         elif entry.is_dir():
-            if not any(os.scandir(path)):
-                continue  # git has no empty directories
+            with os.scandir(path) as children:
+                if next(children, None) is None:
+                    continue  # git has no empty directories
             mode, oid = b"40000", bytes.fromhex(git_tree_id(path))
         else:
             mode = b"100755" if os.stat(path).st_mode & 0o100 else b"100644"

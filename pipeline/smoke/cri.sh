@@ -35,6 +35,7 @@ up)
     crictl version 2>"$W/err" || fail "crictl version: $(last) ($(problem))"
     ;;
 handler)
+    # shellcheck disable=SC2016 # a Go template for crictl, not shell
     runtimes=$(info '{{range $k, $v := .config.containerd.runtimes}}{{$k}}={{$v.runtimeType}} {{end}}') ||
         fail "crictl info: $(last)"
     echo "CRI runtime handlers: $runtimes"

@@ -79,6 +79,7 @@ systemd-sysext status >"$O/status.log" 2>&1
 wsx_frame "{\"event\": \"status\", \"output_b64\": \"$(wsx_b64 "$O/status.log" 8000)\"}"
 for n in $ALL; do
   merged "$n" || continue
-  for i in $(ls "$P/$n/steps" | sort -n); do step "$n" "$i"; done
+  i=0
+  while [ -e "$P/$n/steps/$i" ]; do step "$n" "$i"; i=$((i + 1)); done
 done
 wsx_frame '{"event": "done"}'

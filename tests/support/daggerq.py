@@ -1,9 +1,8 @@
-"""Offline inspection of the Dagger module: no engine runs here, but the decorated class
-carries the type definitions the engine would register."""
+"""The one check that reaches into the SDK: with no `dagger` CLI on these machines, the type
+definitions the engine registers when it loads the module are generated here, offline, the
+way the SDK's runtime does (the engine tier then runs every function for real)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import anyio
 from dagger.mod._module import Module
@@ -13,11 +12,6 @@ from wasm_sysexts.main import WasmSysexts
 def module() -> Module:
     mod: Module = WasmSysexts.__dagger_module__
     return mod
-
-
-def functions() -> dict[str, Any]:
-    """API name -> the SDK's function definition (return_type, parameters, cache_policy)."""
-    return dict(module()._objects["WasmSysexts"].functions)
 
 
 def register_typedefs() -> BaseException:

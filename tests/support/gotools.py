@@ -11,25 +11,22 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from support.vm_payloads import CACHE
+from support.cache import CACHE, keep
 
 
 def go_tool(module: str, version: str, package: str, binary: str, ldflags: str = "") -> Path:
     """`binary`, built from `package` (relative to the module root) of `module@version`."""
-    target = CACHE / f"{binary}-{version}" / binary
-    if target.is_file():
-        return target
     go = shutil.which("go") or "/usr/local/go/bin/go"
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-    info = json.loads(subprocess.run(
-        [go, "mod", "download", "-json", f"{module}@{version}"], cwd="/", env=env,
-        capture_output=True, text=True, check=True).stdout)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    subprocess.run([go, "build", "-mod=readonly", "-o", str(partial), "-ldflags", ldflags,
-                    package], cwd=info["Dir"], env=env, check=True)
-    partial.replace(target)
-    return target
+
+    def build(out: Path) -> None:
+        info = json.loads(subprocess.run(
+            [go, "mod", "download", "-json", f"{module}@{version}"], cwd="/", env=env,
+            capture_output=True, text=True, check=True).stdout)
+        subprocess.run([go, "build", "-mod=readonly", "-o", str(out), "-ldflags", ldflags,
+                        package], cwd=info["Dir"], env=env, check=True)
+
+    return keep(CACHE / f"{binary}-{version}" / binary, build)
 
 
 def butane_binary() -> Path:
@@ -48,3 +45,11 @@ def actionlint_binary() -> Path:
     module, version = "github.com/rhysd/actionlint", "v1.7.12"
     return go_tool(module, version, "./cmd/actionlint", "actionlint",
                    f"-X {module}.version={version}")
+
+
+def wazero_binary() -> Path:
+    """The real wazero CLI (the VM smoke tests' second runtime); `wazero version` prints the
+    module version, as in a release build."""
+    module, version = "github.com/tetratelabs/wazero", "v1.9.0"
+    return go_tool(module, version, "./cmd/wazero", "wazero",
+                   f"-X {module}/internal/version.version={version}")

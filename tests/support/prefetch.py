@@ -1,7 +1,8 @@
 """The arm64 reference VM, started early: on a fresh machine its Debian root takes about 15
-minutes (every maintainer script runs under qemu-user, mostly on one core), so a session that
-will boot it starts making it when collection ends, overlapping the tests before it; the test
-that boots it waits here, and sees the build's error if it failed."""
+minutes (every maintainer script runs under qemu-user, mostly on one core), so the process
+that will boot it starts making it with its first slow test (tests/conftest.py), overlapping
+the tests before it; the test that boots it waits here, and sees the build's error if it
+failed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from concurrent.futures import Future
 
 from pipeline.core.vocab import Arch
 from pipeline.vm.reference import reference_vm
-from support.vm_payloads import VM_CACHE
+from support.cache import VM_CACHE
 
 MARKER = "arm64_vm"
 _started: dict[str, Future[object]] = {}

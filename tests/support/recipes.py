@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from support.mirror import Mirror
-from support.payloads import tar_bytes
+from support.payloads import WASMTIME_VERSION, tar_bytes
 
 TINY_BINARY = b"#!/bin/sh\necho tiny\n"
 
@@ -47,3 +47,33 @@ def pinned_tiny(mirror: Mirror, recipes: Path, name: str, data: bytes | None = N
     digest = serve(mirror, url, data if data is not None else tiny_tarball())
     arches = f'    x86-64: {{url: "{url}", sha256: "{sha256 or digest}"}}\n'
     return write_recipe(recipes, name, arches)
+
+
+WASMTIME_BASE = (f"https://github.com/bytecodealliance/wasmtime/releases/download/"
+                 f"v{WASMTIME_VERSION}")
+
+
+def sha256_of(mirror: Mirror, url: str) -> str:
+    return hashlib.sha256((mirror.root / url.split("://", 1)[1]).read_bytes()).hexdigest()
+
+
+def wasmtime_recipe(mirror: Mirror) -> str:
+    """The wasmtime recipe of the repository's shape, pinned to the mirror's archives."""
+    x86 = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz"
+    arm = f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz"
+    return f"""\
+name: wasmtime
+summary: Standalone WebAssembly runtime from the Bytecode Alliance
+homepage: https://wasmtime.dev
+license: Apache-2.0 WITH LLVM-exception
+version: "{WASMTIME_VERSION}"
+versions:
+  "{WASMTIME_VERSION}":
+    x86-64: {{url: "{x86}", sha256: "{sha256_of(mirror, x86)}"}}
+    arm64: {{url: "{arm}", sha256: "{sha256_of(mirror, arm)}"}}
+install:
+  - {{from: "wasmtime-v{{version}}-{{uarch}}-linux/wasmtime", to: /usr/bin/wasmtime, mode: "0755"}}
+smoke:
+  - "wasmtime --version"
+  - "wasmtime run {{hello_wasm}}"
+"""

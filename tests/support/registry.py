@@ -109,7 +109,8 @@ class Registry:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{self.scheme}://{self.host}/v2/", timeout=2, verify=False)
+                requests.get(f"{self.scheme}://{self.host}/v2/", timeout=2,
+                             verify=str(self.ca) if self.ca else True)
                 return self
             except requests.exceptions.ConnectionError:
                 assert self.proc.poll() is None, self.log.read_text()

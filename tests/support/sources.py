@@ -1,7 +1,11 @@
-"""Source-build inputs for the tests: the upstream archives in ../shared/sources (WAMR 2.4.5,
-simde v0.8.2, runwasi containerd-shim-wasmtime/v0.6.0) and the wazero module zip from the Go
-module proxy, served through the local mirror at the URLs the recipes name, and test recipes
-pinned to them (see ../shared/sources/SOURCES.md for where the pins come from)."""
+"""Source-build inputs for the tests: the upstream archives of WAMR 2.4.5, simde v0.8.2 and
+runwasi containerd-shim-wasmtime/v0.6.0 and the wazero module zip from the Go module proxy,
+served through the local mirror at the URLs the recipes name, and test recipes pinned to them.
+
+The archives are read from ../shared/sources (or $WASM_SYSEXTS_SHARED_SOURCES) when it holds
+them, else downloaded from their real URLs (or $WASM_SYSEXTS_TEST_UPSTREAM_MIRROR, laid out as
+MIRROR/HOST/PATH) into the test cache; either way each is checked against its git tree pin
+before any test uses it, so a clone on a laptop or a GitHub runner runs the same tests."""
 
 from __future__ import annotations
 
@@ -9,13 +13,21 @@ import hashlib
 import json
 import os
 import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.build.fetch import Fetcher
+from pipeline.build.source import git_tree_id
+from pipeline.core.fs import sha256_file, write_atomic
+from support.cache import CACHE
+from support.cli import run_cli
 from support.mirror import Mirror
-from support.vm_payloads import CACHE
 
 SHARED = Path(os.environ.get("WASM_SYSEXTS_SHARED_SOURCES",
                              Path(__file__).resolve().parents[3] / "shared" / "sources"))
+UPSTREAM_MIRROR = os.environ.get("WASM_SYSEXTS_TEST_UPSTREAM_MIRROR") or None
 WAMR_VERSION = "2.4.5"
 WAMR_URL = ("https://github.com/bytecodealliance/wasm-micro-runtime/archive/refs/tags/"
             "WAMR-{version}.tar.gz")
@@ -25,30 +37,68 @@ RUNWASI_URL = ("https://github.com/containerd/runwasi/archive/refs/tags/"
                "containerd-shim-wasmtime/v{version}.tar.gz")
 WAZERO_MODULE = "github.com/tetratelabs/wazero"
 WAZERO_VERSION = "1.9.0"
-# SOURCES.md: git trees of the tags, the content pin that holds whoever packed the archive
-# (simde's tree has a submodule an archive cannot carry, so it is pinned by sha256).
+# SOURCES.md: git trees of the tags, the content pin that holds whoever packed the archive.
 WAMR_TREE = "6e277d2ae70da4a2269cbd5300ec3b49ebc71194"
 RUNWASI_TREE = "85aa9a228095af749083d338002a0abbd3c5241d"
+# simde's whole tree has a submodule (test/munit) no archive carries; WAMR uses only its
+# header directory simde/, whose tree is pinned instead.
+SIMDE_HEADERS_TREE = "a4d64edb1a6ed0d99aa505484c2a467de27cab15"
 
 
-def shared(name: str) -> Path:
-    path = SHARED / name
-    assert path.is_file(), f"{path}: upstream source archive missing (see SOURCES.md)"
+@dataclass(frozen=True)
+class Archive:
+    """One upstream archive: where it comes from and the git tree of `subdir` of its single
+    top-level directory ("" for that directory itself)."""
+
+    file: str
+    url: str
+    tree: str
+    subdir: str = ""
+
+
+WAMR = Archive("wasm-micro-runtime-WAMR-2.4.5.tar.gz", WAMR_URL.format(version=WAMR_VERSION),
+               WAMR_TREE)
+SIMDE = Archive("simde-v0.8.2.tar.gz", SIMDE_URL, SIMDE_HEADERS_TREE, "simde")
+RUNWASI = Archive("runwasi-containerd-shim-wasmtime-v0.6.0.tar.gz",
+                  RUNWASI_URL.format(version=RUNWASI_VERSION), RUNWASI_TREE)
+
+
+def archive(item: Archive, shared: Path = SHARED, cache: Path = CACHE / "upstream",
+            mirror: str | None = UPSTREAM_MIRROR) -> Path:
+    """The verified archive: the shared copy if there is one, else a download of item.url
+    (once: the sha256 of what verified is remembered per URL and tree)."""
+    local = shared / item.file
+    if local.is_file():
+        check_tree(local, item)
+        return local
+    fetcher = Fetcher(cache, mirror=mirror)
+    known = cache / "verified" / hashlib.sha256(f"{item.url} {item.tree}".encode()).hexdigest()
+    if known.is_file():
+        return fetcher.fetch(item.url, known.read_text().strip())
+    path = fetcher.fetch(item.url, None)
+    check_tree(path, item)
+    known.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(known, sha256_file(path) + "\n")
     return path
 
 
+def check_tree(path: Path, item: Archive) -> None:
+    with tempfile.TemporaryDirectory() as work, tarfile.open(path) as tar:
+        tar.extractall(work, filter="data")
+        [top] = Path(work).iterdir()
+        actual = git_tree_id(top / item.subdir)
+    assert actual == item.tree, (f"{item.url} ({path}): {item.subdir or 'the archive'} is git "
+                                 f"tree {actual}, but the tests pin {item.tree}")
+
+
 def serve_sources(mirror: Mirror) -> dict[str, str]:
-    """Put the shared archives and the wazero module zip on the mirror; their sha256s and the
+    """Put the upstream archives and the wazero module zip on the mirror; their sha256s and the
     module's h1."""
     pins = {}
-    for url, file in ((WAMR_URL.format(version=WAMR_VERSION),
-                       "wasm-micro-runtime-WAMR-2.4.5.tar.gz"),
-                      (SIMDE_URL, "simde-v0.8.2.tar.gz"),
-                      (RUNWASI_URL.format(version=RUNWASI_VERSION),
-                       "runwasi-containerd-shim-wasmtime-v0.6.0.tar.gz")):
-        data = shared(file).read_bytes()
-        mirror.put(url, data)
-        pins[file] = hashlib.sha256(data).hexdigest()
+    for item in (WAMR, SIMDE, RUNWASI):
+        data = archive(item).read_bytes()
+        mirror.put(item.url, data)
+        pins[item.file] = hashlib.sha256(data).hexdigest()
     # The module zip as the proxy serves it (go mod download verifies it against sum.golang.org).
     info = json.loads(subprocess.run(
         ["go", "mod", "download", "-json", f"{WAZERO_MODULE}@v{WAZERO_VERSION}"],
@@ -130,8 +180,6 @@ def shim_image(mirror: Mirror) -> Path:
     """The repository's containerd-shim-wasmtime recipe built from source (cargo, 0.6.0) into
     the shared test cache: built once per set of inputs, then found unchanged by every later
     test and run (the source-build test and the CRI tests share it)."""
-    from conftest import run_cli
-
     serve_sources(mirror)
     proc = run_cli("build", "containerd-shim-wasmtime", "--version", RUNWASI_VERSION,
                    "--from", "source", "--mirror", mirror.url, "--cache", CACHE / "shim-cache",

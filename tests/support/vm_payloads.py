@@ -4,11 +4,10 @@ shared library, tiny images for broken-image cases, and the test recipes pinned 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
+from support.gotools import wazero_binary
 from support.mirror import Mirror
 from support.payloads import tar_bytes
 
@@ -16,27 +15,6 @@ WAZERO_VERSION = "1.9.0"
 WAZERO_URL = (f"https://github.com/wazero/wazero/releases/download/v{WAZERO_VERSION}/"
               f"wazero_{WAZERO_VERSION}_linux_amd64.tar.gz")
 TEST_HOST = "https://wsx-test.example/files"
-CACHE = Path(os.environ.get("WASM_SYSEXTS_TEST_CACHE",
-                            Path.home() / ".cache" / "wasm-sysexts-tests"))
-# The pipeline cache every VM and signing test shares: Debian roots (the reference VM's,
-# systemd-repart's) and the reference VM disk are built once, then reused across runs.
-VM_CACHE = CACHE / "vm-cache"
-
-
-def wazero_binary() -> Path:
-    """The real wazero CLI, built from the Go module proxy once and cached across runs."""
-    target = CACHE / f"wazero-{WAZERO_VERSION}" / "wazero"
-    if target.is_file():
-        return target
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    assert Path(go).exists(), "Go is needed to build wazero (golang-go or /usr/local/go)"
-    gobin = target.parent / ".bin"
-    subprocess.run([go, "install", f"github.com/tetratelabs/wazero/cmd/wazero@v{WAZERO_VERSION}"],
-                   check=True, env={**os.environ, "GOFLAGS": "-mod=mod", "GOBIN": str(gobin),
-                                    "CGO_ENABLED": "0"})
-    (gobin / "wazero").replace(target)
-    gobin.rmdir()
-    return target
 
 
 def missing_library_program(work: Path) -> Path:
@@ -67,7 +45,7 @@ def _recipe(name: str, version: str, arches: dict[str, str], install: str,
 
 
 def write_vm_recipes(directory: Path, mirror: Mirror, work: Path) -> None:
-    """Test recipes next to the conftest's wasmtime: wazero (real), and the broken cases.
+    """Test recipes next to the wasmtime test recipe: wazero (real), and the broken cases.
 
     - misnamed: built as `impostor`, then renamed, so its extension-release names another
       extension (see rename_impostor).
