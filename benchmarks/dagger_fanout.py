@@ -49,8 +49,11 @@ BASE = f"https://github.com/bytecodealliance/wasmtime/releases/download/v{WASMTI
 
 def copy_repository(dest: Path, mirror: Mirror) -> Path:
     """The repository's tracked files at `dest`, its recipes replaced by the test recipes."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -80,16 +83,23 @@ def round_(mirror: Mirror, repo: Path, service: bool, out: Path) -> tuple[float,
 
 def main() -> None:
     if not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
-        sys.exit("no engine: eval \"$(../shared/dagger-engine/dagger-engine up)\" first")
+        sys.exit('no engine: eval "$(../shared/dagger-engine/dagger-engine up)" first')
     with tempfile.TemporaryDirectory(prefix="wsx-fanout-") as tmp, Mirror(Path(tmp) / "m") as m:
         m.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz", wasmtime_tarball())
-        m.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", tar_bytes({
-            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}))
+        m.put(
+            f"{BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz",
+            tar_bytes(
+                {f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}
+            ),
+        )
         repo = copy_repository(Path(tmp) / "repo", m)
         recipes = sorted((repo / "sysexts").glob("*.yaml"))
-        rounds = [("cold", recipes), ("nothing changed", []),
-                  ("sysexts/wsxhello.yaml edited", [repo / "sysexts" / "wsxhello.yaml"]),
-                  ("pipeline/ edited", [repo / "pipeline" / "__init__.py"])]
+        rounds = [
+            ("cold", recipes),
+            ("nothing changed", []),
+            ("sysexts/wsxhello.yaml edited", [repo / "sysexts" / "wsxhello.yaml"]),
+            ("pipeline/ edited", [repo / "pipeline" / "__init__.py"]),
+        ]
         for service in (True, False):
             previous: dict[str, str] = {}
             for number, (what, changed) in enumerate(rounds, 1):
@@ -97,11 +107,13 @@ def main() -> None:
                     edit(path)
                 out = Path(tmp) / f"out-{number}-{service}"
                 seconds, now = round_(m, repo, service, out)
-                executed = sorted(i.removesuffix(".raw") for i in now
-                                  if previous.get(i) != now[i])
+                executed = sorted(i.removesuffix(".raw") for i in now if previous.get(i) != now[i])
                 label = f"{what} with mirror service" if service else what
-                print(f"round {number} {label}: build_all {seconds:.1f} s; executed: "
-                      f"{', '.join(executed) or 'none'}", flush=True)
+                print(
+                    f"round {number} {label}: build_all {seconds:.1f} s; executed: "
+                    f"{', '.join(executed) or 'none'}",
+                    flush=True,
+                )
                 previous = now
 
 

@@ -67,11 +67,16 @@ def phases(recipe_path: Path, archive: Path, fmt: ImageFormat, work: Path) -> di
         fn()
         took[name] = time.perf_counter() - started
 
-    url = recipe.expand(recipe.inputs(WASMTIME_VERSION, Arch.X86_64)[0].url, WASMTIME_VERSION,
-                        Arch.X86_64)
+    url = recipe.expand(
+        recipe.inputs(WASMTIME_VERSION, Arch.X86_64)[0].url, WASMTIME_VERSION, Arch.X86_64
+    )
     step("unpack", lambda: unpack(archive, url.rsplit("/", 1)[1], work / "input0", url))
-    step("stage", lambda: stage(recipe, WASMTIME_VERSION, Arch.X86_64, [work / "input0"], [url],
-                                work / "root", 0))
+    step(
+        "stage",
+        lambda: stage(
+            recipe, WASMTIME_VERSION, Arch.X86_64, [work / "input0"], [url], work / "root", 0
+        ),
+    )
     step("image", lambda: make_image(work / "root", work / IMAGE, fmt, 0, IMAGE))
     step("hash", lambda: sha256_file(work / IMAGE))
     return took
@@ -84,17 +89,30 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wsx-bench-"))
     try:
         with Mirror(work / "mirror") as mirror:
-            archive = mirror.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz",
-                                 wasmtime_tarball())
+            archive = mirror.put(
+                f"{BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz", wasmtime_tarball()
+            )
             mirror.put(f"{BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", b"unused")
             recipes = work / "recipes"
             recipes.mkdir()
             (recipes / "wasmtime.yaml").write_text(wasmtime_recipe(mirror))
-            ours = [sys.executable, "-m", "pipeline", "build", "wasmtime", "--recipes",
-                    str(recipes), "--mirror", mirror.url, "--cache", str(work / "cache"),
-                    "--arch", "x86-64", "--quiet"]
-            subprocess.run([*ours, "--out", str(work / "warm")], check=True,
-                           capture_output=True)
+            ours = [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "build",
+                "wasmtime",
+                "--recipes",
+                str(recipes),
+                "--mirror",
+                mirror.url,
+                "--cache",
+                str(work / "cache"),
+                "--arch",
+                "x86-64",
+                "--quiet",
+            ]
+            subprocess.run([*ours, "--out", str(work / "warm")], check=True, capture_output=True)
             # The same tree our build packs, for the plain tools.
             tree = work / "phases" / "root"
             phases(recipes / "wasmtime.yaml", archive, ImageFormat.SQUASHFS, work / "phases")
@@ -110,28 +128,39 @@ def main() -> None:
                     times["ours"].append(mine)
                     times["plain"].append(theirs)
                     times["ratio"].append(mine / theirs)
-                breakdown = [phases(recipes / "wasmtime.yaml", archive, fmt, work / "phases")
-                             for _ in range(max(1, rounds // 2))]
+                breakdown = [
+                    phases(recipes / "wasmtime.yaml", archive, fmt, work / "phases")
+                    for _ in range(max(1, rounds // 2))
+                ]
                 times.update({k: [b[k] for b in breakdown] for k in breakdown[0]})
                 results[fmt] = times
-                shown = [a.replace(str(tree), "TREE").replace(str(work), "WORK")
-                         for a in plain_args]
+                shown = [
+                    a.replace(str(tree), "TREE").replace(str(work), "WORK") for a in plain_args
+                ]
                 print(f"{fmt}: plain = {' '.join(shown)}  ({tool_version(fmt)})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nwasmtime {WASMTIME_VERSION} CLI ({size / 2**20:.1f} MiB), {rounds} interleaved "
-          f"rounds; seconds")
+    print(
+        f"\nwasmtime {WASMTIME_VERSION} CLI ({size / 2**20:.1f} MiB), {rounds} interleaved "
+        f"rounds; seconds"
+    )
     for fmt, times in results.items():
         print(f"\n{fmt}")
         print(f"  wasm-sysexts build (CLI, warm cache)  {spread(times['ours'])}")
-        print(f"  plain {Path(image_args(fmt, tree, tree, 0, IMAGE)[0]).name:<31} "
-              f"{spread(times['plain'])}")
+        print(
+            f"  plain {Path(image_args(fmt, tree, tree, 0, IMAGE)[0]).name:<31} "
+            f"{spread(times['plain'])}"
+        )
         inside = sum(statistics.median(times[k]) for k in ("stage", "image", "hash"))
         rest = statistics.median(times["ours"]) - inside
-        print("  where our time goes: " + ", ".join(
-            f"{k} {statistics.median(times[k]):.2f}" for k in ("stage", "image", "hash")) +
-              f", start-up and bookkeeping {rest:.2f}; a cold build also unpacks "
-              f"({statistics.median(times['unpack']):.2f})")
+        print(
+            "  where our time goes: "
+            + ", ".join(
+                f"{k} {statistics.median(times[k]):.2f}" for k in ("stage", "image", "hash")
+            )
+            + f", start-up and bookkeeping {rest:.2f}; a cold build also unpacks "
+            f"({statistics.median(times['unpack']):.2f})"
+        )
         print(f"  ratio {fmt}: ours / plain = {spread(times['ratio'])}")
 
 

@@ -39,13 +39,22 @@ def main() -> int:
         print(f"bare boot did not finish: {bare.stopped_at}", file=sys.stderr)
         return 1
     started = time.monotonic()
-    report = run(args.images, Target(GuestOS.REFERENCE, args.cache), args.recipes, 900,
-                 hello_wasm_module(), HELLO_TEXT, vm=image)
+    report = run(
+        args.images,
+        Target(GuestOS.REFERENCE, args.cache),
+        args.recipes,
+        900,
+        hello_wasm_module(),
+        HELLO_TEXT,
+        vm=image,
+    )
     full_s = time.monotonic() - started
     print(f"accelerator:        {bare.accel}")
     print(f"bare boot:          {bare_s:6.1f} s")
-    print(f"smoke, {len(report.images)} images: {full_s:6.1f} s "
-          f"({sum(i.status == 'passed' for i in report.images)} passed)")
+    print(
+        f"smoke, {len(report.images)} images: {full_s:6.1f} s "
+        f"({sum(i.status == 'passed' for i in report.images)} passed)"
+    )
     print(f"ratio smoke/bare:   {full_s / bare_s:6.2f}")
     return 0
 

@@ -32,8 +32,12 @@ STEPS = (recipe_cli, build_cli, sign_cli, smoke_cli, publish_cli)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="wasm-sysexts", description=(
-        "Build WebAssembly runtimes as systemd-sysext images for Flatcar Container Linux."))
+    top = argparse.ArgumentParser(
+        prog="wasm-sysexts",
+        description=(
+            "Build WebAssembly runtimes as systemd-sysext images for Flatcar Container Linux."
+        ),
+    )
     top.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for step in STEPS:

@@ -25,16 +25,22 @@ TIERS = ("vm", "arm64_vm", "dagger", "source", "debroot", "browser", "gotool")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--all-tiers", action="store_true",
-                     help="run every tier: VMs, the Dagger engine, source builds, Debian roots, "
-                          "the browser and Go tools (what .ci/run does)")
+    parser.addoption(
+        "--all-tiers",
+        action="store_true",
+        help="run every tier: VMs, the Dagger engine, source builds, Debian roots, "
+        "the browser and Go tools (what .ci/run does)",
+    )
 
 
 def _chosen(config: pytest.Config) -> bool:
     """Whether the command line chose tests itself (then every tier it chose runs)."""
-    return bool(config.getoption("all_tiers") or config.option.markexpr
-                or config.option.keyword
-                or any(not Path(arg.split("::")[0]).is_dir() for arg in config.args))
+    return bool(
+        config.getoption("all_tiers")
+        or config.option.markexpr
+        or config.option.keyword
+        or any(not Path(arg.split("::")[0]).is_dir() for arg in config.args)
+    )
 
 
 def _slow(item: pytest.Item) -> bool:
@@ -51,8 +57,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # another (VMs under TCG and compilers each want the whole machine; a fixture they share
     # is made once), while the other workers take the fast tests a module at a time.
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("slow-tiers" if _slow(item)
-                                                else item.nodeid.split("::")[0]))
+        item.add_marker(
+            pytest.mark.xdist_group("slow-tiers" if _slow(item) else item.nodeid.split("::")[0])
+        )
     # The arm64 reference VM's root takes longest to make: its test goes last, and the
     # worker running the slow tests starts making the root with its first one (below).
     items.sort(key=lambda item: bool(item.get_closest_marker(prefetch.MARKER)))
@@ -60,16 +67,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _arm64_root_early(request: pytest.FixtureRequest) -> None:
-    if _slow(request.node) and any(i.get_closest_marker(prefetch.MARKER)
-                                   for i in request.session.items):
+    if _slow(request.node) and any(
+        i.get_closest_marker(prefetch.MARKER) for i in request.session.items
+    ):
         prefetch.start()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if _chosen(config):
         return "tiers: as chosen on the command line"
-    return (f"tiers: fast only; the slow tiers ({', '.join(TIERS)}) run with "
-            "`pytest --all-tiers`, one of them with `pytest -m vm`")
+    return (
+        f"tiers: fast only; the slow tiers ({', '.join(TIERS)}) run with "
+        "`pytest --all-tiers`, one of them with `pytest -m vm`"
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,8 +88,11 @@ def stop_test_gpg_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     pipeline's own gpg homes stop theirs)."""
     yield
     for socket in tmp_path_factory.getbasetemp().rglob("S.gpg-agent"):
-        subprocess.run(["gpgconf", "--homedir", str(socket.parent), "--kill", "gpg-agent"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(socket.parent), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -90,12 +103,17 @@ def hello_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     with Mirror(tmp_path_factory.mktemp("mirror")) as m:
-        m.put(f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz",
-              wasmtime_tarball())
+        m.put(
+            f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-x86_64-linux.tar.xz", wasmtime_tarball()
+        )
         # No aarch64 wasmtime is obtainable here; an archive in the same layout holding an
         # aarch64 ELF header stands in.
-        m.put(f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz", tar_bytes({
-            f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}))
+        m.put(
+            f"{WASMTIME_BASE}/wasmtime-v{WASMTIME_VERSION}-aarch64-linux.tar.xz",
+            tar_bytes(
+                {f"wasmtime-v{WASMTIME_VERSION}-aarch64-linux/wasmtime": (elf_header(), 0o755)}
+            ),
+        )
         yield m
 
 
@@ -116,8 +134,9 @@ def publish_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def signed_images(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror,
-                  publish_key: tuple[Path, Path]) -> dict[str, Path]:
+def signed_images(
+    tmp_path_factory: pytest.TempPathFactory, mirror: Mirror, publish_key: tuple[Path, Path]
+) -> dict[str, Path]:
     """{version: signed directory} of the `wsxhello` test extension, both arches; read-only
     for tests (copy before changing anything)."""
     from support.registry_images import build_signed

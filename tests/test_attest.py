@@ -28,8 +28,22 @@ PROVENANCE = IMAGE.replace(".raw", ".intoto.jsonl")
 
 
 def build(recipes: Path, mirror: Mirror, work: Path, out: Path) -> Path:
-    run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url, "--cache",
-            work / "cache", "--out", out, "--arch", "x86-64", "--quiet", check=True)
+    run_cli(
+        "build",
+        "wasmtime",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        work / "cache",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        "--quiet",
+        check=True,
+    )
     return out
 
 
@@ -75,28 +89,41 @@ def test_sbom_is_valid_spdx_listing_files_inputs_and_tools(built: Path, tmp_path
     # Every regular file of the image, with the sha256 the image really holds.
     tree = tmp_path / "tree"
     subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tree), str(built / IMAGE)], check=True)
-    on_disk = {f"./{p.relative_to(tree).as_posix()}": hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in tree.rglob("*") if p.is_file() and not p.is_symlink()}
-    listed = {f["fileName"]: next(c["checksumValue"] for c in f["checksums"]
-                                  if c["algorithm"] == "SHA256") for f in doc["files"]}
+    on_disk = {
+        f"./{p.relative_to(tree).as_posix()}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in tree.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+    listed = {
+        f["fileName"]: next(
+            c["checksumValue"] for c in f["checksums"] if c["algorithm"] == "SHA256"
+        )
+        for f in doc["files"]
+    }
     assert listed == on_disk and "./usr/bin/wasmtime" in listed
     [source] = meta["inputs"]
     [archive] = [p for p in pkgs.values() if p.get("primaryPackagePurpose") == "ARCHIVE"]
     assert archive["downloadLocation"] == source["url"]
     assert archive["checksums"] == [{"algorithm": "SHA256", "checksumValue": source["sha256"]}]
-    tools = {p["name"]: p["versionInfo"] for p in pkgs.values()
-             if p["SPDXID"].startswith("SPDXRef-Tool-")}
+    tools = {
+        p["name"]: p["versionInfo"]
+        for p in pkgs.values()
+        if p["SPDXID"].startswith("SPDXRef-Tool-")
+    }
     assert tools == meta["tools"] and tools["squashfs"].startswith("mksquashfs ")
     kinds = {(r["spdxElementId"], r["relationshipType"]) for r in doc["relationships"]}
     assert ("SPDXRef-DOCUMENT", "DESCRIBES") in kinds
     assert ("SPDXRef-Image", "GENERATED_FROM") in kinds
     assert doc["creationInfo"]["created"] == "1970-01-01T00:00:00Z"  # SOURCE_DATE_EPOCH
-    assert read_sums(built / "SHA256SUMS")[SBOM] == hashlib.sha256(
-        (built / SBOM).read_bytes()).hexdigest()
+    assert (
+        read_sums(built / "SHA256SUMS")[SBOM]
+        == hashlib.sha256((built / SBOM).read_bytes()).hexdigest()
+    )
 
 
-def test_sbom_is_byte_identical_on_rebuild(built: Path, recipes: Path, mirror: Mirror,
-                                           tmp_path: Path) -> None:
+def test_sbom_is_byte_identical_on_rebuild(
+    built: Path, recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     again = build(recipes, mirror, tmp_path, tmp_path / "out")
     assert (again / SBOM).read_bytes() == (built / SBOM).read_bytes()
 
@@ -107,8 +134,11 @@ def test_shim_sbom_names_the_engine_it_embeds(mirror: Mirror) -> None:
     sbom = image.with_suffix(".spdx.json")
     validate(sbom)
     doc = json.loads(sbom.read_text())
-    engines = {(p["name"], p["versionInfo"]): p for p in doc["packages"]
-               if p["SPDXID"].startswith("SPDXRef-Engine-")}
+    engines = {
+        (p["name"], p["versionInfo"]): p
+        for p in doc["packages"]
+        if p["SPDXID"].startswith("SPDXRef-Engine-")
+    }
     # runwasi 0.6.0 locks wasmtime 27.0.0; the binary's crate paths say the same.
     assert ("wasmtime", "27.0.0") in engines, sorted(engines)
     wasmtime = engines[("wasmtime", "27.0.0")]
@@ -123,8 +153,9 @@ def statement_of(envelope: Path) -> dict[str, Any]:
     return dict(json.loads(base64.b64decode(data["payload"])))
 
 
-def test_provenance_is_signed_and_verifies(signed: Path, built: Path,
-                                           key: tuple[Path, Path]) -> None:
+def test_provenance_is_signed_and_verifies(
+    signed: Path, built: Path, key: tuple[Path, Path]
+) -> None:
     sums = read_sums(signed / "SHA256SUMS")
     assert {IMAGE, SBOM, PROVENANCE} <= set(sums)
     envelope = json.loads((signed / PROVENANCE).read_text())
@@ -133,13 +164,17 @@ def test_provenance_is_signed_and_verifies(signed: Path, built: Path,
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {
-        IMAGE: sums[IMAGE], SBOM: sums[SBOM]}
+        IMAGE: sums[IMAGE],
+        SBOM: sums[SBOM],
+    }
     build_def = statement["predicate"]["buildDefinition"]
     meta = json.loads((built / f"{IMAGE}.json").read_text())
     assert build_def["externalParameters"]["recipe"] == "wasmtime.yaml"
     deps = build_def["resolvedDependencies"]
-    assert {"uri": meta["inputs"][0]["url"], "digest": {"sha256": meta["inputs"][0]["sha256"]}} \
-        in deps
+    assert {
+        "uri": meta["inputs"][0]["url"],
+        "digest": {"sha256": meta["inputs"][0]["sha256"]},
+    } in deps
     assert {"name": "recipe:wasmtime.yaml", "digest": {"sha256": meta["recipe"]["sha256"]}} in deps
     builder = statement["predicate"]["runDetails"]["builder"]
     assert builder["id"] == "https://wasm-sysexts.dev/builder/cli"
@@ -159,8 +194,9 @@ def copy_signed(signed: Path, target: Path) -> Path:
     return target
 
 
-def test_tampered_provenance_is_refused(signed: Path, key: tuple[Path, Path],
-                                        tmp_path: Path) -> None:
+def test_tampered_provenance_is_refused(
+    signed: Path, key: tuple[Path, Path], tmp_path: Path
+) -> None:
     # A statement edited after signing (another image digest claimed), envelope re-encoded.
     edited = copy_signed(signed, tmp_path / "edited")
     data = json.loads((edited / PROVENANCE).read_text())
@@ -170,8 +206,7 @@ def test_tampered_provenance_is_refused(signed: Path, key: tuple[Path, Path],
     (edited / PROVENANCE).write_text(json.dumps(data) + "\n")
     proc = run_cli("verify", edited / PROVENANCE, "--keyring", key[1])
     assert proc.returncode == 1
-    assert f"{PROVENANCE}: FAILED: provenance: signature: BAD signature" in proc.stdout, \
-        proc.stdout
+    assert f"{PROVENANCE}: FAILED: provenance: signature: BAD signature" in proc.stdout, proc.stdout
     print(f"\n--- verify of a tampered {PROVENANCE}:\n{proc.stdout}")
 
     # The SBOM swapped after signing: the signed statement's subject no longer matches.
@@ -203,4 +238,6 @@ def test_engines_come_from_the_package_dependency_graph_not_the_whole_workspace(
     assert _reachable_engines(entries, "containerd-shim-wasmtime") == {"wasmtime": "27.0.0"}
     assert _reachable_engines(entries, "containerd-shim-wasmer") == {"wasmer": "5.0.2"}
     assert _reachable_engines(entries, "containerd-shim-wasmedge") == {
-        "wasmedge-sdk": "0.14.0", "wasmedge-sys": "0.19.4"}
+        "wasmedge-sdk": "0.14.0",
+        "wasmedge-sys": "0.19.4",
+    }

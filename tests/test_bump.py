@@ -34,37 +34,55 @@ def asset_url(repo: str, version: str, name: str) -> str:
     return f"https://github.com/{repo}/releases/download/v{version}/{name}"
 
 
-def publish(mirror: Mirror, github: FakeGitHub, repo: str, version: str, *,
-            leave_out: str = "", wrong_sum: str = "", digests: str = "") -> dict[str, str]:
+def publish(
+    mirror: Mirror,
+    github: FakeGitHub,
+    repo: str,
+    version: str,
+    *,
+    leave_out: str = "",
+    wrong_sum: str = "",
+    digests: str = "",
+) -> dict[str, str]:
     """Release v`version` of `repo`: its tarballs and SHA256SUMS on the mirror, the release in
     the fake API (without asset `leave_out`; SHA256SUMS lying about `wrong_sum`; with GitHub's
     asset digests if `digests` is "right" or "wrong"); returns {asset: sha256}."""
     sums: dict[str, str] = {}
     for uarch in ARCHES.values():
         name = f"tiny-{version}-{uarch}.tar.gz"
-        data = tar_bytes({"tiny/bin/tiny": (f"#!/bin/sh\necho {repo} {version} {uarch}\n"
-                                            .encode(), 0o755)}, "gz")
+        data = tar_bytes(
+            {"tiny/bin/tiny": (f"#!/bin/sh\necho {repo} {version} {uarch}\n".encode(), 0o755)}, "gz"
+        )
         mirror.put(asset_url(repo, version, name), data)
         sums[name] = hashlib.sha256(data).hexdigest()
     listed = {n: ("0" * 64 if n == wrong_sum else h) for n, h in sums.items()}
-    mirror.put(asset_url(repo, version, "SHA256SUMS"),
-               "".join(f"{h}  {n}\n" for n, h in listed.items()).encode())
+    mirror.put(
+        asset_url(repo, version, "SHA256SUMS"),
+        "".join(f"{h}  {n}\n" for n, h in listed.items()).encode(),
+    )
     recorded = {n: ("f" * 64 if digests == "wrong" else h) for n, h in sums.items()}
-    github.release(repo, f"v{version}", [n for n in [*sums, "SHA256SUMS"] if n != leave_out],
-                   digests=recorded if digests else None)
+    github.release(
+        repo,
+        f"v{version}",
+        [n for n in [*sums, "SHA256SUMS"] if n != leave_out],
+        digests=recorded if digests else None,
+    )
     return sums
 
 
-def write_tiny(recipes: Path, repo: str, version: str, sums: dict[str, str] | None,
-               arm64: str = "") -> Path:
+def write_tiny(
+    recipes: Path, repo: str, version: str, sums: dict[str, str] | None, arm64: str = ""
+) -> Path:
     """Recipe `tiny` at `version` of `repo`, pinned to `sums` (or null); `arm64` replaces its
     arm64 entry."""
     lines = []
     for arch, uarch in ARCHES.items():
         name = f"tiny-{version}-{uarch}.tar.gz"
         pin = f'"{sums[name]}"' if sums else "null"
-        lines.append(f'    {arch}: {{url: "{asset_url(repo, version, name)}", sha256: {pin}}}'
-                     f"  # {arch} pin\n")
+        lines.append(
+            f'    {arch}: {{url: "{asset_url(repo, version, name)}", sha256: {pin}}}'
+            f"  # {arch} pin\n"
+        )
     if arm64:
         lines[1] = f"    arm64: {arm64}\n"
     recipes.mkdir(exist_ok=True)
@@ -93,21 +111,30 @@ def inserted(before: str, after: str) -> str:
     unless that is all that differs."""
     at = before.index("\nversions:\n") + len("\nversions:\n")
     assert after.startswith(before[:at]) and after.endswith(before[at:])
-    return after[at:len(after) - len(before) + at]
+    return after[at : len(after) - len(before) + at]
 
 
-def cli(github: FakeGitHub, mirror: Mirror, tmp_path: Path, *args: str | Path
-        ) -> tuple[int, str, str]:
-    proc = run_cli(*args, "--recipes", tmp_path / "recipes", "--github-api", github.url,
-                   "--mirror", mirror.url,
-                   *(["--cache", tmp_path / "cache"] if args[0] == "bump" else []),
-                   env={"GITHUB_TOKEN": TOKEN, "GOPROXY": "https://proxy.golang.org,direct"})
+def cli(
+    github: FakeGitHub, mirror: Mirror, tmp_path: Path, *args: str | Path
+) -> tuple[int, str, str]:
+    proc = run_cli(
+        *args,
+        "--recipes",
+        tmp_path / "recipes",
+        "--github-api",
+        github.url,
+        "--mirror",
+        mirror.url,
+        *(["--cache", tmp_path / "cache"] if args[0] == "bump" else []),
+        env={"GITHUB_TOKEN": TOKEN, "GOPROXY": "https://proxy.golang.org,direct"},
+    )
     assert TOKEN not in proc.stdout + proc.stderr
     return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_outdated_lists_newer_releases_of_github_go_and_crates_upstreams(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     repo = "example/tiny-outdated"
     for version in ("0.9", "1.0", "1.1"):
         github.release(repo, f"v{version}", [])
@@ -120,8 +147,11 @@ def test_outdated_lists_newer_releases_of_github_go_and_crates_upstreams(
     recipes = tmp_path / "recipes"
     write_tiny(recipes, repo, "1.0", None)
     (recipes / "nowhere.yaml").write_text(
-        (recipes / "tiny.yaml").read_text().replace("name: tiny", "name: nowhere")
-        .replace("https://github.com/", "https://downloads.example.org/"))
+        (recipes / "tiny.yaml")
+        .read_text()
+        .replace("name: tiny", "name: nowhere")
+        .replace("https://github.com/", "https://downloads.example.org/")
+    )
     (recipes / "gomod.yaml").write_text("""\
 name: gomod
 summary: a Go module built from source
@@ -137,8 +167,10 @@ source:
 install:
   - {from: "gomod", to: /usr/bin/gomod}
 """)
-    mirror.put("https://proxy.golang.org/example.org/!tiny/gomod/@v/list",
-               b"v1.0.0\nv1.2.0\nv1.1.0\nv1.3.0-rc.1\nv2.0.0+incompatible\n")
+    mirror.put(
+        "https://proxy.golang.org/example.org/!tiny/gomod/@v/list",
+        b"v1.0.0\nv1.2.0\nv1.1.0\nv1.3.0-rc.1\nv2.0.0+incompatible\n",
+    )
     (recipes / "crate.yaml").write_text("""\
 name: crate
 summary: a crate built from source
@@ -156,9 +188,19 @@ source:
 install:
   - {from: "crate", to: /usr/bin/crate}
 """)
-    mirror.put("https://crates.io/api/v1/crates/tinycrate", json.dumps({"versions": [
-        {"num": "0.5.0", "yanked": True}, {"num": "0.4.1", "yanked": False},
-        {"num": "0.4.0", "yanked": False}, {"num": "0.10.0-beta.1", "yanked": False}]}).encode())
+    mirror.put(
+        "https://crates.io/api/v1/crates/tinycrate",
+        json.dumps(
+            {
+                "versions": [
+                    {"num": "0.5.0", "yanked": True},
+                    {"num": "0.4.1", "yanked": False},
+                    {"num": "0.4.0", "yanked": False},
+                    {"num": "0.10.0-beta.1", "yanked": False},
+                ]
+            }
+        ).encode(),
+    )
 
     github.requests.clear()
     code, out, err = cli(github, mirror, tmp_path, "outdated", "--json")
@@ -166,16 +208,27 @@ install:
     assert code == 0, err
     status = {s["name"]: s for s in json.loads(out)}
     assert status["tiny"] == {
-        "name": "tiny", "version": "1.0", "newest": "1.1.1", "newer": ["1.1.1", "1.1"],
-        "outdated": True, "problem": None,
-        "upstream": {"kind": "github", "url": f"https://github.com/{repo}/releases",
-                     "repository": repo, "tag": "v{version}"}}
+        "name": "tiny",
+        "version": "1.0",
+        "newest": "1.1.1",
+        "newer": ["1.1.1", "1.1"],
+        "outdated": True,
+        "problem": None,
+        "upstream": {
+            "kind": "github",
+            "url": f"https://github.com/{repo}/releases",
+            "repository": repo,
+            "tag": "v{version}",
+        },
+    }
     pages = [(p, a) for p, a in github.requests if p.startswith(f"/repos/{repo}/releases")]
     assert len(pages) == 4 and all(a == f"Bearer {TOKEN}" for _, a in pages)
     assert status["nowhere"]["upstream"] is None and status["nowhere"]["outdated"] is False
     assert "no input is a GitHub release asset" in status["nowhere"]["problem"]
-    assert (status["gomod"]["newer"], status["gomod"]["upstream"]["kind"]) == \
-        (["1.2.0", "1.1.0"], "go")
+    assert (status["gomod"]["newer"], status["gomod"]["upstream"]["kind"]) == (
+        ["1.2.0", "1.1.0"],
+        "go",
+    )
     assert (status["crate"]["newest"], status["crate"]["newer"]) == ("0.4.1", ["0.4.1"])
 
     code, out, err = cli(github, mirror, tmp_path, "outdated", "tiny", "nowhere")
@@ -187,7 +240,8 @@ install:
 
 
 def test_bump_adds_the_release_locks_it_and_makes_it_the_default(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     repo = "example/tiny-bump"
     old = publish(mirror, github, repo, "1.0")
     new = publish(mirror, github, repo, "1.1", digests="right")
@@ -197,19 +251,28 @@ def test_bump_adds_the_release_locks_it_and_makes_it_the_default(
     code, out, err = cli(github, mirror, tmp_path, "bump", "tiny", "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert {k: report[k] for k in ("name", "version", "previous", "added", "default", "tag",
-                                   "changed")} == {
-        "name": "tiny", "version": "1.1", "previous": "1.0", "added": True, "default": True,
-        "tag": "v1.1", "changed": True}
-    assert report["lock"] == [f"tiny-1.1-aarch64.tar.gz: {new['tiny-1.1-aarch64.tar.gz']} "
-                              "(matches upstream checksums)",
-                              f"tiny-1.1-x86_64.tar.gz: {new['tiny-1.1-x86_64.tar.gz']} "
-                              "(matches upstream checksums)"]
-    assert report["digests"] == [f"{n}: {h} (matches GitHub's asset digest)"
-                                 for n, h in sorted(new.items())]
+    assert {
+        k: report[k] for k in ("name", "version", "previous", "added", "default", "tag", "changed")
+    } == {
+        "name": "tiny",
+        "version": "1.1",
+        "previous": "1.0",
+        "added": True,
+        "default": True,
+        "tag": "v1.1",
+        "changed": True,
+    }
+    assert report["lock"] == [
+        f"tiny-1.1-aarch64.tar.gz: {new['tiny-1.1-aarch64.tar.gz']} (matches upstream checksums)",
+        f"tiny-1.1-x86_64.tar.gz: {new['tiny-1.1-x86_64.tar.gz']} (matches upstream checksums)",
+    ]
+    assert report["digests"] == [
+        f"{n}: {h} (matches GitHub's asset digest)" for n, h in sorted(new.items())
+    ]
     assert report["cross_check"] == (
         f"every download matches https://github.com/{repo}/releases/download/v1.1/SHA256SUMS; "
-        "2 of 2 match GitHub's asset digests")
+        "2 of 2 match GitHub's asset digests"
+    )
     assert report["release"] == f"https://github.com/{repo}/releases/tag/v1.1"
 
     text = path.read_text()
@@ -219,7 +282,8 @@ def test_bump_adds_the_release_locks_it_and_makes_it_the_default(
     # Only the default and the new entry changed; comments and layout are kept.
     assert 'version: "1.1"  # the default\n' in text
     assert inserted(before, text.replace('version: "1.1"', 'version: "1.0"')).startswith(
-        '  "1.1":\n    x86-64: {url: "https://github.com/')
+        '  "1.1":\n    x86-64: {url: "https://github.com/'
+    )
 
     # Again: the version is there, so it is only locked again, and nothing changes.
     code, out, err = cli(github, mirror, tmp_path, "bump", "tiny", "--to", "1.1")
@@ -231,12 +295,18 @@ def test_bump_adds_the_release_locks_it_and_makes_it_the_default(
 
 
 def test_bump_keeps_unavailable_arches_and_an_older_version_is_not_the_default(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     repo = "example/tiny-x86"
     for version in ("0.9", "1.0", "1.1"):
         publish(mirror, github, repo, version)
-    path = write_tiny(tmp_path / "recipes", repo, "1.0", None,
-                      arm64='{unavailable: "upstream builds x86-64 only"}')
+    path = write_tiny(
+        tmp_path / "recipes",
+        repo,
+        "1.0",
+        None,
+        arm64='{unavailable: "upstream builds x86-64 only"}',
+    )
 
     code, out, err = cli(github, mirror, tmp_path, "bump", "tiny", "--to", "0.9")
     assert code == 0, err
@@ -254,7 +324,8 @@ def test_bump_keeps_unavailable_arches_and_an_older_version_is_not_the_default(
 
 
 def test_bump_refuses_a_missing_asset_a_checksum_mismatch_and_a_digest_mismatch(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     missing, lying = "example/tiny-missing", "example/tiny-lying"
     old = publish(mirror, github, missing, "1.0")
     publish(mirror, github, missing, "1.1", leave_out="tiny-1.1-aarch64.tar.gz")
@@ -268,7 +339,8 @@ def test_bump_refuses_a_missing_asset_a_checksum_mismatch_and_a_digest_mismatch(
     assert err.splitlines() == [
         f"wasm-sysexts: error: {missing} release v1.1: no asset tiny-1.1-aarch64.tar.gz (arm64); "
         f"upstream renamed or dropped it: add 1.1 to {path} by hand, then run: wasm-sysexts "
-        "lock tiny --version 1.1"]
+        "lock tiny --version 1.1"
+    ]
     assert path.read_text() == before
 
     path = write_tiny(tmp_path / "recipes", lying, "1.0", None)
@@ -292,13 +364,15 @@ def test_bump_refuses_a_missing_asset_a_checksum_mismatch_and_a_digest_mismatch(
     errors = [line for line in err.splitlines() if line.startswith("wasm-sysexts: error:")]
     assert code == 1 and len(errors) == 1
     assert f"{other}/releases/download/v1.1/tiny-1.1-aarch64.tar.gz: sha256 " in errors[0]
-    assert errors[0].endswith(f"does not match the digest GitHub records for the release asset, "
-                              f"{'f' * 64}")
+    assert errors[0].endswith(
+        f"does not match the digest GitHub records for the release asset, {'f' * 64}"
+    )
     assert path.read_text() == before
 
 
 def test_bad_input_is_one_line_and_leaves_the_recipe_alone(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     repo = "example/tiny-bad"
     sums = publish(mirror, github, repo, "1.0")
     path = write_tiny(tmp_path / "recipes", repo, "1.0", sums)
@@ -308,8 +382,8 @@ def test_bad_input_is_one_line_and_leaves_the_recipe_alone(
     assert code == 1 and len(err.splitlines()) == 1 and "no recipe named 'nosuch'" in err
     code, _, err = cli(github, mirror, tmp_path, "bump", "tiny", "--to", "7.7")
     assert code == 1 and err.splitlines() == [
-        f"wasm-sysexts: error: {path}: --to 7.7: {repo} has no release tagged v7.7 "
-        "(newest: 1.0)"]
+        f"wasm-sysexts: error: {path}: --to 7.7: {repo} has no release tagged v7.7 (newest: 1.0)"
+    ]
     assert path.read_text() == before
 
     path.write_text(before.replace("versions:", "versions: [", 1))
@@ -318,7 +392,8 @@ def test_bad_input_is_one_line_and_leaves_the_recipe_alone(
 
 
 def test_api_failures_are_one_line_naming_the_url_and_never_show_the_token(
-        mirror: Mirror, github: FakeGitHub, tmp_path: Path) -> None:
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
     limited, broken = "example/tiny-limited", "example/tiny-broken"
     github.rate_limited.add(limited)
     github.bad_json.add(broken)
@@ -328,7 +403,8 @@ def test_api_failures_are_one_line_naming_the_url_and_never_show_the_token(
     assert code == 1 and out == ""
     assert err.splitlines() == [
         f"wasm-sysexts: error: {github.url}/repos/{limited}/releases?per_page=100: HTTP 403 "
-        "Forbidden: API rate limit exceeded until 2030-03-17T17:46:40Z"]
+        "Forbidden: API rate limit exceeded until 2030-03-17T17:46:40Z"
+    ]
     assert github.requests[-1][1] == f"Bearer {TOKEN}"  # sent; the fake echoed it back
 
     before = path.read_text()
@@ -339,13 +415,21 @@ def test_api_failures_are_one_line_naming_the_url_and_never_show_the_token(
     code, _, err = cli(github, mirror, tmp_path, "outdated", "--json")
     assert code == 1 and err.splitlines() == [
         f"wasm-sysexts: error: {github.url}/repos/{broken}/releases?per_page=100: not JSON "
-        "(JSONDecodeError at byte 0)"]
+        "(JSONDecodeError at byte 0)"
+    ]
 
-    proc = run_cli("outdated", "--recipes", tmp_path / "recipes",
-                   "--github-api", "http://127.0.0.1:9", env={"GITHUB_TOKEN": TOKEN})
+    proc = run_cli(
+        "outdated",
+        "--recipes",
+        tmp_path / "recipes",
+        "--github-api",
+        "http://127.0.0.1:9",
+        env={"GITHUB_TOKEN": TOKEN},
+    )
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
         f"wasm-sysexts: error: http://127.0.0.1:9/repos/{broken}/releases?per_page=100: "
-        "cannot reach server (ConnectionError)"]
+        "cannot reach server (ConnectionError)"
+    ]
     assert TOKEN not in proc.stderr
 
 
@@ -354,13 +438,15 @@ def test_every_repository_recipe_has_a_derivable_upstream() -> None:
     upstreams = {name: derive(r) for name, r in recipes.items()}
     assert all(u.kind is Kind.GITHUB and "{version}" in u.tag for u in upstreams.values())
     shim = upstreams["containerd-shim-wasmtime"]
-    assert (shim.owner, shim.repo, shim.tag) == \
-        ("containerd", "runwasi", "containerd-shim-wasmtime/v{version}")
+    assert (shim.owner, shim.repo, shim.tag) == (
+        "containerd",
+        "runwasi",
+        "containerd-shim-wasmtime/v{version}",
+    )
     assert upstreams["wamr"].tag == "WAMR-{version}"  # from its source archive (from: source)
     assert upstreams["wasmtime"].tag == "v{version}"
     for name, recipe in recipes.items():
-        assert upstreams[name].version_of(upstreams[name].tag_for(recipe.version)) == \
-            recipe.version
+        assert upstreams[name].version_of(upstreams[name].tag_for(recipe.version)) == recipe.version
 
 
 def test_a_new_entry_is_templated_from_the_default_version(tmp_path: Path) -> None:
@@ -370,8 +456,11 @@ def test_a_new_entry_is_templated_from_the_default_version(tmp_path: Path) -> No
         recipe = load(default_recipes_dir() / f"{name}.yaml")
         upstream = derive(recipe)
         old_tag, tag = upstream.tag_for(recipe.version), upstream.tag_for(new)
-        urls = [recipe.expand(i.url, recipe.version, a) for a in recipe.versions[recipe.version]
-                for i in recipe.inputs(recipe.version, a)]
+        urls = [
+            recipe.expand(i.url, recipe.version, a)
+            for a in recipe.versions[recipe.version]
+            for i in recipe.inputs(recipe.version, a)
+        ]
         ours = [u for u in urls if f"/{upstream.owner}/{upstream.repo}/" in u]
         assets = [u.rsplit("/", 1)[1].replace(recipe.version, new) for u in ours]
         with pytest.raises(PipelineError, match=re.escape(f"release {tag}: no asset {assets[0]}")):
@@ -383,10 +472,14 @@ def test_a_new_entry_is_templated_from_the_default_version(tmp_path: Path) -> No
         bumped = load(copy)
         new_urls = [i.url for a in bumped.versions[new] for i in bumped.inputs(new, a)]
         assert [u for u in new_urls if f"/{upstream.owner}/{upstream.repo}/" in u] == [
-            u.replace(old_tag.replace("/", "%2F"), tag.replace("/", "%2F"))
-            .replace(recipe.version, new) for u in ours]
+            u.replace(old_tag.replace("/", "%2F"), tag.replace("/", "%2F")).replace(
+                recipe.version, new
+            )
+            for u in ours
+        ]
         others = [u for u in new_urls if f"/{upstream.owner}/{upstream.repo}/" not in u]
         assert others == [u for u in urls if u not in ours]  # nats-server, as it was
-        assert all(i.sha256 is None for i in bumped.inputs(new, "x86-64")
-                   if f"/{upstream.repo}/" in i.url)
+        assert all(
+            i.sha256 is None for i in bumped.inputs(new, "x86-64") if f"/{upstream.repo}/" in i.url
+        )
         assert inserted(recipe.path.read_text(), text).startswith(f'  "{new}":\n')

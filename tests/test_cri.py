@@ -40,8 +40,9 @@ SHIM = "containerd-shim-wasmtime"
 
 
 def unsquash(image: Path, dest: Path) -> Path:
-    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(dest), str(image)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["unsquashfs", "-q", "-n", "-d", str(dest), str(image)], check=True, capture_output=True
+    )
     return dest
 
 
@@ -51,8 +52,9 @@ def rewrite_image(image: Path, change: Callable[[Path], None]) -> None:
     tree = unsquash(image, image.with_suffix(".tree"))
     change(tree)
     packed = image.with_suffix(".new")
-    subprocess.run(["mksquashfs", str(tree), str(packed), "-noappend", "-all-root", "-quiet"],
-                   check=True)
+    subprocess.run(
+        ["mksquashfs", str(tree), str(packed), "-noappend", "-all-root", "-quiet"], check=True
+    )
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     packed.replace(image)
     meta_path = Path(f"{image}.json")
@@ -72,12 +74,18 @@ def tools() -> dict[str, Path]:
     return support_images(Fetcher(VM_CACHE), Arch.X86_64, flatcar=False)
 
 
-def test_cri_config_composes_with_flatcars_containerd(tools: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_cri_config_composes_with_flatcars_containerd(
+    tools: dict[str, Path], tmp_path: Path
+) -> None:
     root = unsquash(tools[CONTAINERD], tmp_path / "root")
     shims = [r for r in load_all(recipes_dir()) if r.containerd]
     assert {r.containerd.handler for r in shims if r.containerd} == {
-        "wasmtime", "wasmedge", "wasmer", "spin", "wamr"}  # k3s's names, SpinKube's "spin"
+        "wasmtime",
+        "wasmedge",
+        "wasmer",
+        "spin",
+        "wamr",
+    }  # k3s's names, SpinKube's "spin"
     written: dict[str, str] = {}
     for recipe in shims:  # what merging every shim image at once puts under /usr
         for file in recipe.files:
@@ -92,14 +100,19 @@ def test_cri_config_composes_with_flatcars_containerd(tools: dict[str, Path],
     dropin = written[containerd.DROPIN]
     config = re.search(r"^Environment=CONTAINERD_CONFIG=(\S+)$", dropin, re.M)
     assert config, dropin
-    proc = subprocess.run(["chroot", str(root), "/usr/bin/containerd", "--config",
-                           config.group(1), "config", "dump"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        ["chroot", str(root), "/usr/bin/containerd", "--config", config.group(1), "config", "dump"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dump = proc.stdout
     for recipe in shims:
         assert recipe.containerd is not None
-        table = (f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes."
-                 f"{recipe.containerd.handler}]")
+        table = (
+            f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes."
+            f"{recipe.containerd.handler}]"
+        )
         assert f"{table}\n          runtime_type = '{recipe.containerd.runtime_type}'" in dump
     # Flatcar's own settings survive: its runc handler with the systemd cgroup driver, its
     # state directory, SELinux labelling.
@@ -122,39 +135,72 @@ def noreg_recipes(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror) -> P
         sha = pin(mirror, url, tar_bytes({name: (binary.read_bytes(), 0o755)}, compression="gz"))
         (directory / f"containerd-shim-{handler}.yaml").write_text(
             f"name: containerd-shim-{handler}\nsummary: test shim\n"
-            f"homepage: https://wsx-test.example\nlicense: Apache-2.0\nversion: \"1.0\"\n"
-            f"versions:\n  \"1.0\":\n    x86-64: {{url: \"{url}\", sha256: \"{sha}\"}}\n"
-            f"install:\n  - {{from: \"{name}\", to: /usr/bin/{name}, mode: \"0755\"}}\n"
-            f"containerd: {{handler: {handler}, runtime_type: io.containerd.{handler}.v1}}\n")
+            f'homepage: https://wsx-test.example\nlicense: Apache-2.0\nversion: "1.0"\n'
+            f'versions:\n  "1.0":\n    x86-64: {{url: "{url}", sha256: "{sha}"}}\n'
+            f'install:\n  - {{from: "{name}", to: /usr/bin/{name}, mode: "0755"}}\n'
+            f"containerd: {{handler: {handler}, runtime_type: io.containerd.{handler}.v1}}\n"
+        )
     return directory
 
 
 def smoke(images: Path, recipes: Path) -> tuple[int, dict[str, dict[str, object]]]:
-    proc = run_cli("smoke-test", images, "--os", "reference", "--recipes", recipes, "--cache",
-                   VM_CACHE, "--arch", "x86-64", "--timeout", "900", "--json")
+    proc = run_cli(
+        "smoke-test",
+        images,
+        "--os",
+        "reference",
+        "--recipes",
+        recipes,
+        "--cache",
+        VM_CACHE,
+        "--arch",
+        "x86-64",
+        "--timeout",
+        "900",
+        "--json",
+    )
     assert proc.stdout, proc.stderr
     report = json.loads(proc.stdout)
     return proc.returncode, {str(i["name"]): i for i in report["images"]}
 
 
 @pytest.mark.vm
-def test_cri_wasm_pod_runs_with_the_shims_handler(tools: dict[str, Path], mirror: Mirror,
-                                                  noreg_recipes: Path, tmp_path: Path) -> None:
+def test_cri_wasm_pod_runs_with_the_shims_handler(
+    tools: dict[str, Path], mirror: Mirror, noreg_recipes: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     shim = shim_image(mirror)
     for path in (shim, Path(f"{shim}.json")):
         (out / path.name).write_bytes(path.read_bytes())
-    run_cli("build", "containerd-shim-wsxnoreg", "--recipes", noreg_recipes, "--mirror",
-            mirror.url, "--cache", tmp_path / "dl", "--out", out, "--arch", "x86-64",
-            "--quiet", check=True)
-    rewrite_image(out / "containerd-shim-wsxnoreg-1.0-x86-64.raw", lambda tree: (
-        tree / containerd.FRAGMENTS.lstrip("/") / "wsxnoreg.toml").unlink())
+    run_cli(
+        "build",
+        "containerd-shim-wsxnoreg",
+        "--recipes",
+        noreg_recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "dl",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        "--quiet",
+        check=True,
+    )
+    rewrite_image(
+        out / "containerd-shim-wsxnoreg-1.0-x86-64.raw",
+        lambda tree: (tree / containerd.FRAGMENTS.lstrip("/") / "wsxnoreg.toml").unlink(),
+    )
 
     code, images = smoke(out, noreg_recipes)
     wasmtime = images[SHIM]
-    steps = {s["command"].split()[2]: s for s in wasmtime["steps"]  # type: ignore[union-attr]
-             if s["command"].startswith("sh /run/wsx/cri.sh")}
+    steps = {
+        s["command"].split()[2]: s
+        for s in wasmtime["steps"]  # type: ignore[union-attr]
+        if s["command"].startswith("sh /run/wsx/cri.sh")
+    }
     assert wasmtime["status"] == "passed", json.dumps(wasmtime, indent=2)
     assert "CONTAINERD_CONFIG=" + containerd.ROOT_CONFIG in steps["up"]["output"]
     assert "containerd github.com/containerd/containerd/v2 v2.1.5" in steps["up"]["output"]
@@ -167,23 +213,45 @@ def test_cri_wasm_pod_runs_with_the_shims_handler(tools: dict[str, Path], mirror
 
     noreg = images["containerd-shim-wsxnoreg"]
     assert code == 1 and noreg["status"] == "failed"
-    failed = next(s for s in noreg["steps"]  # type: ignore[union-attr]
-                  if s["status"] == "failed")
+    failed = next(
+        s
+        for s in noreg["steps"]  # type: ignore[union-attr]
+        if s["status"] == "failed"
+    )
     assert failed["command"].endswith("handler wsxnoreg io.containerd.wsxnoreg.v1")
-    assert "handler wsxnoreg (io.containerd.wsxnoreg.v1) is not registered with containerd's " \
-           "CRI plugin" in failed["reason"]
+    assert (
+        "handler wsxnoreg (io.containerd.wsxnoreg.v1) is not registered with containerd's "
+        "CRI plugin" in failed["reason"]
+    )
 
 
 @pytest.mark.vm
-def test_cri_broken_config_fails_with_containerds_reason(tools: dict[str, Path], mirror: Mirror,
-                                                         noreg_recipes: Path,
-                                                         tmp_path: Path) -> None:
+def test_cri_broken_config_fails_with_containerds_reason(
+    tools: dict[str, Path], mirror: Mirror, noreg_recipes: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    run_cli("build", "containerd-shim-wsxbadcfg", "--recipes", noreg_recipes, "--mirror",
-            mirror.url, "--cache", tmp_path / "dl", "--out", out, "--arch", "x86-64",
-            "--quiet", check=True)
-    rewrite_image(out / "containerd-shim-wsxbadcfg-1.0-x86-64.raw", lambda tree: (
-        tree / containerd.ROOT_CONFIG.lstrip("/")).write_text("version = 2\nimports = [\n"))
+    run_cli(
+        "build",
+        "containerd-shim-wsxbadcfg",
+        "--recipes",
+        noreg_recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "dl",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        "--quiet",
+        check=True,
+    )
+    rewrite_image(
+        out / "containerd-shim-wsxbadcfg-1.0-x86-64.raw",
+        lambda tree: (tree / containerd.ROOT_CONFIG.lstrip("/")).write_text(
+            "version = 2\nimports = [\n"
+        ),
+    )
     code, images = smoke(out, noreg_recipes)
     image = images["containerd-shim-wsxbadcfg"]
     assert code == 1 and image["status"] == "failed"

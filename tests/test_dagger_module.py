@@ -22,12 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_typedefs_register_until_the_engine_is_needed() -> None:
     # In a fresh interpreter: a connection another test opened in this one would be reused.
-    code = ("import sys; sys.path[:0] = ['tests', '.dagger/src']\n"
-            "from support.daggerq import register_typedefs\n"
-            "print(type(register_typedefs()).__name__)")
+    code = (
+        "import sys; sys.path[:0] = ['tests', '.dagger/src']\n"
+        "from support.daggerq import register_typedefs\n"
+        "print(type(register_typedefs()).__name__)"
+    )
     env = {k: v for k, v in os.environ.items() if "DAGGER" not in k}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.stdout.strip() == "ClientConnectionError", proc.stdout + proc.stderr
 
 
@@ -52,8 +55,11 @@ def test_module_is_its_own_project_the_sdk_runtime_can_install() -> None:
 def public_functions() -> dict[str, inspect.Signature]:
     """What `dagger functions` lists: the public methods (their parameters become the
     `dagger call` flags, kebab-cased)."""
-    return {name: inspect.signature(value) for name, value in vars(module.WasmSysexts).items()
-            if inspect.isfunction(value) and not name.startswith("_")}
+    return {
+        name: inspect.signature(value)
+        for name, value in vars(module.WasmSysexts).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
 
 
 def flags(name: str) -> dict[str, object]:
@@ -73,31 +79,58 @@ def returns(name: str) -> object:
 def test_functions_take_the_documented_flags() -> None:
     """The functions, flags and defaults docs/dagger.md and the release workflow use."""
     required = inspect.Parameter.empty
-    assert set(public_functions()) == {"base", "build", "build_all", "sign", "verify",
-                                       "smoke_test", "publish_static", "publish_oci"}
+    assert set(public_functions()) == {
+        "base",
+        "build",
+        "build_all",
+        "sign",
+        "verify",
+        "smoke_test",
+        "publish_static",
+        "publish_oci",
+    }
     constructor = [f.name for f in dataclasses.fields(module.WasmSysexts)]
-    assert constructor == ["source", "base_image", "base_container", "mirror_service",
-                           "registry_service"]
+    assert constructor == [
+        "source",
+        "base_image",
+        "base_container",
+        "mirror_service",
+        "registry_service",
+    ]
     assert returns("base") is dagger.Container
     # The image, its metadata, SBOM and SHA256SUMS; the version defaults to the recipe's.
     assert returns("build") is dagger.Directory
-    assert flags("build") == {"runtime": required, "recipes": required, "version": "",
-                              "arch": "x86-64", "format": "squashfs", "mirror": "",
-                              "build_from": ""}
+    assert flags("build") == {
+        "runtime": required,
+        "recipes": required,
+        "version": "",
+        "arch": "x86-64",
+        "format": "squashfs",
+        "mirror": "",
+        "build_from": "",
+    }
     assert DefaultPath("sysexts") in meta("build", "recipes")
     assert returns("build_all") is dagger.Directory
-    assert flags("build_all") == {"recipes": required, "arch": None, "format": "squashfs",
-                                  "mirror": "", "keep_going": False}
+    assert flags("build_all") == {
+        "recipes": required,
+        "arch": None,
+        "format": "squashfs",
+        "mirror": "",
+        "keep_going": False,
+    }
     assert returns("sign") is dagger.Directory
-    assert flags("sign") == {"images": required, "gpg_key": required, "verity_key": None,
-                             "verity_cert": None}
+    assert flags("sign") == {
+        "images": required,
+        "gpg_key": required,
+        "verity_key": None,
+        "verity_cert": None,
+    }
     sign = typing.get_type_hints(module.WasmSysexts.sign)
     assert sign["gpg_key"] is dagger.Secret  # required, and never a plain string
     assert returns("verify") is dagger.File  # the report; the call fails on a FAILED line
     assert returns("smoke_test") is module.SmokeTest
     assert flags("smoke_test")["os"] == "flatcar"
-    assert DefaultPath("keys/flatcar-image-signing.asc") in meta("smoke_test",
-                                                                 "flatcar_keyring")
+    assert DefaultPath("keys/flatcar-image-signing.asc") in meta("smoke_test", "flatcar_keyring")
     assert returns("publish_static") is dagger.Directory
     assert returns("publish_oci") is dagger.File
     assert flags("publish_oci")["password"] is None  # anonymous pushes to open registries
@@ -118,6 +151,7 @@ def test_module_installs_the_cli_from_no_recipe_and_no_key() -> None:
     ignore = next(m for m in hints["source"].__metadata__ if isinstance(m, Ignore))
     kept = [p.removeprefix("!") for p in ignore.patterns if p.startswith("!")]
     assert kept == module.CLI_SOURCE
-    assert not [p for p in kept if p.endswith((".yaml", "/**")) and
-                p.startswith(("sysexts", "keys"))]
+    assert not [
+        p for p in kept if p.endswith((".yaml", "/**")) and p.startswith(("sysexts", "keys"))
+    ]
     assert "pipeline/**" in kept and "pyproject.toml" in kept

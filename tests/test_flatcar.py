@@ -22,9 +22,23 @@ IMAGE_BYTES = b"QFI\xfb fake flatcar qcow2 image\n" * 1000
 
 
 def gpg(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode",
-                           "loopback", "--passphrase", "", *args], input=stdin,
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [
+            "gpg",
+            "--homedir",
+            str(home),
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +46,19 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """A throwaway signing key: (gpg home, exported public key, primary fingerprint)."""
     home = tmp_path_factory.mktemp("gpg")
     home.chmod(0o700)
-    gpg(home, "--quick-gen-key", "Fake Flatcar Buildbot <fake@example.invalid>", "rsa2048",
-        "sign", "never")
-    fpr = next(line.split(":")[9] for line in gpg(home, "--with-colons", "--list-keys")
-               .stdout.splitlines() if line.startswith("fpr:"))
+    gpg(
+        home,
+        "--quick-gen-key",
+        "Fake Flatcar Buildbot <fake@example.invalid>",
+        "rsa2048",
+        "sign",
+        "never",
+    )
+    fpr = next(
+        line.split(":")[9]
+        for line in gpg(home, "--with-colons", "--list-keys").stdout.splitlines()
+        if line.startswith("fpr:")
+    )
     public = home / "public.asc"
     public.write_text(gpg(home, "--armor", "--export", fpr).stdout)
     return home, public, fpr
@@ -43,9 +66,11 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 def digests(data: bytes) -> str:
     name = flatcar.IMAGE
-    return (f"# MD5 HASH\n{hashlib.md5(data).hexdigest()}  {name}\n"
-            f"# SHA1 HASH\n{hashlib.sha1(data).hexdigest()}  {name}\n"
-            f"# SHA512 HASH\n{hashlib.sha512(data).hexdigest()}  {name}\n")
+    return (
+        f"# MD5 HASH\n{hashlib.md5(data).hexdigest()}  {name}\n"
+        f"# SHA1 HASH\n{hashlib.sha1(data).hexdigest()}  {name}\n"
+        f"# SHA512 HASH\n{hashlib.sha512(data).hexdigest()}  {name}\n"
+    )
 
 
 def publish(mirror: Mirror, home: Path, channel: str, image: bytes, text: str) -> None:
@@ -53,8 +78,10 @@ def publish(mirror: Mirror, home: Path, channel: str, image: bytes, text: str) -
     mirror.put(base + flatcar.IMAGE, image)
     signed = gpg(home, "--clearsign", "--armor", "--output", "-", stdin=text).stdout
     mirror.put(base + flatcar.IMAGE + ".DIGESTS.asc", signed.encode())
-    mirror.put(flatcar.release_url(channel, "current", "version.txt"),
-               f"FLATCAR_BUILD=4593\nFLATCAR_VERSION={VERSION}\n".encode())
+    mirror.put(
+        flatcar.release_url(channel, "current", "version.txt"),
+        f"FLATCAR_BUILD=4593\nFLATCAR_VERSION={VERSION}\n".encode(),
+    )
 
 
 def test_committed_key_is_flatcars(tmp_path: Path) -> None:
@@ -62,16 +89,22 @@ def test_committed_key_is_flatcars(tmp_path: Path) -> None:
     home.mkdir(mode=0o700)
     gpg(home, "--import", str(flatcar.default_keyring()))
     listing = gpg(home, "--with-colons", "--list-keys").stdout.splitlines()
-    assert next(ln.split(":")[9] for ln in listing if ln.startswith("fpr:")) == \
-        flatcar.FINGERPRINT
+    assert next(ln.split(":")[9] for ln in listing if ln.startswith("fpr:")) == flatcar.FINGERPRINT
 
 
-def test_good_tree_verifies_and_is_cached(tmp_path: Path, mirror: Mirror,
-                                          signer: tuple[Path, Path, str]) -> None:
+def test_good_tree_verifies_and_is_cached(
+    tmp_path: Path, mirror: Mirror, signer: tuple[Path, Path, str]
+) -> None:
     home, public, fpr = signer
     publish(mirror, home, "beta", IMAGE_BYTES, digests(IMAGE_BYTES))
-    args = dict(cache_dir=tmp_path, channel="beta", version="current", mirror=mirror.url,
-                keyring=public, fingerprint=fpr)
+    args = dict(
+        cache_dir=tmp_path,
+        channel="beta",
+        version="current",
+        mirror=mirror.url,
+        keyring=public,
+        fingerprint=fpr,
+    )
     image = flatcar.verified_image(**args)  # type: ignore[arg-type]
     assert image.read_bytes() == IMAGE_BYTES and VERSION in str(image)
     path = "/beta.release.flatcar-linux.net/amd64-usr/" + VERSION + "/" + flatcar.IMAGE
@@ -80,19 +113,22 @@ def test_good_tree_verifies_and_is_cached(tmp_path: Path, mirror: Mirror,
     assert mirror.hits[path] == hits, "a verified cached image is not downloaded again"
 
 
-def test_tampered_image_is_refused(tmp_path: Path, mirror: Mirror,
-                                   signer: tuple[Path, Path, str]) -> None:
+def test_tampered_image_is_refused(
+    tmp_path: Path, mirror: Mirror, signer: tuple[Path, Path, str]
+) -> None:
     home, public, fpr = signer
     publish(mirror, home, "alpha", IMAGE_BYTES + b"evil", digests(IMAGE_BYTES))
     with pytest.raises(PipelineError, match="does not match the signed DIGESTS"):
         flatcar.verified_image(tmp_path, "alpha", VERSION, mirror.url, public, fpr)
     cached = tmp_path / "flatcar" / "alpha" / "x86-64" / VERSION
-    assert sorted(p.name for p in cached.iterdir() if p.name != ".lock") == \
-        [flatcar.IMAGE + ".DIGESTS.asc"], "only the verified DIGESTS stays; no image"
+    assert sorted(p.name for p in cached.iterdir() if p.name != ".lock") == [
+        flatcar.IMAGE + ".DIGESTS.asc"
+    ], "only the verified DIGESTS stays; no image"
 
 
-def test_tampered_or_foreign_signature_is_refused(tmp_path: Path, mirror: Mirror,
-                                                  signer: tuple[Path, Path, str]) -> None:
+def test_tampered_or_foreign_signature_is_refused(
+    tmp_path: Path, mirror: Mirror, signer: tuple[Path, Path, str]
+) -> None:
     home, public, fpr = signer
     publish(mirror, home, "lts", IMAGE_BYTES, digests(IMAGE_BYTES))
     url = flatcar.release_url("lts", VERSION, flatcar.IMAGE + ".DIGESTS.asc")
@@ -108,8 +144,7 @@ def test_tampered_or_foreign_signature_is_refused(tmp_path: Path, mirror: Mirror
         flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, public)
     # The real Flatcar key does not accept our fake signature at all.
     with pytest.raises(PipelineError, match="bad or missing signature"):
-        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url,
-                               flatcar.default_keyring())
+        flatcar.verified_image(tmp_path, "lts", VERSION, mirror.url, flatcar.default_keyring())
 
 
 def test_bad_channel_and_version() -> None:
@@ -120,8 +155,9 @@ def test_bad_channel_and_version() -> None:
 
 
 def test_ignition_config_validates(tmp_path: Path) -> None:
-    config = smoke_config([("wasmtime", "wasmtime-49.0.4-x86-64.raw"),
-                           ("wazero", "wazero-1.9.0-x86-64.raw")])
+    config = smoke_config(
+        [("wasmtime", "wasmtime-49.0.4-x86-64.raw"), ("wazero", "wazero-1.9.0-x86-64.raw")]
+    )
     path = tmp_path / "ignition.json"
     path.write_text(json.dumps(config, indent=2))
     proc = subprocess.run(["ignition-validate", str(path)], capture_output=True, text=True)

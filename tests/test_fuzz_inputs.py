@@ -36,8 +36,10 @@ EXAMPLES = int(os.environ.get("WASM_SYSEXTS_FUZZ_EXAMPLES", "300"))
 SAFE = ["a", "b", "lib", "bin", "f"]
 # Sampled with weights (repetition), so that most cases get past unpacking to the install map.
 COMPONENTS = SAFE * 8 + ["..", ".", "", "x" * 40]
-FAILED_LINE = re.compile(r"FAILED: .*(unsafe member '|install\[\d+\]|files\[\d+\]|"
-                         r"not a valid tar archive|links outside the image|dangles)")
+FAILED_LINE = re.compile(
+    r"FAILED: .*(unsafe member '|install\[\d+\]|files\[\d+\]|"
+    r"not a valid tar archive|links outside the image|dangles)"
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,11 @@ class Member:
 def target_strategy(sentinel: bool) -> st.SearchStrategy[str]:
     ups = st.integers(min_value=0, max_value=8).map(lambda n: "../" * n)
     return st.one_of(
-        st.builds(lambda u, tail: u + tail, ups, st.sampled_from(
-            ["sentinel", "sentinel/x", "a", "a/b", "bin/f", "lib", ""])),
+        st.builds(
+            lambda u, tail: u + tail,
+            ups,
+            st.sampled_from(["sentinel", "sentinel/x", "a", "a/b", "bin/f", "lib", ""]),
+        ),
         st.just("@SENTINEL@") if sentinel else st.just("a"),
         st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=4).map("/".join),
         st.just("@MEMBER@"),  # another member of the archive
@@ -61,9 +66,11 @@ def target_strategy(sentinel: bool) -> st.SearchStrategy[str]:
 
 hostile_member = st.builds(
     Member,
-    name=st.builds(lambda absolute, parts: ("/" if absolute else "") + "/".join(parts),
-                   st.sampled_from([False] * 6 + [True]),
-                   st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=70)),
+    name=st.builds(
+        lambda absolute, parts: ("/" if absolute else "") + "/".join(parts),
+        st.sampled_from([False] * 6 + [True]),
+        st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=70),
+    ),
     kind=st.sampled_from(["file", "dir", "symlink", "symlink", "hardlink", "fifo", "chardev"]),
     mode=st.sampled_from([0o644, 0o755, 0o4755, 0o2755, 0o1777, 0o600]),
     target=target_strategy(sentinel=True),
@@ -74,22 +81,45 @@ benign_member = st.builds(
     name=st.lists(st.sampled_from(SAFE), min_size=1, max_size=4).map("/".join),
     kind=st.sampled_from(["file"] * 4 + ["dir", "symlink", "symlink", "hardlink"]),
     mode=st.sampled_from([0o644, 0o755]),
-    target=st.one_of(st.just("@MEMBER@"), st.builds(
-        lambda n, tail: "../" * n + tail, st.integers(min_value=0, max_value=5),
-        st.sampled_from(["sentinel", "a", "f", "bin/f", "lib"]))),
+    target=st.one_of(
+        st.just("@MEMBER@"),
+        st.builds(
+            lambda n, tail: "../" * n + tail,
+            st.integers(min_value=0, max_value=5),
+            st.sampled_from(["sentinel", "a", "f", "bin/f", "lib"]),
+        ),
+    ),
 )
 member_strategy = st.one_of(benign_member, benign_member, benign_member, hostile_member)
 
-install_strategy = st.lists(st.tuples(
-    st.one_of(st.lists(st.sampled_from([*SAFE, "*", "**"]), min_size=1,
-                       max_size=4).map("/".join), st.just("*")),
-    st.sampled_from(["/usr/bin/f", "/usr/lib/", "/usr/share/a/b", "/opt/z/", "/usr/link",
-                     "/usr/link/inner", "/usr/bin/", "/opt/z/a/b/c"]),
-), min_size=1, max_size=3)
+install_strategy = st.lists(
+    st.tuples(
+        st.one_of(
+            st.lists(st.sampled_from([*SAFE, "*", "**"]), min_size=1, max_size=4).map("/".join),
+            st.just("*"),
+        ),
+        st.sampled_from(
+            [
+                "/usr/bin/f",
+                "/usr/lib/",
+                "/usr/share/a/b",
+                "/opt/z/",
+                "/usr/link",
+                "/usr/link/inner",
+                "/usr/bin/",
+                "/opt/z/a/b/c",
+            ]
+        ),
+    ),
+    min_size=1,
+    max_size=3,
+)
 
-files_strategy = st.lists(st.sampled_from(["/usr/link/evil.conf", "/usr/share/a/b/c",
-                                           "/opt/z/note", "/usr/lib/x.conf"]),
-                          max_size=2, unique=True)
+files_strategy = st.lists(
+    st.sampled_from(["/usr/link/evil.conf", "/usr/share/a/b/c", "/opt/z/note", "/usr/lib/x.conf"]),
+    max_size=2,
+    unique=True,
+)
 
 
 def archive(members: list[Member], sentinel: Path) -> bytes:
@@ -99,7 +129,8 @@ def archive(members: list[Member], sentinel: Path) -> bytes:
             info = tarfile.TarInfo(m.name or ".")
             info.mode = m.mode
             target = m.target.replace("@SENTINEL@", str(sentinel)).replace(
-                "@MEMBER@", members[0].name)
+                "@MEMBER@", members[0].name
+            )
             data = b""
             if m.kind == "file":
                 data = hashlib.sha256(m.name.encode()).digest()
@@ -120,15 +151,17 @@ def archive(members: list[Member], sentinel: Path) -> bytes:
 
 def recipe_install(install: list[tuple[str, str]], files: list[str]) -> tuple[str, str]:
     lines = "".join(f'  - {{from: "{src}", to: "{dst}"}}\n' for src, dst in install)
-    extra = ("files:\n" + "".join(f'  - {{path: "{p}", content: "x"}}\n' for p in files)
-             if files else "")
+    extra = (
+        "files:\n" + "".join(f'  - {{path: "{p}", content: "x"}}\n' for p in files) if files else ""
+    )
     return lines, extra
 
 
 def image_is_contained(image: Path, work: Path) -> None:
     tree = work / "readback"
-    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tree), str(image)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["unsquashfs", "-q", "-n", "-d", str(tree), str(image)], check=True, capture_output=True
+    )
     real = tree.resolve()
     for dirpath, dirs, names in os.walk(tree):
         for name in dirs + names:
@@ -140,14 +173,25 @@ def image_is_contained(image: Path, work: Path) -> None:
                 assert path.resolve().is_relative_to(real), (path, os.readlink(path))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
-@given(members=st.lists(member_strategy, min_size=1, max_size=6), install=install_strategy,
-       files=files_strategy)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(
+    members=st.lists(member_strategy, min_size=1, max_size=6),
+    install=install_strategy,
+    files=files_strategy,
+)
 def test_random_archives_and_install_maps_never_escape(
-        members: list[Member], install: list[tuple[str, str]], files: list[str],
-        mirror: Mirror) -> None:
+    members: list[Member], install: list[tuple[str, str]], files: list[str], mirror: Mirror
+) -> None:
     with tempfile.TemporaryDirectory(prefix="wsx-fuzz-") as tmp:
         sandbox = Path(tmp)
         sentinel = sandbox / "sentinel"
@@ -158,17 +202,39 @@ def test_random_archives_and_install_maps_never_escape(
         url = f"https://fuzz.example/{digest}/fuzz.tar.gz"
         mirror.put(url, data)
         lines, extra = recipe_install(install, files)
-        write_recipe(sandbox / "recipes", "fuzz",
-                     f'    x86-64: {{url: "{url}", sha256: "{digest}"}}\n', lines, extra)
+        write_recipe(
+            sandbox / "recipes",
+            "fuzz",
+            f'    x86-64: {{url: "{url}", sha256: "{digest}"}}\n',
+            lines,
+            extra,
+        )
         out = sandbox / "out"
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(["build", "fuzz", "--recipes", str(sandbox / "recipes"), "--mirror",
-                         mirror.url, "--cache", str(sandbox / "cache"), "--out", str(out),
-                         "--arch", "x86-64", "--jobs", "1"])
+            code = main(
+                [
+                    "build",
+                    "fuzz",
+                    "--recipes",
+                    str(sandbox / "recipes"),
+                    "--mirror",
+                    mirror.url,
+                    "--cache",
+                    str(sandbox / "cache"),
+                    "--out",
+                    str(out),
+                    "--arch",
+                    "x86-64",
+                    "--jobs",
+                    "1",
+                ]
+            )
         err = stderr.getvalue()
-        event(f"exit {code}: " + next((m.group(1) for m in map(FAILED_LINE.search,
-                                                              err.splitlines()) if m), "-"))
+        event(
+            f"exit {code}: "
+            + next((m.group(1) for m in map(FAILED_LINE.search, err.splitlines()) if m), "-")
+        )
         assert "Traceback" not in err and "internal error" not in err, err
         assert list(sentinel.iterdir()) == [], f"escaped into the sentinel: {members}"
         assert {p.name for p in sandbox.iterdir()} <= {"cache", "out", "recipes", "sentinel"}

@@ -43,32 +43,45 @@ def sandbox(tmp_path: Path) -> Iterator[Path]:
     assert list((tmp_path / "sentinel").iterdir()) == [], "a write escaped the output"
 
 
-def hostile_recipe(mirror: Mirror, recipes: Path, name: str, data: bytes, install: str,
-                   extra: str = "") -> Path:
+def hostile_recipe(
+    mirror: Mirror, recipes: Path, name: str, data: bytes, install: str, extra: str = ""
+) -> Path:
     url = f"https://example.org/{name}/{name}.tar.gz"
     digest = serve(mirror, url, data)
-    return write_recipe(recipes, name, f'    x86-64: {{url: "{url}", sha256: "{digest}"}}\n',
-                        install, extra)
+    return write_recipe(
+        recipes, name, f'    x86-64: {{url: "{url}", sha256: "{digest}"}}\n', install, extra
+    )
 
 
 # --- high: writing through a link the archive planted -------------------------------------
+
 
 def test_install_cannot_write_through_a_link_it_placed(mirror: Mirror, sandbox: Path) -> None:
     # Valid inside the archive (a/b/c/d/../../../../sentinel is ./sentinel), but installed at
     # /usr/link it points from the image root up into the sandbox.
     data = tar_with(member("a/b/c/d/link", tarfile.SYMTYPE, link="../../../../sentinel"))
-    hostile_recipe(mirror, sandbox, "planted", data,
-                   '  - {from: "a/b/c/d/link", to: /usr/link}\n'
-                   '  - {from: "tiny/bin/tiny", to: /usr/link/evil}\n')
+    hostile_recipe(
+        mirror,
+        sandbox,
+        "planted",
+        data,
+        '  - {from: "a/b/c/d/link", to: /usr/link}\n'
+        '  - {from: "tiny/bin/tiny", to: /usr/link/evil}\n',
+    )
     error = build_fails(mirror, sandbox, "planted", sandbox)
     assert "install[1]: /usr/link/evil: goes through a link (usr/link)" in error, error
 
 
 def test_files_entry_cannot_write_through_a_placed_link(mirror: Mirror, sandbox: Path) -> None:
     data = tar_with(member("a/b/c/d/link", tarfile.SYMTYPE, link="../../../../sentinel"))
-    hostile_recipe(mirror, sandbox, "plantedfile", data,
-                   '  - {from: "a/b/c/d/link", to: /usr/share/x}\n',
-                   "files:\n  - {path: /usr/share/x/evil.conf, content: \"pwned\"}\n")
+    hostile_recipe(
+        mirror,
+        sandbox,
+        "plantedfile",
+        data,
+        '  - {from: "a/b/c/d/link", to: /usr/share/x}\n',
+        'files:\n  - {path: /usr/share/x/evil.conf, content: "pwned"}\n',
+    )
     error = build_fails(mirror, sandbox, "plantedfile", sandbox)
     assert "files[0]: /usr/share/x/evil.conf: goes through a link (usr/share/x)" in error
 
@@ -79,6 +92,7 @@ def cve_2025_4517_archive(target: str) -> bytes:
     resolving; then a link through them up to `target`, and a file written through it."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+
         def add(name: str, kind: bytes, link: str = "", data: bytes = b"") -> None:
             info = tarfile.TarInfo(name)
             info.type, info.linkname, info.mode, info.size = kind, link, 0o755, len(data)
@@ -104,8 +118,9 @@ def test_cve_2025_4517_archive_is_refused(mirror: Mirror, sandbox: Path) -> None
     assert "unsafe member" in error and "cve.tar.gz" in error, error
 
 
-def test_symlinked_image_is_refused_by_sign_and_publish(tmp_path: Path, signed_images,
-                                                        publish_key) -> None:
+def test_symlinked_image_is_refused_by_sign_and_publish(
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     host_file = tmp_path / "host-secret"
     host_file.write_text("not an image\n")
     d = copy_input(signed_images[V1], tmp_path / "images")
@@ -119,13 +134,23 @@ def test_symlinked_image_is_refused_by_sign_and_publish(tmp_path: Path, signed_i
     (d / "SHA256SUMS").write_text(sums)
     signer = Signer(SecretSpec("--gpg-key", file=publish_key[0]))
     (d / "SHA256SUMS.gpg").write_bytes(signer.sign(sums.encode(), "test")[1])
-    proc = run_cli("publish", "static", d, "--dest", tmp_path / "site", "--base-url",
-                   "https://u.example", "--keyring", publish_key[1])
+    proc = run_cli(
+        "publish",
+        "static",
+        d,
+        "--dest",
+        tmp_path / "site",
+        "--base-url",
+        "https://u.example",
+        "--keyring",
+        publish_key[1],
+    )
     assert proc.returncode == 1 and "not a regular file" in proc.stderr
     assert not (tmp_path / "site").exists()
 
 
 # --- medium -------------------------------------------------------------------------------
+
 
 def zstd_bomb(tmp_path: Path, size: int, kind: bytes) -> bytes:
     """A .tar.zst of one `kind` member of `size` zero bytes (a few KiB compressed)."""
@@ -135,18 +160,24 @@ def zstd_bomb(tmp_path: Path, size: int, kind: bytes) -> bytes:
         info.size, info.type = size, kind
         f.write(info.tobuf(tarfile.GNU_FORMAT))
         f.truncate(512 + size)
-    subprocess.run(["zstd", "-q", "-3", "--rm", "-o", str(tmp_path / "bomb.tar.zst"),
-                    str(raw)], check=True)
+    subprocess.run(
+        ["zstd", "-q", "-3", "--rm", "-o", str(tmp_path / "bomb.tar.zst"), str(raw)], check=True
+    )
     return (tmp_path / "bomb.tar.zst").read_bytes()
 
 
-@pytest.mark.parametrize(("kind", "expected"), [
-    (tarfile.REGTYPE, "'tiny/zeros': absurd size (209715200 bytes"),
-    # tarfile reads a pax header into memory whole: the stream count stops it first.
-    (tarfile.XHDTYPE, "unpacks to more than 83886080 bytes (refused before writing them)"),
-], ids=["member", "pax-header"])
-def test_zstd_bomb_stops_at_the_unpack_limit(kind: bytes, expected: str, mirror: Mirror,
-                                             sandbox: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (tarfile.REGTYPE, "'tiny/zeros': absurd size (209715200 bytes"),
+        # tarfile reads a pax header into memory whole: the stream count stops it first.
+        (tarfile.XHDTYPE, "unpacks to more than 83886080 bytes (refused before writing them)"),
+    ],
+    ids=["member", "pax-header"],
+)
+def test_zstd_bomb_stops_at_the_unpack_limit(
+    kind: bytes, expected: str, mirror: Mirror, sandbox: Path
+) -> None:
     data = zstd_bomb(sandbox, 200 << 20, kind)
     assert len(data) < 64 << 10
     url = "https://example.org/bomb/bomb.tar.zst"
@@ -162,36 +193,72 @@ def test_zstd_bomb_stops_at_the_unpack_limit(kind: bytes, expected: str, mirror:
 def test_download_larger_than_allowed_is_refused(mirror: Mirror, sandbox: Path) -> None:
     digest = serve(mirror, "https://example.org/big/big.tar.gz", os.urandom(3 << 20))
     for route, name in (("__chunked/", "chunked"), ("__huge/", "announced")):
-        write_recipe(sandbox, name, f'    x86-64: {{url: "https://{route}example.org/big/'
-                                    f'big.tar.gz", sha256: "{digest}"}}\n', TINY)
+        write_recipe(
+            sandbox,
+            name,
+            f'    x86-64: {{url: "https://{route}example.org/big/'
+            f'big.tar.gz", sha256: "{digest}"}}\n',
+            TINY,
+        )
         error = build_fails(mirror, sandbox, name, sandbox, "--max-download", "1M")
         assert "big.tar.gz: " in error and "1048576 bytes allowed for one download" in error
-        assert not [p for p in (sandbox / "cache").rglob("*") if p.is_file()
-                    and p.name != ".lock"], "no partial download is kept"
+        assert not [
+            p for p in (sandbox / "cache").rglob("*") if p.is_file() and p.name != ".lock"
+        ], "no partial download is kept"
 
 
 def test_content_encoding_gzip_is_stored_as_sent(mirror: Mirror, tmp_path: Path) -> None:
     data = tiny_tarball()  # a real .tar.gz, served the way misconfigured servers do
     digest = serve(mirror, "https://example.org/enc/tiny.tar.gz", data)
-    write_recipe(tmp_path, "enc", '    x86-64: {url: "https://__gzipenc/example.org/enc/'
-                                  f'tiny.tar.gz", sha256: "{digest}"}}\n')
-    proc = run_cli("build", "enc", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache", "--out", tmp_path / "out", "--arch", "x86-64")
+    write_recipe(
+        tmp_path,
+        "enc",
+        '    x86-64: {url: "https://__gzipenc/example.org/enc/'
+        f'tiny.tar.gz", sha256: "{digest}"}}\n',
+    )
+    proc = run_cli(
+        "build",
+        "enc",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--arch",
+        "x86-64",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cache" / "sha256" / digest).read_bytes() == data
     assert gzip.decompress(data)  # it really is gzip: decoding it would have broken the pin
 
 
-def test_sign_hashes_its_own_copy_while_the_source_changes(tmp_path: Path, signed_images,
-                                                           publish_key) -> None:
+def test_sign_hashes_its_own_copy_while_the_source_changes(
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     src = copy_input(signed_images[V1], tmp_path / "images")
     big = src / f"{NAME}-3.0.0-x86-64.raw"
     with open(big, "wb") as f:
         f.write(b"hsqs")
         f.truncate(1 << 30)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sign", str(src), "--out",
-                             str(tmp_path / "signed"), "--gpg-key", str(publish_key[0])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "sign",
+            str(src),
+            "--out",
+            str(tmp_path / "signed"),
+            "--gpg-key",
+            str(publish_key[0]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:  # rebuild it meanwhile
         with open(big, "r+b") as f:
@@ -230,26 +297,39 @@ def test_credentials_never_go_to_a_plain_http_token_realm() -> None:
         server.server_close()
 
 
-def test_edited_metadata_cannot_relabel_a_signed_image(tmp_path: Path, signed_images,
-                                                       publish_key) -> None:
+def test_edited_metadata_cannot_relabel_a_signed_image(
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     d = copy_input(signed_images[V1], tmp_path / "images")
     meta_path = d / f"{NAME}-{V1}-x86-64.raw.json"
     meta = json.loads(meta_path.read_text())
     meta["name"], meta["version"] = "coreutils", "99.0"
     meta["image"]["file"] = "coreutils-99.0-x86-64.raw"
     meta_path.write_text(json.dumps(meta))
-    proc = run_cli("publish", "static", d, "--dest", tmp_path / "site", "--base-url",
-                   "https://u.example", "--keyring", publish_key[1])
+    proc = run_cli(
+        "publish",
+        "static",
+        d,
+        "--dest",
+        tmp_path / "site",
+        "--base-url",
+        "https://u.example",
+        "--keyring",
+        publish_key[1],
+    )
     assert proc.returncode == 1
-    assert f"{meta_path}: describes coreutils-99.0-x86-64.raw, not {NAME}-{V1}-x86-64.raw" \
+    assert (
+        f"{meta_path}: describes coreutils-99.0-x86-64.raw, not {NAME}-{V1}-x86-64.raw"
         in proc.stderr
+    )
     assert not (tmp_path / "site").exists()
     # An arch the pipeline does not know, in a signed list: one line, no traceback.
     e = copy_input(signed_images[V1], tmp_path / "odd")
     odd = e / f"{NAME}-{V1}-riscv64.raw"
     shutil.copyfile(e / f"{NAME}-{V1}-x86-64.raw", odd)
-    e.joinpath("SHA256SUMS").write_text(e.joinpath("SHA256SUMS").read_text() +
-                                        f"{sha256_of_file(odd)}  {odd.name}\n")
+    e.joinpath("SHA256SUMS").write_text(
+        e.joinpath("SHA256SUMS").read_text() + f"{sha256_of_file(odd)}  {odd.name}\n"
+    )
     proc = run_cli("publish", "oci", e, "--repository", "127.0.0.1:9/x", "--insecure")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{odd.name}: not named <name>-<version>-<arch>.raw" in proc.stderr
@@ -261,11 +341,26 @@ def sha256_of_file(path: Path) -> str:
 
 # --- low ----------------------------------------------------------------------------------
 
+
 def test_base_url_cannot_inject_lines(tmp_path: Path, signed_images, publish_key) -> None:
-    for url in ("https://u.example/x\nVerify=no", "https://u.example/x\r\n[Source]",
-                "https://u.example/ x", "ftp://u.example/x", "https://"):
-        proc = run_cli("publish", "static", signed_images[V1], "--dest", tmp_path / "site",
-                       "--base-url", url, "--keyring", publish_key[1])
+    for url in (
+        "https://u.example/x\nVerify=no",
+        "https://u.example/x\r\n[Source]",
+        "https://u.example/ x",
+        "ftp://u.example/x",
+        "https://",
+    ):
+        proc = run_cli(
+            "publish",
+            "static",
+            signed_images[V1],
+            "--dest",
+            tmp_path / "site",
+            "--base-url",
+            url,
+            "--keyring",
+            publish_key[1],
+        )
         assert proc.returncode == 1, url
         [line] = proc.stderr.strip().splitlines()
         assert line.startswith("wasm-sysexts: error: --base-url ")
@@ -273,11 +368,24 @@ def test_base_url_cannot_inject_lines(tmp_path: Path, signed_images, publish_key
 
 
 def test_mirror_credentials_never_printed(tmp_path: Path) -> None:
-    write_recipe(tmp_path, "creds", '    x86-64: {url: "https://example.org/c.tar.gz", '
-                                    f'sha256: "{"3" * 64}"}}\n')
+    write_recipe(
+        tmp_path,
+        "creds",
+        f'    x86-64: {{url: "https://example.org/c.tar.gz", sha256: "{"3" * 64}"}}\n',
+    )
     for mirror_url in ("http://user:hunter2-secret@127.0.0.1:9", "http://[::1"):
-        proc = run_cli("build", "creds", "--recipes", tmp_path, "--mirror", mirror_url,
-                       "--cache", tmp_path / "cache", "--out", tmp_path / "out")
+        proc = run_cli(
+            "build",
+            "creds",
+            "--recipes",
+            tmp_path,
+            "--mirror",
+            mirror_url,
+            "--cache",
+            tmp_path / "cache",
+            "--out",
+            tmp_path / "out",
+        )
         assert proc.returncode == 1
         assert "hunter2-secret" not in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
@@ -285,11 +393,27 @@ def test_mirror_credentials_never_printed(tmp_path: Path) -> None:
 
 
 def test_killed_build_leaves_nothing_running_and_the_next_run_cleans_up(
-        recipes: Path, mirror: Mirror, tmp_path: Path) -> None:
+    recipes: Path, mirror: Mirror, tmp_path: Path
+) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = [sys.executable, "-m", "pipeline", "build", "wasmtime", "--recipes", str(recipes),
-            "--mirror", mirror.url, "--cache", str(cache), "--out", str(out), "--arch",
-            "x86-64", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "build",
+        "wasmtime",
+        "--recipes",
+        str(recipes),
+        "--mirror",
+        mirror.url,
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--arch",
+        "x86-64",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not tools_writing(out):
@@ -301,8 +425,21 @@ def test_killed_build_leaves_nothing_running_and_the_next_run_cleans_up(
     assert tools_writing(out) == [], "the image tool outlived the CLI"
     assert list(out.glob(".~wsx-*")), "the killed build left its work directory"
     time.sleep(2.5)  # older than a sweep's minimum age
-    rerun = run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url,
-                    "--cache", cache, "--out", out, "--arch", "x86-64", check=True)
+    rerun = run_cli(
+        "build",
+        "wasmtime",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        cache,
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        check=True,
+    )
     assert "built" in rerun.stdout
     assert not list(out.glob(".~wsx-*")) and not list(cache.rglob(".~wsx-*"))
 
@@ -317,54 +454,105 @@ def tools_writing(out: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and b"python" not in cmdline[0] and any(str(out).encode() in a
-                                                            for a in cmdline):
+        if cmdline and b"python" not in cmdline[0] and any(str(out).encode() in a for a in cmdline):
             found.append(int(entry.name))
     return found
 
 
 def test_same_recipe_twice_builds_once(recipes: Path, mirror: Mirror, tmp_path: Path) -> None:
-    proc = run_cli("build", "wasmtime", "wasmtime", "--recipes", recipes, "--mirror",
-                   mirror.url, "--cache", tmp_path / "cache", "--out", tmp_path / "out",
-                   "--arch", "x86-64", "--arch", "x86-64", "--json", check=True)
+    proc = run_cli(
+        "build",
+        "wasmtime",
+        "wasmtime",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--arch",
+        "x86-64",
+        "--arch",
+        "x86-64",
+        "--json",
+        check=True,
+    )
     assert len(json.loads(proc.stdout)) == 1
 
 
-def test_lock_pins_the_right_key_and_refuses_a_login_page(mirror: Mirror,
-                                                          tmp_path: Path) -> None:
+def test_lock_pins_the_right_key_and_refuses_a_login_page(mirror: Mirror, tmp_path: Path) -> None:
     url = "https://example.org/odd/sha256:abc/tiny.tar.gz"  # a URL with "sha256:" in it
     serve(mirror, url, tiny_tarball())
     path = write_recipe(tmp_path, "odd", f'    x86-64: {{url: "{url}", sha256: null}}\n')
-    run_cli("lock", "odd", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
-            tmp_path / "cache", check=True)
-    assert f'{{url: "{url}", sha256: "{hashlib.sha256(tiny_tarball()).hexdigest()}"}}' in \
-        path.read_text()
+    run_cli(
+        "lock",
+        "odd",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        check=True,
+    )
+    assert (
+        f'{{url: "{url}", sha256: "{hashlib.sha256(tiny_tarball()).hexdigest()}"}}'
+        in path.read_text()
+    )
     login = "https://example.org/login/tiny.tar.gz"
     serve(mirror, login, b"<html><body>Please sign in</body></html>\n")
     path = write_recipe(tmp_path, "login", f'    x86-64: {{url: "{login}", sha256: null}}\n')
     before = path.read_text()
-    proc = run_cli("lock", "login", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache")
+    proc = run_cli(
+        "lock",
+        "login",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+    )
     assert proc.returncode == 1
     assert "login/tiny.tar.gz: not a valid tar archive" in proc.stderr
     assert path.read_text() == before
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda t: t.replace("/v1.0/", "/v{version:d}/"),
-     "versions.1.0.x86-64.url: placeholders take no format spec"),
-    (lambda t: t.replace("tiny/bin/tiny", "tiny/bin/{version:999999999}"),
-     "install[0].from: placeholders take no format spec"),
-    (lambda t: t.replace("tiny/bin/tiny", "tiny/bin/{version!r}"),
-     "install[0].from: placeholders take no format spec"),
-    (lambda t: t + '  - {from: "tiny/README", to: /usr/bin/./tiny}\n',
-     "install[1].to: must not contain '..', '.' or empty components"),
-    (lambda t: t.replace("summary: test payload", "summary: test payload\nsummary: again"),
-     "key 'summary' appears twice"),
-    (lambda t: t.encode("utf-8") + b"# \xff\xfe\n", "file: not UTF-8 text"),
-], ids=["spec-in-to", "huge-width", "conversion", "dot-component", "duplicate-key", "not-utf8"])
-def test_recipe_problems_are_one_line_each(change, expected: str, mirror: Mirror,  # type: ignore[no-untyped-def]
-                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda t: t.replace("/v1.0/", "/v{version:d}/"),
+            "versions.1.0.x86-64.url: placeholders take no format spec",
+        ),
+        (
+            lambda t: t.replace("tiny/bin/tiny", "tiny/bin/{version:999999999}"),
+            "install[0].from: placeholders take no format spec",
+        ),
+        (
+            lambda t: t.replace("tiny/bin/tiny", "tiny/bin/{version!r}"),
+            "install[0].from: placeholders take no format spec",
+        ),
+        (
+            lambda t: t + '  - {from: "tiny/README", to: /usr/bin/./tiny}\n',
+            "install[1].to: must not contain '..', '.' or empty components",
+        ),
+        (
+            lambda t: t.replace("summary: test payload", "summary: test payload\nsummary: again"),
+            "key 'summary' appears twice",
+        ),
+        (lambda t: t.encode("utf-8") + b"# \xff\xfe\n", "file: not UTF-8 text"),
+    ],
+    ids=["spec-in-to", "huge-width", "conversion", "dot-component", "duplicate-key", "not-utf8"],
+)
+def test_recipe_problems_are_one_line_each(
+    change,
+    expected: str,
+    mirror: Mirror,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     path = pinned_tiny(mirror, tmp_path, "odd")
     changed = change(path.read_text())
     path.write_bytes(changed if isinstance(changed, bytes) else changed.encode())
@@ -375,28 +563,49 @@ def test_recipe_problems_are_one_line_each(change, expected: str, mirror: Mirror
 
 def test_default_target_os_is_accepted(mirror: Mirror, tmp_path: Path) -> None:
     pinned_tiny(mirror, tmp_path, "anyos")
-    (tmp_path / "anyos.yaml").write_text((tmp_path / "anyos.yaml").read_text() +
-                                         'os: {id: _any}\n')
+    (tmp_path / "anyos.yaml").write_text((tmp_path / "anyos.yaml").read_text() + "os: {id: _any}\n")
     assert run_cli("list", "--recipes", tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("value", ["١٢", "99999999999", "-1", "1e9"])
 def test_odd_source_date_epoch_is_one_line(value: str, mirror: Mirror, tmp_path: Path) -> None:
     pinned_tiny(mirror, tmp_path, "epoch")
-    proc = run_cli("build", "epoch", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache", "--out", tmp_path / "out",
-                   env={"SOURCE_DATE_EPOCH": value})
+    proc = run_cli(
+        "build",
+        "epoch",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        env={"SOURCE_DATE_EPOCH": value},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == (f"wasm-sysexts: error: SOURCE_DATE_EPOCH: {value!r} is not "
-                                   "a whole number of seconds from 0 to 4294967295")
+    assert proc.stderr.strip() == (
+        f"wasm-sysexts: error: SOURCE_DATE_EPOCH: {value!r} is not "
+        "a whole number of seconds from 0 to 4294967295"
+    )
 
 
 def test_unusable_out_is_one_line(mirror: Mirror, recipes: Path, tmp_path: Path) -> None:
     pinned_tiny(mirror, tmp_path, "outs")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    proc = run_cli("build", "outs", "--recipes", tmp_path, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache", "--out", blocker / "out")
+    proc = run_cli(
+        "build",
+        "outs",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        blocker / "out",
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"--out {blocker / 'out'}: cannot create" in proc.stderr
     # A full disk: a 1 MiB tmpfs cannot hold the wasmtime image.
@@ -404,8 +613,20 @@ def test_unusable_out_is_one_line(mirror: Mirror, recipes: Path, tmp_path: Path)
     full.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
     try:
-        proc = run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url,
-                       "--cache", tmp_path / "cache", "--out", full, "--arch", "x86-64")
+        proc = run_cli(
+            "build",
+            "wasmtime",
+            "--recipes",
+            recipes,
+            "--mirror",
+            mirror.url,
+            "--cache",
+            tmp_path / "cache",
+            "--out",
+            full,
+            "--arch",
+            "x86-64",
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         [failed] = [ln for ln in proc.stderr.splitlines() if "FAILED" in ln]
         assert "No space left on device" in failed, proc.stderr
@@ -414,12 +635,17 @@ def test_unusable_out_is_one_line(mirror: Mirror, recipes: Path, tmp_path: Path)
         subprocess.run(["umount", str(full)], check=True)
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("/".join(["d"] * 70) + "/f", "more than 64 directory levels"),
-    ("tiny/" + "n" * 300, "a name longer than 255 bytes"),
-], ids=["deep", "long-name"])
-def test_deep_or_long_members_are_one_line(name: str, expected: str, mirror: Mirror,
-                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("/".join(["d"] * 70) + "/f", "more than 64 directory levels"),
+        ("tiny/" + "n" * 300, "a name longer than 255 bytes"),
+    ],
+    ids=["deep", "long-name"],
+)
+def test_deep_or_long_members_are_one_line(
+    name: str, expected: str, mirror: Mirror, tmp_path: Path
+) -> None:
     hostile_recipe(mirror, tmp_path, "deep", tar_with(member(name)), TINY)
     error = build_fails(mirror, tmp_path, "deep", tmp_path)
     assert expected in error
@@ -427,8 +653,12 @@ def test_deep_or_long_members_are_one_line(name: str, expected: str, mirror: Mir
 
 def test_dripping_server_hits_the_download_deadline(mirror: Mirror, tmp_path: Path) -> None:
     digest = serve(mirror, "https://example.org/drip/tiny.tar.gz", tiny_tarball())
-    write_recipe(tmp_path, "drip", '    x86-64: {url: "https://__drip/0.5/example.org/drip/'
-                                   f'tiny.tar.gz", sha256: "{digest}"}}\n')
+    write_recipe(
+        tmp_path,
+        "drip",
+        '    x86-64: {url: "https://__drip/0.5/example.org/drip/'
+        f'tiny.tar.gz", sha256: "{digest}"}}\n',
+    )
     started = time.monotonic()
     error = build_fails(mirror, tmp_path, "drip", tmp_path, "--download-timeout", "3")
     assert time.monotonic() - started < 60
@@ -440,11 +670,17 @@ def test_cleanup_never_descends_into_a_mount_a_killed_tool_left(tmp_path: Path) 
     scratch directory; removing that directory must not delete through the mount."""
     scratch = tmp_path / ".~wsx-root-dead"
     (scratch / "root" / "dev").mkdir(parents=True)
-    script = (f'mount -t tmpfs wsx "{scratch}/root/dev" && echo keep > "{scratch}/root/dev/node"'
-              f' && {sys.executable} -c "from pathlib import Path; from pipeline.core.fs import '
-              f"remove_tree; remove_tree(Path('{scratch}'))\"; "
-              f'echo "exit $?"; cat "{scratch}/root/dev/node"')
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          capture_output=True, text=True, timeout=60)
+    script = (
+        f'mount -t tmpfs wsx "{scratch}/root/dev" && echo keep > "{scratch}/root/dev/node"'
+        f' && {sys.executable} -c "from pathlib import Path; from pipeline.core.fs import '
+        f"remove_tree; remove_tree(Path('{scratch}'))\"; "
+        f'echo "exit $?"; cat "{scratch}/root/dev/node"'
+    )
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert f"{scratch}: not removed, {scratch}/root/dev is still mounted inside it" in proc.stderr
     assert proc.stdout.splitlines() == ["exit 1", "keep"], proc.stdout + proc.stderr

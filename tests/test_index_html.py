@@ -30,20 +30,49 @@ from pipeline.publish import html
 BASE = "https://updates.example.org/sysexts"
 SHIM, HANDLER = "containerd-shim-wsxhtml", "wsxhtml"
 WINDOW = (1000, 800)
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 
 # --- a published tree ------------------------------------------------------------------------
 
+
 def publish(src: Path, dest: Path, key: tuple[Path, Path], *extra: str) -> None:
-    run_cli("publish", "static", src, "--dest", dest, "--gpg-key", key[0], "--keyring", key[1],
-            *extra, check=True)
+    run_cli(
+        "publish",
+        "static",
+        src,
+        "--dest",
+        dest,
+        "--gpg-key",
+        key[0],
+        "--keyring",
+        key[1],
+        *extra,
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory, signed_images: dict[str, Path],
-         mirror: Mirror, publish_key: tuple[Path, Path]) -> Path:
+def tree(
+    tmp_path_factory: pytest.TempPathFactory,
+    signed_images: dict[str, Path],
+    mirror: Mirror,
+    publish_key: tuple[Path, Path],
+) -> Path:
     """A tree published by the real CLI: wsxhello V1 + V2 (both arches) and a containerd shim,
     so the page has several versions, arches, a runtime handler and the Kubernetes node."""
     work = tmp_path_factory.mktemp("html-tree")
@@ -54,12 +83,27 @@ def tree(tmp_path_factory: pytest.TempPathFactory, signed_images: dict[str, Path
     recipes.mkdir()
     (recipes / f"{SHIM}.yaml").write_text(
         f"name: {SHIM}\nsummary: test shim\nhomepage: https://wsx-test.example\n"
-        f"license: Apache-2.0\nversion: \"1.0\"\n"
-        f"versions:\n  \"1.0\":\n    x86-64: {{url: \"{url}\", sha256: \"{sha}\"}}\n"
-        f"install:\n  - {{from: \"{binary}\", to: /usr/bin/{binary}}}\n"
-        f"containerd: {{handler: {HANDLER}, runtime_type: io.containerd.{HANDLER}.v1}}\n")
-    run_cli("build", SHIM, "--recipes", recipes, "--mirror", mirror.url, "--cache", work / "dl",
-            "--out", work / "out", "--arch", "x86-64", "--quiet", check=True)
+        f'license: Apache-2.0\nversion: "1.0"\n'
+        f'versions:\n  "1.0":\n    x86-64: {{url: "{url}", sha256: "{sha}"}}\n'
+        f'install:\n  - {{from: "{binary}", to: /usr/bin/{binary}}}\n'
+        f"containerd: {{handler: {HANDLER}, runtime_type: io.containerd.{HANDLER}.v1}}\n"
+    )
+    run_cli(
+        "build",
+        SHIM,
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        work / "dl",
+        "--out",
+        work / "out",
+        "--arch",
+        "x86-64",
+        "--quiet",
+        check=True,
+    )
     shim = sign_into(run_cli, work / "out", work / "signed", publish_key[0])
     dest = work / "www" / "sysexts"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
@@ -70,26 +114,49 @@ def tree(tmp_path_factory: pytest.TempPathFactory, signed_images: dict[str, Path
 
 # --- the browser -----------------------------------------------------------------------------
 
+
 def chromium(page: Path, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run Debian's chromium headless on `page` (a file) with no network at all."""
     exe = shutil.which("chromium")
     if exe is None:
-        pytest.fail("chromium not found: this test renders index.html in Debian's real "
-                    "headless chromium; install it (apt-get install chromium, listed in "
-                    ".ci/apt-packages.txt, which .ci/setup installs)")
+        pytest.fail(
+            "chromium not found: this test renders index.html in Debian's real "
+            "headless chromium; install it (apt-get install chromium, listed in "
+            ".ci/apt-packages.txt, which .ci/setup installs)"
+        )
     profile = work / f"chromium-profile-{len(list(work.glob('chromium-profile-*')))}"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-extensions", "--disable-default-apps",
-           # nothing may be fetched: every host is unresolvable and every proxy refused
-           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
-           "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-           f"--window-size={WINDOW[0]},{WINDOW[1]}", "--force-device-scale-factor=1",
-           "--hide-scrollbars", *args, page.resolve().as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        # nothing may be fetched: every host is unresolvable and every proxy refused
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--force-device-scale-factor=1",
+        "--hide-scrollbars",
+        *args,
+        page.resolve().as_uri(),
+    ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
-                              env={"HOME": str(work), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={"HOME": str(work), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"chromium did not finish rendering {page} within 180 s")
     assert proc.returncode == 0, f"chromium exit {proc.returncode}:\n{proc.stderr[-3000:]}"
@@ -109,8 +176,9 @@ class Node:
         found = []
         for child in self.children:
             if isinstance(child, Node):
-                if ((tag is None or child.tag == tag)
-                        and (cls is None or cls in child.attrs.get("class", "").split())):
+                if (tag is None or child.tag == tag) and (
+                    cls is None or cls in child.attrs.get("class", "").split()
+                ):
                     found.append(child)
                 found += child.iter(tag, cls)
         return found
@@ -161,7 +229,7 @@ def dom(page: Path, work: Path) -> Node:
 def check_source(source: str) -> None:
     """Well-formed HTML5 as written: the doctype first, a UTF-8 charset, every element
     closed in order, no duplicate ids, nothing that runs or fetches."""
-    assert source.startswith("<!DOCTYPE html>\n<html lang=\"en\">")
+    assert source.startswith('<!DOCTYPE html>\n<html lang="en">')
     assert '<meta charset="utf-8">' in source
     stack: list[str] = []
     ids: list[str] = []
@@ -211,14 +279,15 @@ def resolve(href: str, root: Path) -> Path:
 
 # --- PNG, with the standard library ----------------------------------------------------------
 
+
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     """(width, height, rows of RGB(A) bytes) of an 8-bit RGB or RGBA PNG; checks every CRC."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", b""
     while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind!r}"
         if kind == b"IHDR":
             header = body
@@ -237,7 +306,7 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     prev = bytearray(stride)
     for y in range(height):
         kind_byte = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         if kind_byte == 1:
             for i in range(bpp, stride):
                 line[i] = (line[i] + line[i - bpp]) & 0xFF
@@ -264,6 +333,7 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 
 # --- the tests -------------------------------------------------------------------------------
 
+
 @pytest.mark.browser
 def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: Path) -> None:
     index: dict[str, Any] = json.loads((tree / "index.json").read_text())
@@ -271,9 +341,11 @@ def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: 
     source = page.read_text(encoding="utf-8")
     check_source(source)
     # A pure function of index.json (and the tree's Butane texts, if shown inline).
-    texts = {p: (tree / p).read_text() for p in
-             [e["butane"] for e in index["extensions"].values()]
-             + [index["kubernetes_node_butane"]]}
+    texts = {
+        p: (tree / p).read_text()
+        for p in [e["butane"] for e in index["extensions"].values()]
+        + [index["kubernetes_node_butane"]]
+    }
     assert source in (html.render(index), html.render(index, texts))
 
     root = dom(page, tmp_path)
@@ -293,16 +365,21 @@ def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: 
 
     sections = {s.one("h2").text(): s for s in root.iter("section", "extension")}
     assert sorted(sections) == sorted(index["extensions"]) == sorted([NAME, SHIM])
-    summary = {tr.iter("td")[0].text(): [td.text() for td in tr.iter("td")]
-               for tr in root.one("table", "summary").one("tbody").iter("tr")}
+    summary = {
+        tr.iter("td")[0].text(): [td.text() for td in tr.iter("td")]
+        for tr in root.one("table", "summary").one("tbody").iter("tr")
+    }
     for name, entry in index["extensions"].items():
         section = sections[name]
         assert summary[name][1] == entry["latest"]
         for key in ("sha256sums", "signature", "transfer", "conf", "butane"):
             assert entry[key] in linked, key
             assert entry[key] in {a.text() for a in section.iter("a")}, key
-        expected = {(v["version"], arch): image for v in entry["versions"]
-                    for arch, image in v["arches"].items()}
+        expected = {
+            (v["version"], arch): image
+            for v in entry["versions"]
+            for arch, image in v["arches"].items()
+        }
         rows = section.one("table", "images").iter("tr", "image")
         assert len(rows) == len(expected)
         for row in rows:
@@ -313,8 +390,7 @@ def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: 
             assert link.text() == image["file"]
             target = resolve(link.attrs["href"], tree)
             assert target == (tree / name / image["file"]).resolve()
-            assert sha256_file(target) == image["sha256"] and \
-                target.stat().st_size == image["size"]
+            assert sha256_file(target) == image["sha256"] and target.stat().st_size == image["size"]
             size = row.one("td", "size")
             assert size.one("data").attrs["value"] == str(image["size"])
             assert f"({image['size']:,} bytes)" in size.text()
@@ -325,15 +401,17 @@ def test_published_page_renders_every_image_of_index_json(tree: Path, tmp_path: 
                 links = row.one("td", kind).iter("a")
                 assert len(links) == (1 if kind in image else 0)
                 if kind in image:
-                    assert sha256_file(resolve(links[0].attrs["href"], tree)) == \
-                        image[kind]["sha256"]
+                    assert (
+                        sha256_file(resolve(links[0].attrs["href"], tree)) == image[kind]["sha256"]
+                    )
         assert expected == {}
         butane = section.iter("pre", "butane")
         if butane:  # shown inline: exactly the tree's file
             assert butane[0].text() == (tree / entry["butane"]).read_text()
 
-    assert {(v["version"], a) for v in index["extensions"][NAME]["versions"]
-            for a in v["arches"]} == {(V, a) for V in (V1, V2) for a in ("x86-64", "arm64")}
+    assert {
+        (v["version"], a) for v in index["extensions"][NAME]["versions"] for a in v["arches"]
+    } == {(V, a) for V in (V1, V2) for a in ("x86-64", "arm64")}
     shim = sections[SHIM]
     assert shim.one("code", "handler").text() == HANDLER
     assert shim.one("code", "runtime-type").text() == f"io.containerd.{HANDLER}.v1"
@@ -350,9 +428,9 @@ def test_published_page_paints_a_real_page(tree: Path, tmp_path: Path) -> None:
     chromium(tree / "index.html", tmp_path, f"--screenshot={shot}")
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == WINDOW
-    counts = Counter(row[i:i + 3] for row in rows for i in range(0, len(row), 3))
+    counts = Counter(row[i : i + 3] for row in rows for i in range(0, len(row), 3))
     colours = set(counts)
-    (background, plain), = counts.most_common(1)
+    ((background, plain),) = counts.most_common(1)
     inked = width * height - plain
     assert len(colours) > 8, f"{len(colours)} colour(s): a blank page"
     assert inked > 0.01 * width * height, f"only {inked} pixels differ from {background.hex()}"
@@ -365,8 +443,9 @@ def test_butane_snippets_shown_inline(tree: Path, tmp_path: Path) -> None:
     index: dict[str, Any] = json.loads((tree / "index.json").read_text())
     files = {str(p.relative_to(tree)): p.read_bytes() for p in (tree / "sysupdate.d").iterdir()}
     texts = html.butane_texts(files)
-    assert sorted(texts) == sorted([*(e["butane"] for e in index["extensions"].values()),
-                                    index["kubernetes_node_butane"]])
+    assert sorted(texts) == sorted(
+        [*(e["butane"] for e in index["extensions"].values()), index["kubernetes_node_butane"]]
+    )
     page = tmp_path / "index.html"
     page.write_text(html.render(index, texts), encoding="utf-8")
     root = dom(page, tmp_path)
@@ -375,8 +454,10 @@ def test_butane_snippets_shown_inline(tree: Path, tmp_path: Path) -> None:
         entry = index["extensions"][section.one("h2").text()]
         assert section.one("pre", "butane").text() == (tree / entry["butane"]).read_text()
     kubernetes = [s for s in root.iter("section") if s.attrs.get("id") == "kubernetes"]
-    assert kubernetes[0].one("pre", "butane").text() == \
-        (tree / index["kubernetes_node_butane"]).read_text()
+    assert (
+        kubernetes[0].one("pre", "butane").text()
+        == (tree / index["kubernetes_node_butane"]).read_text()
+    )
 
 
 HOSTILE = '<script>document.body.setAttribute("data-pwned","1")</script>"\'&amp;<img src=x>'
@@ -385,18 +466,31 @@ HOSTILE = '<script>document.body.setAttribute("data-pwned","1")</script>"\'&amp;
 @pytest.mark.browser
 def test_hostile_index_values_stay_text(tmp_path: Path) -> None:
     name = f"evil{HOSTILE}"
-    image = {"file": f"{name}-1.raw", "url": f"javascript:alert(1)//{HOSTILE}", "size": 4096,
-             "sha256": f"{HOSTILE}" + "0" * 64,
-             "sbom": {"file": "x.spdx.json", "url": f"{BASE}/{name}/x.spdx.json",
-                      "sha256": HOSTILE},
-             "provenance": {"file": "../../../etc/passwd", "url": "/etc/passwd",
-                            "sha256": "1" * 64}}
-    index = {"schema": 1, "base_url": BASE, "kubernetes_node_butane": f"javascript:{HOSTILE}",
-             "extensions": {name: {
-                 "latest": HOSTILE, "versions": [{"version": HOSTILE, "arches": {HOSTILE: image}}],
-                 "sha256sums": f"{name}/SHA256SUMS", "signature": "/etc/shadow",
-                 "transfer": "../x.transfer", "conf": f"{HOSTILE}.conf", "butane": "a.bu",
-                 "containerd": {"handler": HOSTILE, "runtime_type": HOSTILE}}}}
+    image = {
+        "file": f"{name}-1.raw",
+        "url": f"javascript:alert(1)//{HOSTILE}",
+        "size": 4096,
+        "sha256": f"{HOSTILE}" + "0" * 64,
+        "sbom": {"file": "x.spdx.json", "url": f"{BASE}/{name}/x.spdx.json", "sha256": HOSTILE},
+        "provenance": {"file": "../../../etc/passwd", "url": "/etc/passwd", "sha256": "1" * 64},
+    }
+    index = {
+        "schema": 1,
+        "base_url": BASE,
+        "kubernetes_node_butane": f"javascript:{HOSTILE}",
+        "extensions": {
+            name: {
+                "latest": HOSTILE,
+                "versions": [{"version": HOSTILE, "arches": {HOSTILE: image}}],
+                "sha256sums": f"{name}/SHA256SUMS",
+                "signature": "/etc/shadow",
+                "transfer": "../x.transfer",
+                "conf": f"{HOSTILE}.conf",
+                "butane": "a.bu",
+                "containerd": {"handler": HOSTILE, "runtime_type": HOSTILE},
+            }
+        },
+    }
     page = tmp_path / "index.html"
     page.write_text(html.render(index, {"a.bu": f"</pre></code>{HOSTILE}"}), encoding="utf-8")
     check_source(page.read_text(encoding="utf-8"))
@@ -423,26 +517,42 @@ def test_hostile_index_values_stay_text(tmp_path: Path) -> None:
 
 def test_same_index_same_bytes() -> None:
     def image(arch: str) -> dict[str, Any]:
-        return {"file": f"a-1-{arch}.raw", "url": f"{BASE}/a/a-1-{arch}.raw", "size": 5 << 20,
-                "sha256": "ab" * 32}
+        return {
+            "file": f"a-1-{arch}.raw",
+            "url": f"{BASE}/a/a-1-{arch}.raw",
+            "size": 5 << 20,
+            "sha256": "ab" * 32,
+        }
 
     def entry(arches: list[str]) -> dict[str, Any]:
-        return {"latest": "1", "versions": [{"version": "1",
-                                             "arches": {a: image(a) for a in arches}}],
-                "sha256sums": "a/SHA256SUMS", "signature": "a/SHA256SUMS.gpg",
-                "transfer": "sysupdate.d/a.transfer", "conf": "sysupdate.d/a.conf",
-                "butane": "sysupdate.d/a.bu"}
+        return {
+            "latest": "1",
+            "versions": [{"version": "1", "arches": {a: image(a) for a in arches}}],
+            "sha256sums": "a/SHA256SUMS",
+            "signature": "a/SHA256SUMS.gpg",
+            "transfer": "sysupdate.d/a.transfer",
+            "conf": "sysupdate.d/a.conf",
+            "butane": "sysupdate.d/a.bu",
+        }
 
-    one = {"schema": 1, "base_url": BASE, "extensions": {"a": entry(["arm64", "x86-64"]),
-                                                         "b": entry(["x86-64"])}}
-    other = {"extensions": {"b": entry(["x86-64"]), "a": entry(["x86-64", "arm64"])},
-             "base_url": BASE, "schema": 1}
+    one = {
+        "schema": 1,
+        "base_url": BASE,
+        "extensions": {"a": entry(["arm64", "x86-64"]), "b": entry(["x86-64"])},
+    }
+    other = {
+        "extensions": {"b": entry(["x86-64"]), "a": entry(["x86-64", "arm64"])},
+        "base_url": BASE,
+        "schema": 1,
+    }
     assert html.render(one) == html.render(one) == html.render(other)
     assert html.render(one, {"sysupdate.d/a.bu": "x"}) != html.render(one)
     assert "5.0 MiB" in html.render(one) and "5,242,880 bytes" in html.render(one)
 
 
-@pytest.mark.parametrize(("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
-                                            (16515072, "15.8 MiB"), (3 << 30, "3.0 GiB")])
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (16515072, "15.8 MiB"), (3 << 30, "3.0 GiB")],
+)
 def test_human_size(size: int, text: str) -> None:
     assert html.human_size(size) == text

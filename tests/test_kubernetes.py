@@ -45,8 +45,9 @@ def test_runtimeclasses_match_the_shim_recipes() -> None:
 
 
 @pytest.mark.gotool
-def test_node_butane_merges_the_shims_labels_the_node(tmp_path: Path, mirror: Mirror,
-                                                      publish_key: tuple[Path, Path]) -> None:
+def test_node_butane_merges_the_shims_labels_the_node(
+    tmp_path: Path, mirror: Mirror, publish_key: tuple[Path, Path]
+) -> None:
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     for handler in ("wsxa", "wsxb"):
@@ -55,26 +56,55 @@ def test_node_butane_merges_the_shims_labels_the_node(tmp_path: Path, mirror: Mi
         sha = pin(mirror, url, tar_bytes({binary: (b"#!/bin/sh\n", 0o755)}, compression="gz"))
         (recipes / f"containerd-shim-{handler}.yaml").write_text(
             f"name: containerd-shim-{handler}\nsummary: test shim\n"
-            f"homepage: https://wsx-test.example\nlicense: Apache-2.0\nversion: \"1.0\"\n"
-            f"versions:\n  \"1.0\":\n    x86-64: {{url: \"{url}\", sha256: \"{sha}\"}}\n"
-            f"install:\n  - {{from: \"{binary}\", to: /usr/bin/{binary}}}\n"
-            f"containerd: {{handler: {handler}, runtime_type: io.containerd.{handler}.v1}}\n")
+            f'homepage: https://wsx-test.example\nlicense: Apache-2.0\nversion: "1.0"\n'
+            f'versions:\n  "1.0":\n    x86-64: {{url: "{url}", sha256: "{sha}"}}\n'
+            f'install:\n  - {{from: "{binary}", to: /usr/bin/{binary}}}\n'
+            f"containerd: {{handler: {handler}, runtime_type: io.containerd.{handler}.v1}}\n"
+        )
     out = tmp_path / "out"
-    run_cli("build", "containerd-shim-wsxa", "containerd-shim-wsxb", "--recipes", recipes,
-            "--mirror", mirror.url, "--cache", tmp_path / "dl", "--out", out, "--arch",
-            "x86-64", "--quiet", check=True)
+    run_cli(
+        "build",
+        "containerd-shim-wsxa",
+        "containerd-shim-wsxb",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "dl",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        "--quiet",
+        check=True,
+    )
     signed = sign_into(run_cli, out, tmp_path / "signed", publish_key[0])
     dest = tmp_path / "www"
-    run_cli("publish", "static", signed, "--dest", dest, "--gpg-key", publish_key[0],
-            "--keyring", publish_key[1], "--base-url", "https://ext.example.org/sysexts",
-            check=True)
+    run_cli(
+        "publish",
+        "static",
+        signed,
+        "--dest",
+        dest,
+        "--gpg-key",
+        publish_key[0],
+        "--keyring",
+        publish_key[1],
+        "--base-url",
+        "https://ext.example.org/sysexts",
+        check=True,
+    )
     index = json.loads((dest / "index.json").read_text())
     assert index["extensions"]["containerd-shim-wsxa"]["containerd"] == {
-        "handler": "wsxa", "runtime_type": "io.containerd.wsxa.v1"}
+        "handler": "wsxa",
+        "runtime_type": "io.containerd.wsxa.v1",
+    }
     node = dest / index["kubernetes_node_butane"]
 
-    proc = subprocess.run([str(butane_binary()), "--strict", str(node)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [str(butane_binary()), "--strict", str(node)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     ignition = tmp_path / "node.ign"
     ignition.write_text(proc.stdout)
@@ -92,7 +122,9 @@ def test_node_butane_merges_the_shims_labels_the_node(tmp_path: Path, mirror: Mi
         assert f"/etc/sysupdate.{name}.d/{name}.transfer" in files
     labels = files[KUBELET_DEFAULTS]["contents"]["source"]
     assert "wasm-sysexts.dev%2Fwsxa%3Dtrue%2Cwasm-sysexts.dev%2Fwsxb%3Dtrue" in labels, labels
-    [sysupdate] = [u for u in config["systemd"]["units"]
-                   if u["name"] == "systemd-sysupdate.service"]
-    assert all("systemctl try-restart containerd.service" in d["contents"]
-               for d in sysupdate["dropins"])
+    [sysupdate] = [
+        u for u in config["systemd"]["units"] if u["name"] == "systemd-sysupdate.service"
+    ]
+    assert all(
+        "systemctl try-restart containerd.service" in d["contents"] for d in sysupdate["dropins"]
+    )

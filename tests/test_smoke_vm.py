@@ -32,18 +32,30 @@ pytestmark = [pytest.mark.vm, pytest.mark.debroot]
 
 
 def host_output(binary: Path, *args: str) -> str:
-    return subprocess.run([str(binary), *args], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, check=True).stdout
 
 
 def build(recipes: Path, mirror: Mirror, out: Path, *args: str) -> None:
-    run_cli("build", *args, "--recipes", recipes, "--mirror", mirror.url, "--out", out,
-            "--cache", out.parent / "dl", "--quiet", check=True)
+    run_cli(
+        "build",
+        *args,
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--out",
+        out,
+        "--cache",
+        out.parent / "dl",
+        "--quiet",
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirror,
-          hello_wasm: Path) -> tuple[int, dict[str, object], str]:
+def smoke(
+    tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirror, hello_wasm: Path
+) -> tuple[int, dict[str, object], str]:
     work = tmp_path_factory.mktemp("smoke")
     write_vm_recipes(recipes, mirror, work / "c")
     out = work / "out"
@@ -51,9 +63,21 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirro
     build(recipes, mirror, out, "wrongarch", "--arch", "arm64")
     rename_impostor(out)
     mislabel_arch(out)
-    proc = run_cli("smoke-test", out, "--os", "reference", "--recipes", recipes,
-                   "--hello-wasm", hello_wasm, "--cache", VM_CACHE, "--timeout", "600",
-                   "--json")
+    proc = run_cli(
+        "smoke-test",
+        out,
+        "--os",
+        "reference",
+        "--recipes",
+        recipes,
+        "--hello-wasm",
+        hello_wasm,
+        "--cache",
+        VM_CACHE,
+        "--timeout",
+        "600",
+        "--json",
+    )
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
@@ -79,8 +103,7 @@ def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) 
     # The version lines are exactly what the same binaries print on the host.
     assert images["wazero"]["steps"][0]["output"] == host_output(wazero_binary(), "version")
     assert host_output(wazero_binary(), "version") == f"v{WAZERO_VERSION}\n"
-    assert images["wasmtime"]["steps"][0]["output"] == host_output(wasmtime_binary(),
-                                                                   "--version")
+    assert images["wasmtime"]["steps"][0]["output"] == host_output(wasmtime_binary(), "--version")
 
 
 def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], str]) -> None:
@@ -88,11 +111,14 @@ def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], st
     images = by_name(report)
     misnamed, wrongarch, needslib = images["misnamed"], images["wrongarch"], images["needslib"]
     assert misnamed["merged"] is False and misnamed["status"] == "failed"
-    assert "no usr/lib/extension-release.d/extension-release.misnamed in the image" in \
-        misnamed["reason"], misnamed["reason"]
+    assert (
+        "no usr/lib/extension-release.d/extension-release.misnamed in the image"
+        in misnamed["reason"]
+    ), misnamed["reason"]
     assert wrongarch["merged"] is False and wrongarch["status"] == "failed"
-    assert wrongarch["reason"].endswith("Extension 'wrongarch' is for architecture 'arm64', "
-                                        "but deployed on top of 'x86-64'."), wrongarch["reason"]
+    assert wrongarch["reason"].endswith(
+        "Extension 'wrongarch' is for architecture 'arm64', but deployed on top of 'x86-64'."
+    ), wrongarch["reason"]
     assert all(s["status"] == "not run" for s in misnamed["steps"] + wrongarch["steps"])
     assert needslib["merged"] is True and needslib["status"] == "failed"
     step = needslib["steps"][0]
@@ -104,8 +130,9 @@ def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str])
     from pipeline.smoke.report import Boot, SmokeReport, render
 
     _, report, _ = smoke
-    images = [ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]})
-              for i in report["images"]]  # type: ignore[union-attr]
+    images = [
+        ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]}) for i in report["images"]
+    ]  # type: ignore[union-attr]
     boots = [Boot(**b) for b in report["boots"]]  # type: ignore[union-attr]
     text = render(SmokeReport(**{**report, "images": images, "boots": boots}))  # type: ignore[arg-type]
     assert text.startswith("smoke test on reference x86-64 (")
@@ -113,8 +140,7 @@ def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str])
     assert "2/5 images passed" in text
 
 
-def test_hung_guest_is_killed_and_reported(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hung_guest_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = reference_vm(VM_CACHE)
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -43,8 +43,9 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A static web server on 127.0.0.1 serving a directory (following symlinks)."""
     root = tmp_path / "htdocs"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(QuietHandler, directory=str(root)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
+    )
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,7 +98,8 @@ run status systemd-sysext status
 
 
 def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
-        tmp_path: Path, mirror, http_root: tuple[Path, int]) -> None:
+    tmp_path: Path, mirror, http_root: tuple[Path, int]
+) -> None:
     # The reference VM carries systemd-pull (systemd-container) and gpg, as Flatcar does.
     image = reference_vm(VM_CACHE)
     secret, pubring = make_key(tmp_path / "key")
@@ -106,8 +108,20 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     base = f"http://10.0.2.100:{GUEST_PORT}"
     good = root / "good"
     for version in (V1, V2):
-        run_cli("publish", "static", signed[version], "--dest", good, "--base-url",
-                f"{base}/good", "--gpg-key", secret, "--keyring", pubring, check=True)
+        run_cli(
+            "publish",
+            "static",
+            signed[version],
+            "--dest",
+            good,
+            "--base-url",
+            f"{base}/good",
+            "--gpg-key",
+            secret,
+            "--keyring",
+            pubring,
+            check=True,
+        )
 
     # The attacker's server: v2 swapped for other bytes, SHA256SUMS updated to match, the
     # signature left as it was (the key is not theirs), so it no longer verifies.
@@ -129,8 +143,9 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     (payload / "bad" / f"{NAME}.transfer").write_text(transfer(NAME, f"{base}/bad"))
     assert "Verify=yes" in (payload / "good" / f"{NAME}.transfer").read_text()
 
-    result = qemu.boot(image, payload, GUEST, timeout=420,
-                       net_forward=(GUEST_PORT, relay_command(port)))
+    result = qemu.boot(
+        image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, relay_command(port))
+    )
     steps = {str(f["step"]): f for f in result.frames if "step" in f}
     detail = "\n".join(f"{k}: rc={v['rc']} {v.get('out', '')}" for k, v in steps.items())
     assert result.finished, f"{result.stopped_at}\n{detail}\n{result.console[-3000:]}"
@@ -148,7 +163,6 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     assert steps["bad-active"]["out"] == f"{NAME} {V1}\n", detail
     # Good server: v2 downloaded, verified, linked and, after refresh, active.
     assert steps["update"]["rc"] == 0, detail
-    assert steps["link"]["out"].strip() == f"/opt/extensions/{NAME}/{NAME}-{V2}-x86-64.raw", \
-        detail
+    assert steps["link"]["out"].strip() == f"/opt/extensions/{NAME}/{NAME}-{V2}-x86-64.raw", detail
     assert steps["refresh"]["rc"] == 0, detail
     assert steps["active"]["out"] == f"{NAME} {V2}\n", detail

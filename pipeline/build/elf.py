@@ -15,8 +15,16 @@ from typing import BinaryIO
 from pipeline.core.errors import PipelineError
 
 MAGIC = b"\x7fELF"
-MACHINES = {3: "x86", 40: "arm", 62: "x86-64", 183: "arm64", 243: "riscv", 8: "mips",
-            21: "ppc64", 22: "s390"}
+MACHINES = {
+    3: "x86",
+    40: "arm",
+    62: "x86-64",
+    183: "arm64",
+    243: "riscv",
+    8: "mips",
+    21: "ppc64",
+    22: "s390",
+}
 PT_DYNAMIC, PT_INTERP, PT_LOAD = 2, 3, 1
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ = 0, 1, 5, 10
 MAX_ENTRIES = 4096  # program headers / dynamic entries read at most
@@ -52,12 +60,16 @@ def read_elf(f: BinaryIO) -> ElfInfo:
         if len(ident) < 64:
             raise NotElf("truncated ELF header")
         (machine,) = struct.unpack_from(order + "H", ident, 18)
-        phoff, phentsize, phnum = (struct.unpack_from(order + "Q", ident, 32)[0],
-                                   *struct.unpack_from(order + "HH", ident, 54))
+        phoff, phentsize, phnum = (
+            struct.unpack_from(order + "Q", ident, 32)[0],
+            *struct.unpack_from(order + "HH", ident, 54),
+        )
     else:
         (machine,) = struct.unpack_from(order + "H", ident, 18)
-        phoff, phentsize, phnum = (struct.unpack_from(order + "I", ident, 28)[0],
-                                   *struct.unpack_from(order + "HH", ident, 42))
+        phoff, phentsize, phnum = (
+            struct.unpack_from(order + "I", ident, 28)[0],
+            *struct.unpack_from(order + "HH", ident, 42),
+        )
     phdr = struct.Struct(order + ("IIQQQQQQ" if wide else "IIIIIIII"))
     if phnum > MAX_ENTRIES or (phnum and phentsize < phdr.size):
         raise NotElf("implausible program header table")
@@ -81,8 +93,9 @@ def read_elf(f: BinaryIO) -> ElfInfo:
     return ElfInfo(machine, interpreter, _needed(f, segments, wide, order))
 
 
-def _needed(f: BinaryIO, segments: list[tuple[int, int, int, int]], wide: bool,
-            order: str) -> tuple[str, ...]:
+def _needed(
+    f: BinaryIO, segments: list[tuple[int, int, int, int]], wide: bool, order: str
+) -> tuple[str, ...]:
     dynamic = next((s for s in segments if s[0] == PT_DYNAMIC), None)
     if dynamic is None:
         return ()

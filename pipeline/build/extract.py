@@ -44,8 +44,12 @@ MAX_MEMBERS = 100_000
 # Bumped when what unpack() produces changes: part of the unpacked-input cache key.
 FORMAT = "2"
 _DECOMPRESSORS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
-    ".tar.gz": gzip.GzipFile, ".tgz": gzip.GzipFile, ".tar.xz": lzma.LZMAFile,
-    ".txz": lzma.LZMAFile, ".tar.bz2": bz2.BZ2File}
+    ".tar.gz": gzip.GzipFile,
+    ".tgz": gzip.GzipFile,
+    ".tar.xz": lzma.LZMAFile,
+    ".txz": lzma.LZMAFile,
+    ".tar.bz2": bz2.BZ2File,
+}
 _ZSTD = (".tar.zst", ".tar.zstd")
 TAR_SUFFIXES = (*_DECOMPRESSORS, *_ZSTD, ".tar")
 
@@ -78,14 +82,17 @@ class _Counted(io.RawIOBase):
         data = self.inner.read(len(view))
         self.count += len(data)
         if self.count > self.limit:
-            raise PipelineError(f"{self.label}: unpacks to more than {self.limit} bytes "
-                                "(refused before writing them)")
-        view[:len(data)] = data
+            raise PipelineError(
+                f"{self.label}: unpacks to more than {self.limit} bytes "
+                "(refused before writing them)"
+            )
+        view[: len(data)] = data
         return len(data)
 
 
-def unpack(source: Path, filename: str, dest: Path, label: str,
-           limit: int = MAX_TOTAL_BYTES) -> None:
+def unpack(
+    source: Path, filename: str, dest: Path, label: str, limit: int = MAX_TOTAL_BYTES
+) -> None:
     """Unpack `source` (downloaded as `filename`) into the empty directory `dest`, at most
     `limit` bytes in all. `label` (the URL) prefixes every error. A single file lands as
     `dest/<filename>`."""
@@ -99,8 +106,14 @@ def unpack(source: Path, filename: str, dest: Path, label: str,
             else:
                 with _tar_stream(source, filename, label, limit) as stream:
                     _untar(stream, tree, label, limit)
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, gzip.BadGzipFile,
-                ValueError) as err:
+        except (
+            tarfile.TarError,
+            zipfile.BadZipFile,
+            EOFError,
+            lzma.LZMAError,
+            gzip.BadGzipFile,
+            ValueError,
+        ) as err:
             raise PipelineError(f"{label}: not a valid {kind} archive: {err}") from None
         except OSError as err:
             raise PipelineError(f"{label}: cannot unpack: {os_problem(err)}") from None
@@ -124,8 +137,9 @@ def _tar_stream(source: Path, filename: str, label: str, limit: int) -> Iterator
     lower = filename.lower()
     limit += 64 << 20
     if lower.endswith(_ZSTD):
-        proc = run.spawn(["zstd", "-dc", "--", source], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+        proc = run.spawn(
+            ["zstd", "-dc", "--", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         assert proc.stdout is not None and proc.stderr is not None
         try:
             yield io.BufferedReader(_Counted(proc.stdout, limit, label), CHUNK)
@@ -138,8 +152,7 @@ def _tar_stream(source: Path, filename: str, label: str, limit: int) -> Iterator
             if proc.wait() not in (0, -9):
                 raise PipelineError(f"{label}: zstd: {run.reason(problem, proc.returncode)}")
         return
-    opener = next((fn for suffix, fn in _DECOMPRESSORS.items() if lower.endswith(suffix)),
-                  None)
+    opener = next((fn for suffix, fn in _DECOMPRESSORS.items() if lower.endswith(suffix)), None)
     with opener(source) if opener else source.open("rb") as raw:
         yield io.BufferedReader(_Counted(raw, limit, label), CHUNK)
 
@@ -150,8 +163,12 @@ def _unsafe(label: str, name: str, why: str) -> PipelineError:
 
 def _check_size(name: str, size: int, total: int, label: str, limit: int) -> None:
     if size > min(limit, MAX_MEMBER_BYTES) or total > limit:
-        raise _unsafe(label, name, f"absurd size ({size} bytes; limits "
-                                   f"{min(limit, MAX_MEMBER_BYTES)} per member, {limit} in all)")
+        raise _unsafe(
+            label,
+            name,
+            f"absurd size ({size} bytes; limits "
+            f"{min(limit, MAX_MEMBER_BYTES)} per member, {limit} in all)",
+        )
 
 
 def _untar(stream: BinaryIO, tree: Tree, label: str, limit: int) -> None:
@@ -182,8 +199,7 @@ def _untar(stream: BinaryIO, tree: Tree, label: str, limit: int) -> None:
                     try:
                         target = check_path(member.linkname)
                     except UnsafePath as err:
-                        raise UnsafePath(f"hard link target {member.linkname!r}: {err}") \
-                            from None
+                        raise UnsafePath(f"hard link target {member.linkname!r}: {err}") from None
                     tree.hardlink(path, tree, target)
                 elif member.isreg():
                     data = tar.extractfile(member)
@@ -209,8 +225,12 @@ def _unzip(source: Path, tree: Tree, label: str, limit: int) -> None:
             mode = info.external_attr >> 16
             try:
                 path = check_path(name)
-                if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or \
-                        stat.S_ISFIFO(mode):
+                if (
+                    stat.S_ISLNK(mode)
+                    or stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode)
+                    or stat.S_ISFIFO(mode)
+                ):
                     raise UnsafePath("links and special files are not supported in zip inputs")
                 if mode & (stat.S_ISUID | stat.S_ISGID):
                     raise UnsafePath("setuid/setgid bit set")
@@ -219,8 +239,10 @@ def _unzip(source: Path, tree: Tree, label: str, limit: int) -> None:
                 if info.is_dir():
                     tree.mkdir(path)
                     continue
-                with archive.open(info) as src, \
-                        tree.create(path, 0o755 if mode & 0o111 else 0o644) as out:
+                with (
+                    archive.open(info) as src,
+                    tree.create(path, 0o755 if mode & 0o111 else 0o644) as out,
+                ):
                     copied = 0
                     while chunk := src.read(CHUNK):
                         copied += len(chunk)

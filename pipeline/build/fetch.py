@@ -30,11 +30,11 @@ from pipeline.core.fs import CHUNK, scratch_file, sha256_file, sweep
 from pipeline.core.log import human_size, redact
 
 _log = log.get("fetch")
-RETRIES = 4          # attempts for connection errors, truncation and 5xx answers
-BACKOFF = 1.0        # seconds, doubled after each failed attempt
-TIMEOUT = (15, 60)   # connect, read (between bytes)
+RETRIES = 4  # attempts for connection errors, truncation and 5xx answers
+BACKOFF = 1.0  # seconds, doubled after each failed attempt
+TIMEOUT = (15, 60)  # connect, read (between bytes)
 MAX_DOWNLOAD = 4 << 30  # bytes, per file
-DEADLINE = 1800.0    # seconds, per file and attempt
+DEADLINE = 1800.0  # seconds, per file and attempt
 
 
 def check_base_url(url: str, option: str) -> str:
@@ -119,7 +119,8 @@ class Fetcher:
                     actual = self._stream(url, out)
                     if sha256 and actual != sha256:
                         raise PipelineError(
-                            f"{shown}: sha256 mismatch: expected {sha256}, got {actual}")
+                            f"{shown}: sha256 mismatch: expected {sha256}, got {actual}"
+                        )
                     # Complete on disk before its name says so: a concurrent build of the
                     # same bytes (two arches sharing one file) reads it the moment it appears.
                     out.flush()
@@ -130,7 +131,8 @@ class Fetcher:
             except _Retry as err:
                 if attempt == RETRIES:
                     raise PipelineError(
-                        f"{shown}: {err} (gave up after {RETRIES} attempts)") from None
+                        f"{shown}: {err} (gave up after {RETRIES} attempts)"
+                    ) from None
                 _log.info(f"{shown}: {err}; retrying in {delay:.0f}s")
                 time.sleep(delay)
                 delay *= 2
@@ -140,8 +142,9 @@ class Fetcher:
         shown = redact(url)
         digest = hashlib.sha256()
         try:
-            with requests.get(url, stream=True, timeout=TIMEOUT,
-                              headers={"Accept-Encoding": "identity"}) as resp:
+            with requests.get(
+                url, stream=True, timeout=TIMEOUT, headers={"Accept-Encoding": "identity"}
+            ) as resp:
                 if resp.status_code >= 500 or resp.status_code == 429:
                     raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
                 if resp.status_code != 200:
@@ -149,8 +152,10 @@ class Fetcher:
                 length = resp.headers.get("Content-Length", "")
                 total = int(length) if length.isdigit() and int(length) > 0 else None
                 if total is not None and total > self.max_bytes:
-                    raise PipelineError(f"{shown}: {total} bytes announced, more than the "
-                                        f"{self.max_bytes} bytes allowed for one download")
+                    raise PipelineError(
+                        f"{shown}: {total} bytes announced, more than the "
+                        f"{self.max_bytes} bytes allowed for one download"
+                    )
                 _log.info(f"downloading {shown}" + (f" ({human_size(total)})" if total else ""))
                 done = self._copy(resp, out, digest, total, shown)
                 if total is not None and done != total:
@@ -159,8 +164,14 @@ class Fetcher:
             raise _network(shown, err) from None
         return digest.hexdigest()
 
-    def _copy(self, resp: requests.Response, out: BinaryIO, digest: hashlib._Hash,
-              total: int | None, shown: str) -> int:
+    def _copy(
+        self,
+        resp: requests.Response,
+        out: BinaryIO,
+        digest: hashlib._Hash,
+        total: int | None,
+        shown: str,
+    ) -> int:
         started = time.monotonic()
         done = 0
         # read1: whatever has arrived (a read of CHUNK would wait for all of it), so the
@@ -168,11 +179,13 @@ class Fetcher:
         while chunk := resp.raw.read1(CHUNK, decode_content=False):
             done += len(chunk)
             if done > self.max_bytes:
-                raise PipelineError(f"{shown}: more than the {self.max_bytes} bytes allowed "
-                                    "for one download")
+                raise PipelineError(
+                    f"{shown}: more than the {self.max_bytes} bytes allowed for one download"
+                )
             if time.monotonic() - started > self.deadline:
-                raise PipelineError(f"{shown}: not finished after {self.deadline:.0f} s "
-                                    "(download deadline)")
+                raise PipelineError(
+                    f"{shown}: not finished after {self.deadline:.0f} s (download deadline)"
+                )
             digest.update(chunk)
             out.write(chunk)
             log.progress(done, total, started)
@@ -184,8 +197,7 @@ def _network(shown: str, err: Exception) -> Exception:
     credentials): retry the transient ones, fail the rest."""
     if isinstance(err, urllib3.exceptions.ReadTimeoutError | requests.exceptions.ReadTimeout):
         return _Retry(f"download stalled: no data for {TIMEOUT[1]} s")
-    if isinstance(err, urllib3.exceptions.ProtocolError |
-                  requests.exceptions.ChunkedEncodingError):
+    if isinstance(err, urllib3.exceptions.ProtocolError | requests.exceptions.ChunkedEncodingError):
         return _Retry(f"download incomplete: {type(err).__name__}")
     if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return _Retry(f"cannot reach server: {type(err).__name__}")

@@ -36,11 +36,38 @@ def image_uuid(image_name: str) -> str:
 def image_args(fmt: ImageFormat, root: Path, out: Path, epoch: int, image_name: str) -> list[str]:
     """The tool command line that makes `out` from `root` (shared with the benchmark)."""
     if fmt is ImageFormat.SQUASHFS:
-        return ["mksquashfs", str(root), str(out), "-noappend", "-all-root", "-no-xattrs",
-                "-comp", "zstd", "-Xcompression-level", "19", "-b", "1M",
-                "-mkfs-time", str(epoch), "-all-time", str(epoch), "-quiet", "-no-progress"]
-    return ["mkfs.erofs", "-zlz4hc,12", f"-U{image_uuid(image_name)}", f"-T{epoch}",
-            "--all-root", "--ignore-mtime", "-x-1", "--quiet", str(out), str(root)]
+        return [
+            "mksquashfs",
+            str(root),
+            str(out),
+            "-noappend",
+            "-all-root",
+            "-no-xattrs",
+            "-comp",
+            "zstd",
+            "-Xcompression-level",
+            "19",
+            "-b",
+            "1M",
+            "-mkfs-time",
+            str(epoch),
+            "-all-time",
+            str(epoch),
+            "-quiet",
+            "-no-progress",
+        ]
+    return [
+        "mkfs.erofs",
+        "-zlz4hc,12",
+        f"-U{image_uuid(image_name)}",
+        f"-T{epoch}",
+        "--all-root",
+        "--ignore-mtime",
+        "-x-1",
+        "--quiet",
+        str(out),
+        str(root),
+    ]
 
 
 def make_image(root: Path, out: Path, fmt: ImageFormat, epoch: int, image_name: str) -> None:
@@ -48,6 +75,7 @@ def make_image(root: Path, out: Path, fmt: ImageFormat, epoch: int, image_name: 
     the filesystem UUID."""
     # mksquashfs refuses SOURCE_DATE_EPOCH together with explicit times; we pass them.
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    run.run(image_args(fmt, root, out, epoch, image_name), env=env,
-            what=f"{TOOLS[fmt]} {image_name}")
+    run.run(
+        image_args(fmt, root, out, epoch, image_name), env=env, what=f"{TOOLS[fmt]} {image_name}"
+    )
     os.chmod(out, 0o644)

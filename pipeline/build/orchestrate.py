@@ -59,35 +59,58 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     not_cached: bool = False  # failed offline for want of an input: a fetch would fix it
-    started: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC)
-                         .isoformat(timespec="milliseconds"))  # when this build ran
+    started: str = field(
+        default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="milliseconds"
+        )
+    )  # when this build ran
 
     def to_json(self) -> dict[str, object]:
-        return {k: (str(v) if isinstance(v, Arch | ImageFormat | BuildStatus) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (str(v) if isinstance(v, Arch | ImageFormat | BuildStatus) else v)
+            for k, v in asdict(self).items()
+        }
 
 
-def build_key(recipe: Recipe, version: str, arch: Arch, fmt: ImageFormat, epoch: int,
-              tools: dict[str, str], origin: BuildFrom) -> str:
+def build_key(
+    recipe: Recipe,
+    version: str,
+    arch: Arch,
+    fmt: ImageFormat,
+    epoch: int,
+    tools: dict[str, str],
+    origin: BuildFrom,
+) -> str:
     """A hash over everything that decides the image bytes: for a source build, the source,
     its pins and the toolchain too."""
     material: dict[str, object] = {
-        "pipeline": __version__, "format": str(fmt), "tools": tools, "epoch": epoch,
-        "arch": str(arch), "name": recipe.name, "version": version, "os": asdict(recipe.os),
+        "pipeline": __version__,
+        "format": str(fmt),
+        "tools": tools,
+        "epoch": epoch,
+        "arch": str(arch),
+        "name": recipe.name,
+        "version": version,
+        "os": asdict(recipe.os),
         "install": [asdict(i) for i in recipe.install],
-        "files": [asdict(f) for f in recipe.files], "from": str(origin),
+        "files": [asdict(f) for f in recipe.files],
+        "from": str(origin),
     }
     if origin is BuildFrom.SOURCE:
         assert recipe.source is not None
-        material["source"] = {**asdict(recipe.source), "versions": None,
-                              "pin": asdict(recipe.source_pin(version))}
+        material["source"] = {
+            **asdict(recipe.source),
+            "versions": None,
+            "pin": asdict(recipe.source_pin(version)),
+        }
     else:
         material["inputs"] = [i.sha256 for i in recipe.inputs(version, arch)]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def unpacked(fetcher: Fetcher, archive: Path, sha256: str, url: str,
-             limit: int | None = None) -> Path:
+def unpacked(
+    fetcher: Fetcher, archive: Path, sha256: str, url: str, limit: int | None = None
+) -> Path:
     """Input `url` (cached at `archive`) unpacked once into the cache and reused: keyed by its
     sha256, its file name (which decides how it unpacks) and the unpacker's format. Builds only
     read from it; a warm build decompresses nothing."""
@@ -115,8 +138,12 @@ def _unchanged(out: ImageDir, image: ImageName, key: str) -> ImageMeta | None:
     except PipelineError:
         return None  # unreadable or disagreeing metadata: rebuild
     path = out.path / image.file
-    if old is None or old.build_key != key or not path.is_file() \
-            or not out.sbom_path(image).is_file():
+    if (
+        old is None
+        or old.build_key != key
+        or not path.is_file()
+        or not out.sbom_path(image).is_file()
+    ):
         return None
     return old if sha256_file(path) == old.sha256 else None
 
@@ -133,31 +160,39 @@ class Plan:
 def plan(recipe: Recipe, version: str, arch: Arch, build_from: BuildFrom | None) -> Plan:
     origin = recipe.builds_from(version, build_from)
     if not recipe.has(version, origin):
-        raise PipelineError(f"{recipe.path}: {version} has no {origin} build "
-                            f"({'source.versions' if origin is BuildFrom.SOURCE else 'versions'})")
+        raise PipelineError(
+            f"{recipe.path}: {version} has no {origin} build "
+            f"({'source.versions' if origin is BuildFrom.SOURCE else 'versions'})"
+        )
     reason = recipe.unavailable(version, arch, origin)
     if reason:
         return Plan(origin, (), reason)
     inputs = () if origin is BuildFrom.SOURCE else recipe.inputs(version, arch)
     for i, item in enumerate(inputs):
         if item.sha256 is None:
-            raise PipelineError(f"{recipe.path}: versions.{version}.{arch}"
-                                f"{f'[{i}]' if len(inputs) > 1 else ''}.sha256: not pinned; "
-                                f"run 'wasm-sysexts lock {recipe.name} --version {version}'")
+            raise PipelineError(
+                f"{recipe.path}: versions.{version}.{arch}"
+                f"{f'[{i}]' if len(inputs) > 1 else ''}.sha256: not pinned; "
+                f"run 'wasm-sysexts lock {recipe.name} --version {version}'"
+            )
     return Plan(origin, tuple(inputs))
 
 
-def _fetched(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
-             job: Plan) -> tuple[list[str], list[Path]]:
+def _fetched(
+    recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, job: Plan
+) -> tuple[list[str], list[Path]]:
     """The release inputs' URLs and their unpacked trees, downloaded and verified."""
     urls = [recipe.expand(i.url, version, arch) for i in job.inputs]
     paths = [fetcher.fetch(url, i.sha256) for url, i in zip(urls, job.inputs, strict=True)]
-    return urls, [unpacked(fetcher, path, str(i.sha256), url)
-                  for url, path, i in zip(urls, paths, job.inputs, strict=True)]
+    return urls, [
+        unpacked(fetcher, path, str(i.sha256), url)
+        for url, path, i in zip(urls, paths, job.inputs, strict=True)
+    ]
 
 
-def fetch_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
-              build_from: BuildFrom | None) -> str:
+def fetch_one(
+    recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, build_from: BuildFrom | None
+) -> str:
     """Download, verify and unpack into the cache everything a build of `recipe` reads by pin,
     without building: a build with --offline then finds it (the Dagger module fetches in a
     container that reaches the mirror and builds in one that needs no service). Source
@@ -172,8 +207,7 @@ def fetch_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
     return f"{len(job.inputs)} input(s) fetched"
 
 
-def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
-              opts: Options) -> Result:
+def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: Options) -> Result:
     """Build one image; a PipelineError leaves no new image, metadata or sums entry behind."""
     image = ImageName(recipe.name, version, arch)
     started = time.monotonic()
@@ -205,8 +239,7 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
         built = None
         if origin is BuildFrom.SOURCE:
             (work / "source").mkdir()
-            built = build_from_source(recipe, version, arch, fetcher, work / "source",
-                                      opts.epoch)
+            built = build_from_source(recipe, version, arch, fetcher, work / "source", opts.epoch)
             trees, labels = [built.outputs], [f"the {recipe.name} source build's outputs"]
         root = work / "root"
         root.mkdir()
@@ -214,30 +247,52 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher,
         staged = work / image.file
         make_image(root, staged, opts.fmt, opts.epoch, image.file)
         meta = ImageMeta(
-            name=recipe.name, version=version, arch=arch, format=opts.fmt,
-            sha256=sha256_file(staged), size=staged.stat().st_size,
-            recipe={"file": recipe.path.name, "sha256": sha256_file(recipe.path),
-                    "summary": recipe.summary,
-                    "homepage": recipe.homepage, "license": recipe.license,
-                    **({"containerd": {"handler": recipe.containerd.handler,
-                                       "runtime_type": recipe.containerd.runtime_type}}
-                       if recipe.containerd else {})},
-            inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs,
-                                                                        strict=True)),
-            tools=tools, source_date_epoch=opts.epoch, build_key=key, elf=tuple(elf),
-            source=built.record if built else None, builder=builder_identity(),
-            started_on=result.started)
+            name=recipe.name,
+            version=version,
+            arch=arch,
+            format=opts.fmt,
+            sha256=sha256_file(staged),
+            size=staged.stat().st_size,
+            recipe={
+                "file": recipe.path.name,
+                "sha256": sha256_file(recipe.path),
+                "summary": recipe.summary,
+                "homepage": recipe.homepage,
+                "license": recipe.license,
+                **(
+                    {
+                        "containerd": {
+                            "handler": recipe.containerd.handler,
+                            "runtime_type": recipe.containerd.runtime_type,
+                        }
+                    }
+                    if recipe.containerd
+                    else {}
+                ),
+            },
+            inputs=tuple(InputRecord(u, str(i.sha256)) for u, i in zip(urls, inputs, strict=True)),
+            tools=tools,
+            source_date_epoch=opts.epoch,
+            build_key=key,
+            elf=tuple(elf),
+            source=built.record if built else None,
+            builder=builder_identity(),
+            started_on=result.started,
+        )
         out.put(staged, meta, sbom(meta, root))
     result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
     result.size = meta.size
     result.seconds = round(time.monotonic() - started, 1)
-    _log.info(f"built {image.file}: {human_size(meta.size)} sha256 {meta.sha256[:16]}… "
-              f"in {result.seconds}s")
+    _log.info(
+        f"built {image.file}: {human_size(meta.size)} sha256 {meta.sha256[:16]}… "
+        f"in {result.seconds}s"
+    )
     return result
 
 
-def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Options,
-               concurrency: int) -> list[Result]:
+def build_many(
+    jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Options, concurrency: int
+) -> list[Result]:
     """Build every (recipe, version, arch) with bounded concurrency; failures do not stop others."""
     try:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,10 +315,16 @@ def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Opt
                 else:
                     message = f"internal error: {type(err).__name__}: {err}"
                 _log.info(f"FAILED: {message}")
-                results[index] = Result(recipe.name, version, arch, opts.fmt,
-                                        BuildStatus.FAILED,
-                                        seconds=round(time.monotonic() - started, 1),
-                                        error=message, not_cached=isinstance(err, NotCached))
+                results[index] = Result(
+                    recipe.name,
+                    version,
+                    arch,
+                    opts.fmt,
+                    BuildStatus.FAILED,
+                    seconds=round(time.monotonic() - started, 1),
+                    error=message,
+                    not_cached=isinstance(err, NotCached),
+                )
 
     async def main() -> None:
         limiter = anyio.CapacityLimiter(max(1, concurrency))
@@ -277,13 +338,22 @@ def build_many(jobs: list[tuple[Recipe, str, Arch]], fetcher: Fetcher, opts: Opt
 
 def summary_table(results: list[Result]) -> str:
     header = ("IMAGE", "STATUS", "SIZE", "SHA256", "TIME", "DETAIL")
-    rows = [header] + [(
-        r.image or ImageName(r.name, r.version, r.arch).file, str(r.status),
-        human_size(r.size) if r.size else "-", (r.sha256 or "-")[:12],
-        f"{r.seconds:.1f}s", r.error or "",
-    ) for r in results]
+    rows = [header] + [
+        (
+            r.image or ImageName(r.name, r.version, r.arch).file,
+            str(r.status),
+            human_size(r.size) if r.size else "-",
+            (r.sha256 or "-")[:12],
+            f"{r.seconds:.1f}s",
+            r.error or "",
+        )
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
-        for row in rows
-    ).rstrip() + "\n"
+    return (
+        "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+            for row in rows
+        ).rstrip()
+        + "\n"
+    )

@@ -70,19 +70,22 @@ class SourceBuild:
     record: dict[str, object]  # what was built from, for the metadata
 
 
-def toolchain(kind: SourceKind, arch: Arch, tree: Path | None = None,
-              env: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+def toolchain(
+    kind: SourceKind, arch: Arch, tree: Path | None = None, env: tuple[tuple[str, str], ...] = ()
+) -> dict[str, str]:
     """The versions of the tools a `kind` build for `arch` uses (metadata, build key); in
     `tree`, as the build sees them there (rustup follows a rust-toolchain.toml)."""
     return dict(_toolchain(kind, arch, tree, env))
 
 
 @functools.cache
-def _toolchain(kind: SourceKind, arch: Arch, tree: Path | None,
-               env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+def _toolchain(
+    kind: SourceKind, arch: Arch, tree: Path | None, env: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
     def first_line(args: list[str]) -> str:
-        out = run.run(args, cwd=tree, env=dict(env) if env else None,
-                      what=f"{args[0]} --version").stdout
+        out = run.run(
+            args, cwd=tree, env=dict(env) if env else None, what=f"{args[0]} --version"
+        ).stdout
         lines = out.decode(errors="replace").strip().splitlines()
         return lines[0] if lines else f"{args[0]} (no version)"
 
@@ -166,8 +169,7 @@ def _alias(fetcher: Fetcher, pin: str) -> Path:
     return fetcher.cache_dir / "alias" / hashlib.sha256(pin.encode()).hexdigest()
 
 
-def _fetch_by_content(fetcher: Fetcher, url: str, pin: str,
-                      check: Callable[[Path], None]) -> Path:
+def _fetch_by_content(fetcher: Fetcher, url: str, pin: str, check: Callable[[Path], None]) -> Path:
     """Download `url` (or take it from the cache) and check it with `check(path)`, which
     raises unless the content matches `pin`."""
     alias = _alias(fetcher, pin)
@@ -183,8 +185,9 @@ def _fetch_by_content(fetcher: Fetcher, url: str, pin: str,
 # ---------------------------------------------------------------- trees
 
 
-def _tree(fetcher: Fetcher, item: Fetched, recipe: Recipe, version: str, arch: Arch,
-          where: str) -> Path:
+def _tree(
+    fetcher: Fetcher, item: Fetched, recipe: Recipe, version: str, arch: Arch, where: str
+) -> Path:
     """The unpacked source of `item`: its single top-level directory, if it has one."""
     from pipeline.build.orchestrate import unpacked
 
@@ -199,8 +202,9 @@ def _tree(fetcher: Fetcher, item: Fetched, recipe: Recipe, version: str, arch: A
         tree = _top(unpacked(fetcher, path, sha256_file(path), url))
         actual = git_tree_id(tree)
         if actual != item.tree:
-            raise PipelineError(f"{redact(url)}: unpacks to git tree {actual}, but {where}.tree "
-                                f"pins {item.tree}")
+            raise PipelineError(
+                f"{redact(url)}: unpacks to git tree {actual}, but {where}.tree pins {item.tree}"
+            )
 
     path = _fetch_by_content(fetcher, url, f"tree:{item.tree}", check)
     return _top(unpacked(fetcher, path, sha256_file(path), url))
@@ -221,8 +225,9 @@ def _go_module(fetcher: Fetcher, source: Source, pin: SourcePin, version: str) -
     def check(path: Path) -> None:
         actual = go_h1(path)
         if actual != pin.h1:
-            raise PipelineError(f"{redact(url)}: module hash {actual} does not match the pinned "
-                                f"{pin.h1}")
+            raise PipelineError(
+                f"{redact(url)}: module hash {actual} does not match the pinned {pin.h1}"
+            )
 
     path = _fetch_by_content(fetcher, url, pin.h1, check)
     root = unpacked(fetcher, path, sha256_file(path), url)
@@ -234,8 +239,11 @@ def _git(fetcher: Fetcher, url: str, commit: str, dest: Path, env: dict[str, str
     git = ["git", "-C", str(dest)]
     dest.mkdir(parents=True)
     run.run([*git, "init", "-q"], env=env)
-    run.run([*git, "fetch", "-q", "--depth", "1", remote, commit], env=env,
-            what=f"git fetch {redact(remote)} {commit}")
+    run.run(
+        [*git, "fetch", "-q", "--depth", "1", remote, commit],
+        env=env,
+        what=f"git fetch {redact(remote)} {commit}",
+    )
     run.run([*git, "checkout", "-q", "--detach", "FETCH_HEAD"], env=env)
     head = run.run([*git, "rev-parse", "HEAD"], env=env).stdout.decode().strip()
     if head != commit:
@@ -246,8 +254,9 @@ def _git(fetcher: Fetcher, url: str, commit: str, dest: Path, env: dict[str, str
 # ---------------------------------------------------------------- build
 
 
-def fetch_source(recipe: Recipe, version: str, arch: Arch,
-                 fetcher: Fetcher) -> tuple[Path | None, dict[str, Path]]:
+def fetch_source(
+    recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher
+) -> tuple[Path | None, dict[str, Path]]:
     """Download, verify and unpack the pinned source of a source build and its pinned
     inputs: the source tree (None for a git pin, which the build clones) and each archive
     input's tree by name."""
@@ -256,21 +265,27 @@ def fetch_source(recipe: Recipe, version: str, arch: Arch,
     pin = recipe.source_pin(version)
     where = f"source.versions.{version}"
     if not source_pinned(pin, source) and source.kind is not SourceKind.CARGO:
-        raise PipelineError(f"{recipe.path}: {where}: not pinned; run 'wasm-sysexts lock "
-                            f"{recipe.name} --version {version} --from source'")
+        raise PipelineError(
+            f"{recipe.path}: {where}: not pinned; run 'wasm-sysexts lock "
+            f"{recipe.name} --version {version} --from source'"
+        )
     main = None
     if source.kind is SourceKind.GO:
         main = _go_module(fetcher, source, pin, version)
     elif pin.git is None:
         assert pin.archive is not None
         main = _tree(fetcher, pin.archive, recipe, version, arch, f"{where}.archive")
-    trees = {name: _tree(fetcher, item, recipe, version, arch, f"{where}.inputs.{name}")
-             for name, item in pin.inputs if not isinstance(item, GitPin)}
+    trees = {
+        name: _tree(fetcher, item, recipe, version, arch, f"{where}.inputs.{name}")
+        for name, item in pin.inputs
+        if not isinstance(item, GitPin)
+    }
     return main, trees
 
 
-def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path,
-                      epoch: int) -> SourceBuild:
+def build_from_source(
+    recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path, epoch: int
+) -> SourceBuild:
     """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`."""
     source = recipe.source
     assert source is not None
@@ -298,21 +313,32 @@ def build_from_source(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher
     directory = src / expand(source.directory)
     for i, step in enumerate(source.prepare):
         _log.info(f"prepare: {expand(step)}")
-        run.run(["sh", "-ec", expand(step)], cwd=src, env=env,
-                what=f"{recipe.path}: source.prepare[{i}]")
+        run.run(
+            ["sh", "-ec", expand(step)],
+            cwd=src,
+            env=env,
+            what=f"{recipe.path}: source.prepare[{i}]",
+        )
     out = work / "out"
     out.mkdir()
-    record: dict[str, object] = {"kind": str(source.kind),
-                                 **_pin_record(pin, recipe, version, arch)}
+    record: dict[str, object] = {
+        "kind": str(source.kind),
+        **_pin_record(pin, recipe, version, arch),
+    }
     if source.kind is SourceKind.GO:  # what the SBOM and provenance name as the source
         record.update(module=source.module, version=version)
-    builder = {SourceKind.GO: _go, SourceKind.CARGO: _cargo, SourceKind.CMAKE: _cmake,
-               SourceKind.MAKE: _make}[source.kind]
+    builder = {
+        SourceKind.GO: _go,
+        SourceKind.CARGO: _cargo,
+        SourceKind.CMAKE: _cmake,
+        SourceKind.MAKE: _make,
+    }[source.kind]
     built = builder(_Job(recipe, source, pin, directory, work, arch, env, expand))
     for name, path in built.items():
         if not path.is_file():
-            raise PipelineError(f"{recipe.path}: source.outputs.{name}: the build made no "
-                                f"{path.relative_to(work)}")
+            raise PipelineError(
+                f"{recipe.path}: source.outputs.{name}: the build made no {path.relative_to(work)}"
+            )
         if path.parent != out:
             shutil.copyfile(path, out / name)
             os.chmod(out / name, path.stat().st_mode & 0o777)
@@ -363,14 +389,16 @@ def _reachable_engines(entries: list[dict[str, object]], package: str) -> dict[s
 
 
 def _pin_record(pin: SourcePin, recipe: Recipe, version: str, arch: Arch) -> dict[str, object]:
-    record: dict[str, object] = {k: v for k, v in asdict(pin).items()
-                                 if v not in (None, (), [])}
+    record: dict[str, object] = {k: v for k, v in asdict(pin).items() if v not in (None, (), [])}
     if pin.archive is not None:
-        record["archive"] = {**asdict(pin.archive),
-                             "url": recipe.expand(pin.archive.url, version, arch)}
+        record["archive"] = {
+            **asdict(pin.archive),
+            "url": recipe.expand(pin.archive.url, version, arch),
+        }
     if pin.inputs:
-        record["inputs"] = {n: {**asdict(f), "url": recipe.expand(f.url, version, arch)}
-                            for n, f in pin.inputs}
+        record["inputs"] = {
+            n: {**asdict(f), "url": recipe.expand(f.url, version, arch)} for n, f in pin.inputs
+        }
     return record
 
 
@@ -386,13 +414,24 @@ def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[s
     cache = fetcher.cache_dir / "toolchains"
     prefix = f"-ffile-prefix-map={work}=/build"
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C",
-        "TZ": "UTC", "SOURCE_DATE_EPOCH": str(epoch), "CFLAGS": prefix, "CXXFLAGS": prefix,
-        "GOCACHE": str(cache / "go-build"), "GOMODCACHE": str(cache / "go-mod"),
-        "GOPROXY": os.environ.get("GOPROXY", GO_PROXY), "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-trimpath -buildvcs=false -mod=readonly", "CGO_ENABLED": "0",
-        "GOOS": "linux", "GOARCH": arch.goarch, "GOENV": "off",
-        "CARGO_HOME": str(cache / "cargo"), "CARGO_INCREMENTAL": "0",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LC_ALL": "C",
+        "TZ": "UTC",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "CFLAGS": prefix,
+        "CXXFLAGS": prefix,
+        "GOCACHE": str(cache / "go-build"),
+        "GOMODCACHE": str(cache / "go-mod"),
+        "GOPROXY": os.environ.get("GOPROXY", GO_PROXY),
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath -buildvcs=false -mod=readonly",
+        "CGO_ENABLED": "0",
+        "GOOS": "linux",
+        "GOARCH": arch.goarch,
+        "GOENV": "off",
+        "CARGO_HOME": str(cache / "cargo"),
+        "CARGO_INCREMENTAL": "0",
         "CARGO_NET_GIT_FETCH_WITH_CLI": "true",
         # rustup finds its toolchains under the real HOME unless told otherwise.
         "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
@@ -406,9 +445,12 @@ def _go(job: _Job) -> dict[str, Path]:
     for name, package in job.source.packages.items():
         target = job.work / "out" / name
         tags = [f"-tags={','.join(job.source.tags)}"] if job.source.tags else []
-        run.run(["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", *tags,
-                 package],
-                cwd=job.directory, env=job.env, what=f"go build {package} ({job.arch})")
+        run.run(
+            ["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", *tags, package],
+            cwd=job.directory,
+            env=job.env,
+            what=f"go build {package} ({job.arch})",
+        )
         built[name] = target
     return built
 
@@ -416,17 +458,24 @@ def _go(job: _Job) -> dict[str, Path]:
 def _cargo(job: _Job) -> dict[str, Path]:
     lock = job.directory / "Cargo.lock"
     if not lock.is_file():
-        raise PipelineError(f"{job.recipe.path}: source: {lock.relative_to(job.work)} missing; "
-                            "a cargo source must carry its Cargo.lock")
+        raise PipelineError(
+            f"{job.recipe.path}: source: {lock.relative_to(job.work)} missing; "
+            "a cargo source must carry its Cargo.lock"
+        )
     actual = sha256_file(lock)
     if actual != job.pin.lock_sha256:
-        raise PipelineError(f"{job.recipe.path}: source.versions: the Cargo.lock to build with "
-                            f"has sha256 {actual}, but lock_sha256 pins {job.pin.lock_sha256}; "
-                            "review the lock, then pin it")
+        raise PipelineError(
+            f"{job.recipe.path}: source.versions: the Cargo.lock to build with "
+            f"has sha256 {actual}, but lock_sha256 pins {job.pin.lock_sha256}; "
+            "review the lock, then pin it"
+        )
     triple = job.arch.facts.rust
-    env = {**job.env, "CARGO_TARGET_DIR": str(job.work / "target"),
-           "RUSTFLAGS": f"--remap-path-prefix={job.work}=/build "
-                        f"--remap-path-prefix={job.env['CARGO_HOME']}=/cargo"}
+    env = {
+        **job.env,
+        "CARGO_TARGET_DIR": str(job.work / "target"),
+        "RUSTFLAGS": f"--remap-path-prefix={job.work}=/build "
+        f"--remap-path-prefix={job.env['CARGO_HOME']}=/cargo",
+    }
     if job.arch is not Arch.host():
         env[f"CARGO_TARGET_{triple.upper().replace('-', '_')}_LINKER"] = _cc(job.arch)
         env[f"CC_{triple.replace('-', '_')}"] = _cc(job.arch)
@@ -437,32 +486,53 @@ def _cargo(job: _Job) -> dict[str, Path]:
     if job.source.features:
         args += ["--features", ",".join(job.source.features)]
     run.run(args, cwd=job.directory, env=env, what=f"cargo build ({job.arch})")
-    return {name: job.work / "target" / triple / "release" / path
-            for name, path in job.source.outputs.items()}
+    return {
+        name: job.work / "target" / triple / "release" / path
+        for name, path in job.source.outputs.items()
+    }
 
 
 def _cmake(job: _Job) -> dict[str, Path]:
     build = job.work / "build"
-    args = ["cmake", "-S", str(job.directory), "-B", str(build), "-G", "Unix Makefiles",
-            *(job.expand(a) for a in job.source.configure)]
+    args = [
+        "cmake",
+        "-S",
+        str(job.directory),
+        "-B",
+        str(build),
+        "-G",
+        "Unix Makefiles",
+        *(job.expand(a) for a in job.source.configure),
+    ]
     if job.arch is not Arch.host():
         toolchain_file = job.work / "toolchain.cmake"
         toolchain_file.write_text(
             f"set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR {job.arch.uname})\n"
             f"set(CMAKE_C_COMPILER {_cc(job.arch)})\nset(CMAKE_CXX_COMPILER {_cxx(job.arch)})\n"
             f"set(CMAKE_ASM_COMPILER {_cc(job.arch)})\n"
-            "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)\n")
+            "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)\n"
+        )
         args.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain_file}")
     run.run(args, env=job.env, what=f"cmake configure ({job.arch})")
     target = ["--target", job.expand(job.source.target)] if job.source.target else []
-    run.run(["cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
-            env=job.env, what=f"cmake build ({job.arch})")
+    run.run(
+        ["cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
+        env=job.env,
+        what=f"cmake build ({job.arch})",
+    )
     return {name: build / path for name, path in job.source.outputs.items()}
 
 
 def _make(job: _Job) -> dict[str, Path]:
-    args = ["make", "-C", str(job.directory), f"-j{os.cpu_count() or 2}", f"CC={_cc(job.arch)}",
-            f"CXX={_cxx(job.arch)}", *(job.expand(a) for a in job.source.configure)]
+    args = [
+        "make",
+        "-C",
+        str(job.directory),
+        f"-j{os.cpu_count() or 2}",
+        f"CC={_cc(job.arch)}",
+        f"CXX={_cxx(job.arch)}",
+        *(job.expand(a) for a in job.source.configure),
+    ]
     if job.source.target:
         args.append(job.expand(job.source.target))
     run.run(args, env=job.env, what=f"make ({job.arch})")

@@ -41,8 +41,7 @@ def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
         return not parts
     if pattern[0] == "**":
         return _matches(parts, pattern[1:]) or (bool(parts) and _matches(parts[1:], pattern))
-    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:],
-                                                                           pattern[1:])
+    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
 
 
 def glob(tree: Tree, pattern: str) -> list[Entry]:
@@ -52,14 +51,22 @@ def glob(tree: Tree, pattern: str) -> list[Entry]:
     wanted = tuple(p for p in pattern.split("/") if p not in ("", "."))
     found: list[Entry] = []
     for entry in tree.walk():
-        if _matches(entry.path.parts, wanted) and \
-                not any(entry.path.is_relative_to(f.path) for f in found if f.is_dir):
+        if _matches(entry.path.parts, wanted) and not any(
+            entry.path.is_relative_to(f.path) for f in found if f.is_dir
+        ):
             found.append(entry)
     return found
 
 
-def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels: list[str],
-          root: Path, epoch: int) -> list[ElfRecord]:
+def stage(
+    recipe: Recipe,
+    version: str,
+    arch: Arch,
+    unpacked: list[Path],
+    labels: list[str],
+    root: Path,
+    epoch: int,
+) -> list[ElfRecord]:
     """Fill the empty directory `root`. `unpacked[i]` holds input i, downloaded from `labels[i]`.
     `epoch` is the time of the tree's directories (the image tools stamp everything else).
     Returns the image's ELF files; one for another machine than `arch` is refused."""
@@ -71,8 +78,9 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
         except UnsafePath as err:
             raise PipelineError(f"{recipe.path}: {owner}: {path}: {err}") from None
         if rel in placed:
-            raise PipelineError(f"{recipe.path}: {owner}: /{rel} is already written by "
-                                f"{placed[rel]}")
+            raise PipelineError(
+                f"{recipe.path}: {owner}: /{rel} is already written by {placed[rel]}"
+            )
         placed[rel] = owner
         return rel
 
@@ -83,27 +91,32 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
             owner = f"install[{i}]"
             pattern = recipe.expand(entry.src, version, arch)
             if entry.input >= len(sources):
-                raise PipelineError(f"{recipe.path}: {owner}.input: {entry.input}: this build "
-                                    f"has {len(sources)} input(s)")
+                raise PipelineError(
+                    f"{recipe.path}: {owner}.input: {entry.input}: this build "
+                    f"has {len(sources)} input(s)"
+                )
             source = sources[entry.input]
             matches = glob(source, pattern)
             if not matches:
-                raise PipelineError(f"{recipe.path}: {owner}.from: {pattern!r} matches nothing "
-                                    f"in {labels[entry.input]} (it has: {_listing(source)})")
+                raise PipelineError(
+                    f"{recipe.path}: {owner}.from: {pattern!r} matches nothing "
+                    f"in {labels[entry.input]} (it has: {_listing(source)})"
+                )
             into_dir = entry.dst.endswith("/") or len(matches) > 1
             for match in matches:
                 dst = entry.dst.rstrip("/") + "/" + match.path.name if into_dir else entry.dst
-                members = ([e for e in source.walk(match.path) if not e.is_dir]
-                           if match.is_dir else [match])
+                members = (
+                    [e for e in source.walk(match.path) if not e.is_dir]
+                    if match.is_dir
+                    else [match]
+                )
                 for member in members:
                     below = member.path.relative_to(match.path).as_posix()
-                    target = claim(f"{dst.rstrip('/')}/{below}" if match.is_dir else dst,
-                                   owner)
+                    target = claim(f"{dst.rstrip('/')}/{below}" if match.is_dir else dst, owner)
                     try:
                         out.copy_from(source, member.path, target, entry.mode)
                     except UnsafePath as err:
-                        raise PipelineError(f"{recipe.path}: {owner}: /{target}: {err}") \
-                            from None
+                        raise PipelineError(f"{recipe.path}: {owner}: /{target}: {err}") from None
                     except OSError as err:
                         raise PipelineError(f"{root}: /{target}: {os_problem(err)}") from None
 
@@ -114,8 +127,9 @@ def stage(recipe: Recipe, version: str, arch: Arch, unpacked: list[Path], labels
             except UnsafePath as err:
                 raise PipelineError(f"{recipe.path}: files[{i}]: {extra.path}: {err}") from None
 
-        release = claim(f"/usr/lib/extension-release.d/extension-release.{recipe.name}",
-                        "extension-release")
+        release = claim(
+            f"/usr/lib/extension-release.d/extension-release.{recipe.name}", "extension-release"
+        )
         out.write(release, extension_release(recipe, version, arch).encode(), 0o644)
         _check_links(recipe, out)
         elf = _check_elf(recipe, out, arch)
@@ -142,8 +156,9 @@ def _check_links(recipe: Recipe, tree: Tree) -> None:
         if target.startswith("/") or not resolved.is_relative_to(real_root):
             raise PipelineError(f"{recipe.path}: install: {rel} links outside the image ({target})")
         if not resolved.exists():
-            raise PipelineError(f"{recipe.path}: install: {rel} -> {target} dangles; "
-                                "install its target too")
+            raise PipelineError(
+                f"{recipe.path}: install: {rel} -> {target} dangles; install its target too"
+            )
 
 
 def _check_elf(recipe: Recipe, tree: Tree, arch: Arch) -> list[ElfRecord]:
@@ -160,10 +175,11 @@ def _check_elf(recipe: Recipe, tree: Tree, arch: Arch) -> list[ElfRecord]:
             except NotElf as err:
                 raise PipelineError(f"{recipe.path}: /{entry.path}: {err}") from None
         if info.machine != arch.facts.elf_machine:
-            raise PipelineError(f"{recipe.path}: /{entry.path} is an ELF file for "
-                                f"{info.machine_name}, not {arch}: refused in an {arch} image")
-        found.append(ElfRecord(f"/{entry.path}", info.machine_name, info.interpreter,
-                               info.needed))
+            raise PipelineError(
+                f"{recipe.path}: /{entry.path} is an ELF file for "
+                f"{info.machine_name}, not {arch}: refused in an {arch} image"
+            )
+        found.append(ElfRecord(f"/{entry.path}", info.machine_name, info.interpreter, info.needed))
     return found
 
 

@@ -111,7 +111,7 @@ class Tree:
         fd = os.dup(self.fd)
         try:
             for i in range(len(path.parts) - 1):
-                nxt = _step(fd, path.parts[:i + 1], create)
+                nxt = _step(fd, path.parts[: i + 1], create)
                 os.close(fd)
                 fd = nxt
             return fd
@@ -133,8 +133,12 @@ class Tree:
         """A new regular file, open for writing; refuses to replace anything."""
         parent = self._parent(path, create=True)
         try:
-            fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                         os.O_CLOEXEC, 0o600, dir_fd=parent)
+            fd = os.open(
+                path.name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=parent,
+            )
         except FileExistsError:
             raise UnsafePath("already exists (listed twice?)") from None
         finally:
@@ -164,8 +168,13 @@ class Tree:
                 raise UnsafePath(f"hard link to {existing}, which is not a regular file")
             parent = self._parent(path, create=True)
             try:
-                os.link(existing.name, path.name, src_dir_fd=src_parent, dst_dir_fd=parent,
-                        follow_symlinks=False)
+                os.link(
+                    existing.name,
+                    path.name,
+                    src_dir_fd=src_parent,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
             except FileExistsError:
                 raise UnsafePath("already exists (listed twice?)") from None
             finally:
@@ -196,8 +205,9 @@ class Tree:
             os.close(parent)
         return os.fdopen(fd, "rb")
 
-    def copy_from(self, source: Tree, src: PurePosixPath, dst: PurePosixPath,
-                  mode: int | None) -> None:
+    def copy_from(
+        self, source: Tree, src: PurePosixPath, dst: PurePosixPath, mode: int | None
+    ) -> None:
         """Place `source`'s file or symlink `src` at `dst`: links are copied as links, files
         copied in the kernel (never hard-linked: the source may be a shared cache, and a link
         count would leak into erofs images)."""

@@ -47,8 +47,10 @@ from pipeline.core.vocab import (
 )
 
 _ARCHES = "|".join(re.escape(a) for a in Arch)
-_IMAGE_RE = re.compile(rf"^(?P<name>{NAME_PATTERN})-(?P<version>{VERSION_PATTERN})"
-                       rf"-(?P<arch>{_ARCHES}){re.escape(IMAGE_SUFFIX)}$")
+_IMAGE_RE = re.compile(
+    rf"^(?P<name>{NAME_PATTERN})-(?P<version>{VERSION_PATTERN})"
+    rf"-(?P<arch>{_ARCHES}){re.escape(IMAGE_SUFFIX)}$"
+)
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s][^/]*)$")
 
 
@@ -71,8 +73,10 @@ class ImageName:
     def parse(cls, file: str) -> ImageName:
         match = _IMAGE_RE.match(file)
         if not match:
-            raise PipelineError(f"{file}: not named <name>-<version>-<arch>{IMAGE_SUFFIX} "
-                                f"(arch one of {', '.join(Arch)})")
+            raise PipelineError(
+                f"{file}: not named <name>-<version>-<arch>{IMAGE_SUFFIX} "
+                f"(arch one of {', '.join(Arch)})"
+            )
         return cls(match["name"], match["version"], Arch(match["arch"]))
 
 
@@ -159,9 +163,13 @@ class ImageMeta:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             **self.extra,
-            "name": self.name, "version": self.version, "arch": str(self.arch),
-            "format": str(self.format), "recipe": self.recipe,
-            "inputs": [asdict(i) for i in self.inputs], "tools": self.tools,
+            "name": self.name,
+            "version": self.version,
+            "arch": str(self.arch),
+            "format": str(self.format),
+            "recipe": self.recipe,
+            "inputs": [asdict(i) for i in self.inputs],
+            "tools": self.tools,
             "source_date_epoch": self.source_date_epoch,
             "image": {"file": self.image.file, "sha256": self.sha256, "size": self.size},
             "build_key": self.build_key,
@@ -187,23 +195,36 @@ class ImageMeta:
             image = data["image"]
             verity = data.get("verity")
             meta = cls(
-                name=_str(data["name"]), version=_str(data["version"]),
-                arch=Arch(data["arch"]), format=ImageFormat(data["format"]),
-                sha256=_sha(image["sha256"]), size=_int(image["size"]),
-                recipe={str(k): {str(a): _str(b) for a, b in dict(v).items()}
-                        if k == "containerd" else _str(v)
-                        for k, v in dict(data.get("recipe", {})).items()},
-                inputs=tuple(InputRecord(_str(i["url"]), _sha(i["sha256"]))
-                             for i in data.get("inputs", [])),
+                name=_str(data["name"]),
+                version=_str(data["version"]),
+                arch=Arch(data["arch"]),
+                format=ImageFormat(data["format"]),
+                sha256=_sha(image["sha256"]),
+                size=_int(image["size"]),
+                recipe={
+                    str(k): {str(a): _str(b) for a, b in dict(v).items()}
+                    if k == "containerd"
+                    else _str(v)
+                    for k, v in dict(data.get("recipe", {})).items()
+                },
+                inputs=tuple(
+                    InputRecord(_str(i["url"]), _sha(i["sha256"])) for i in data.get("inputs", [])
+                ),
                 tools={str(k): _str(v) for k, v in dict(data.get("tools", {})).items()},
                 source_date_epoch=_int(data.get("source_date_epoch", 0)),
                 build_key=_str(data.get("build_key", "")),
-                verity=VerityRecord(**{f.name: _str(verity[f.name])
-                                       for f in fields(VerityRecord)}) if verity else None,
-                elf=tuple(ElfRecord(_str(e["path"]), _str(e["machine"]),
-                                    _str(e["interpreter"]) if e.get("interpreter") else None,
-                                    tuple(_str(n) for n in e.get("needed", ())))
-                          for e in data.get("elf", [])),
+                verity=VerityRecord(**{f.name: _str(verity[f.name]) for f in fields(VerityRecord)})
+                if verity
+                else None,
+                elf=tuple(
+                    ElfRecord(
+                        _str(e["path"]),
+                        _str(e["machine"]),
+                        _str(e["interpreter"]) if e.get("interpreter") else None,
+                        tuple(_str(n) for n in e.get("needed", ())),
+                    )
+                    for e in data.get("elf", [])
+                ),
                 source=dict(data["source"]) if data.get("source") else None,
                 builder={str(k): _str(v) for k, v in dict(data.get("builder", {})).items()},
                 started_on=_str(data.get("started_on", "")),
@@ -212,14 +233,30 @@ class ImageMeta:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise PipelineError(f"{where}: not valid image metadata ({_what(err)})") from None
         if image.get("file") != meta.image.file:
-            raise PipelineError(f"{where}: image.file {image.get('file')!r} does not match "
-                                f"name, version and arch ({meta.image.file})")
+            raise PipelineError(
+                f"{where}: image.file {image.get('file')!r} does not match "
+                f"name, version and arch ({meta.image.file})"
+            )
         return meta
 
 
-_KNOWN = {"name", "version", "arch", "format", "recipe", "inputs", "tools",
-          "source_date_epoch", "image", "build_key", "verity", "elf", "source", "builder",
-          "started_on"}
+_KNOWN = {
+    "name",
+    "version",
+    "arch",
+    "format",
+    "recipe",
+    "inputs",
+    "tools",
+    "source_date_epoch",
+    "image",
+    "build_key",
+    "verity",
+    "elf",
+    "source",
+    "builder",
+    "started_on",
+}
 
 
 def _what(err: Exception) -> str:
@@ -307,9 +344,11 @@ class ImageDir:
             raise PipelineError(f"{path}: not valid JSON ({type(err).__name__})") from None
         meta = ImageMeta.from_json(data, str(path))
         if meta.image != image:
-            raise PipelineError(f"{path}: describes {meta.image.file}, not {image.file}; "
-                                "the image is refused (metadata must agree with the signed "
-                                "file name)")
+            raise PipelineError(
+                f"{path}: describes {meta.image.file}, not {image.file}; "
+                "the image is refused (metadata must agree with the signed "
+                "file name)"
+            )
         return meta
 
     def sums(self) -> dict[str, str]:
@@ -337,8 +376,13 @@ class ImageDir:
         images = self.image_files()
         sums = {p.name: known.get(p.name) or old.get(p.name) or sha256_file(p) for p in images}
         # Attestations are small and rewritten in place by a rebuild: always hashed afresh.
-        sums.update({p.name: sha256_file(p) for image in images
-                     for p in self.attestations(ImageName.parse(image.name))})
+        sums.update(
+            {
+                p.name: sha256_file(p)
+                for image in images
+                for p in self.attestations(ImageName.parse(image.name))
+            }
+        )
         write_atomic(self.sums_path, format_sums(sums))
         return sums
 
@@ -358,17 +402,23 @@ def merge_dirs(sources: list[Path], out: Path) -> dict[str, str]:
         directory = ImageDir(source)
         listed = directory.sums()
         for artifact in directory.artifacts(require_meta=True):
-            files = [artifact.path, directory.meta_path(artifact.name),
-                     *directory.attestations(artifact.name)]
+            files = [
+                artifact.path,
+                directory.meta_path(artifact.name),
+                *directory.attestations(artifact.name),
+            ]
             for path in files:
                 digest = sha256_file(path)
                 if path.name in listed and listed[path.name] != digest:
-                    raise PipelineError(f"{path}: sha256 {digest} differs from its "
-                                        f"{source / SUMS} entry {listed[path.name]}")
+                    raise PipelineError(
+                        f"{path}: sha256 {digest} differs from its "
+                        f"{source / SUMS} entry {listed[path.name]}"
+                    )
                 seen = chosen.setdefault(path.name, (path, digest))
                 if seen[1] != digest:
-                    raise PipelineError(f"{path.name}: {seen[0]} and {path} differ; "
-                                        "one image name, two contents")
+                    raise PipelineError(
+                        f"{path.name}: {seen[0]} and {path} differ; one image name, two contents"
+                    )
             if artifact.name.file not in listed:
                 raise PipelineError(f"{artifact.path}: not listed in {source / SUMS}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,17 @@ def debian_mirror() -> str:
     return os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
 
 
-def root_key(suite: str, packages: Sequence[str], variant: str, mirror: str,
-             hooks: Sequence[str], arch: str) -> str:
-    material = {"suite": suite, "packages": sorted(packages), "variant": variant,
-                "mirror": mirror, "hooks": list(hooks), "arch": arch}
+def root_key(
+    suite: str, packages: Sequence[str], variant: str, mirror: str, hooks: Sequence[str], arch: str
+) -> str:
+    material = {
+        "suite": suite,
+        "packages": sorted(packages),
+        "variant": variant,
+        "mirror": mirror,
+        "hooks": list(hooks),
+        "arch": arch,
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -38,9 +45,14 @@ def _mmdebstrap_why(stderr: bytes, code: int) -> str:
     return next((ln for ln in reversed(lines) if ln.startswith("E:")), run.reason(stderr, code))
 
 
-def debian_root(cache_dir: Path, suite: str, packages: Sequence[str],
-                variant: str = "minbase", hooks: Sequence[str] = (),
-                arch: str = "amd64") -> Path:
+def debian_root(
+    cache_dir: Path,
+    suite: str,
+    packages: Sequence[str],
+    variant: str = "minbase",
+    hooks: Sequence[str] = (),
+    arch: str = "amd64",
+) -> Path:
     """A cached root directory of Debian `suite` for dpkg arch `arch` with `packages`.
 
     `hooks` are mmdebstrap --customize-hook commands (`$1` is the root), part of the cache key.
@@ -59,9 +71,19 @@ def debian_root(cache_dir: Path, suite: str, packages: Sequence[str],
         target = tmp / "root"
         # root mode mounts /proc, /sys and /dev into the target: a private mount namespace
         # makes them vanish with mmdebstrap even when it is killed.
-        args = ["unshare", "--mount", "--propagation", "private", "--",
-                run.find("mmdebstrap"), f"--variant={variant}", "--mode=root", "--format=directory",
-                f"--architectures={arch}", f"--include={','.join(sorted(packages))}"]
+        args = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            run.find("mmdebstrap"),
+            f"--variant={variant}",
+            "--mode=root",
+            "--format=directory",
+            f"--architectures={arch}",
+            f"--include={','.join(sorted(packages))}",
+        ]
         args += [f"--customize-hook={hook}" for hook in hooks]
         args += [suite, str(target), mirror]
         run.run(args, what=f"mmdebstrap {suite} {arch} from {mirror}", why=_mmdebstrap_why)
@@ -71,20 +93,46 @@ def debian_root(cache_dir: Path, suite: str, packages: Sequence[str],
     return final
 
 
-def run_in_root(root: Path, args: Sequence[str], binds: dict[Path, str] | None = None,
-                env: dict[str, str] | None = None, what: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def run_in_root(
+    root: Path,
+    args: Sequence[str],
+    binds: dict[Path, str] | None = None,
+    env: dict[str, str] | None = None,
+    what: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
     """Run `args` chrooted into `root` with /proc, /sys, /dev and `binds` (host -> root path)
     mounted in a private mount namespace, so every mount disappears when the command ends."""
-    script = ['set -e', 'r="$1"; shift',
-              'mount -t proc proc "$r/proc"', 'mount --rbind /sys "$r/sys"',
-              'mount --rbind /dev "$r/dev"']
+    script = [
+        "set -e",
+        'r="$1"; shift',
+        'mount -t proc proc "$r/proc"',
+        'mount --rbind /sys "$r/sys"',
+        'mount --rbind /dev "$r/dev"',
+    ]
     bind_args: list[str] = []
     for i, (host, inside) in enumerate((binds or {}).items()):
         script += [f'mkdir -p "$r{inside}"', f'mount --bind "${{B{i}}}" "$r{inside}"']
         bind_args.append(f"B{i}={host}")
     script.append('exec chroot "$r" "$@"')
-    command = ["unshare", "--mount", "--propagation", "private", "--",
-               "env", *bind_args, "sh", "-c", "\n".join(script), "sh", str(root), *args]
-    return run.run(command, what=what or Path(args[0]).name, check=check,
-                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})})
+    command = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "env",
+        *bind_args,
+        "sh",
+        "-c",
+        "\n".join(script),
+        "sh",
+        str(root),
+        *args,
+    ]
+    return run.run(
+        command,
+        what=what or Path(args[0]).name,
+        check=check,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+    )

@@ -108,8 +108,9 @@ def scratch_dir(parent: Path, label: str = "work") -> Iterator[Path]:
     try:
         path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_safe(label)}-", dir=parent))
     except OSError as err:
-        raise PipelineError(f"{parent}: cannot create a work directory: {os_problem(err)}") \
-            from None
+        raise PipelineError(
+            f"{parent}: cannot create a work directory: {os_problem(err)}"
+        ) from None
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     _hold(fd)
     try:
@@ -144,8 +145,9 @@ def _mounts_under(path: Path) -> list[str]:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return []
-    points = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), ln.split()[4])
-              for ln in lines)
+    points = (
+        re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), ln.split()[4]) for ln in lines
+    )
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 

@@ -104,8 +104,12 @@ def progress(done: int, total: int | None, started: float) -> None:
     rate = done / max(time.monotonic() - started, 1e-6)
     share = f"{100 * done // total:3d}% " if total else ""
     label = _label.get()
-    text = (f"[{label}] " if label else "") + share + human_size(done) + (
-        f"/{human_size(total)}" if total else "")
+    text = (
+        (f"[{label}] " if label else "")
+        + share
+        + human_size(done)
+        + (f"/{human_size(total)}" if total else "")
+    )
     _handler.progress(f"{text} {human_size(rate)}/s")
 
 

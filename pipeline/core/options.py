@@ -22,18 +22,29 @@ def default_cache_dir() -> Path:
 def add_recipes(parser: argparse.ArgumentParser) -> None:
     # Resolved after parsing (pipeline.cli), so a command given --recipes never needs the
     # packaged recipes.
-    parser.add_argument("--recipes", type=Path, default=None,
-                        help="directory of recipes (default: the repository's sysexts/)")
+    parser.add_argument(
+        "--recipes",
+        type=Path,
+        default=None,
+        help="directory of recipes (default: the repository's sysexts/)",
+    )
 
 
 def add_cache(parser: argparse.ArgumentParser, what: str = "downloads") -> None:
-    parser.add_argument("--cache", type=Path, default=default_cache_dir(),
-                        help=f"cache for {what} (default: %(default)s)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=default_cache_dir(),
+        help=f"cache for {what} (default: %(default)s)",
+    )
 
 
 def add_mirror(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mirror", default=os.environ.get(MIRROR_ENV),
-                        help=f"fetch https://HOST/PATH from MIRROR/HOST/PATH (env {MIRROR_ENV})")
+    parser.add_argument(
+        "--mirror",
+        default=os.environ.get(MIRROR_ENV),
+        help=f"fetch https://HOST/PATH from MIRROR/HOST/PATH (env {MIRROR_ENV})",
+    )
 
 
 def add_fetch(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +54,27 @@ def add_fetch(parser: argparse.ArgumentParser) -> None:
     add_mirror(parser)
     add_cache(parser)
     parser.add_argument("--offline", action="store_true", help="use only the cache")
-    parser.add_argument("--max-download", type=size, default=MAX_DOWNLOAD, metavar="SIZE",
-                        help="largest file a download may be, e.g. 512M (default 4G)")
-    parser.add_argument("--download-timeout", type=float, default=DEADLINE, metavar="SECONDS",
-                        help="longest one file may take to download (default %(default).0f)")
-    parser.add_argument("--max-unpack", type=size, default=MAX_TOTAL_BYTES, metavar="SIZE",
-                        help="most one input may unpack to, e.g. 2G (default 4G)")
+    parser.add_argument(
+        "--max-download",
+        type=size,
+        default=MAX_DOWNLOAD,
+        metavar="SIZE",
+        help="largest file a download may be, e.g. 512M (default 4G)",
+    )
+    parser.add_argument(
+        "--download-timeout",
+        type=float,
+        default=DEADLINE,
+        metavar="SECONDS",
+        help="longest one file may take to download (default %(default).0f)",
+    )
+    parser.add_argument(
+        "--max-unpack",
+        type=size,
+        default=MAX_TOTAL_BYTES,
+        metavar="SIZE",
+        help="most one input may unpack to, e.g. 2G (default 4G)",
+    )
 
 
 def size(value: str) -> int:
@@ -59,15 +85,21 @@ def size(value: str) -> int:
     return int(match[1]) << (10 * " KMGT".index(match[2] or " "))
 
 
-def add_output(parser: argparse.ArgumentParser, json_help: str = "print results as JSON on "
-               "stdout") -> None:
+def add_output(
+    parser: argparse.ArgumentParser, json_help: str = "print results as JSON on stdout"
+) -> None:
     parser.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def add_arches(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", action="append", type=Arch, choices=list(Arch),
-                        help=f"target arch, repeatable (default: {Arch.host()})")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        type=Arch,
+        choices=list(Arch),
+        help=f"target arch, repeatable (default: {Arch.host()})",
+    )
 
 
 EPOCH_MAX = (1 << 32) - 1  # squashfs stores 32-bit times
@@ -77,6 +109,7 @@ def epoch() -> int:
     """SOURCE_DATE_EPOCH (default 0): the time stamped into every image."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "0")
     if not (value.isascii() and value.isdigit()) or int(value) > EPOCH_MAX:
-        raise PipelineError(f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds "
-                            f"from 0 to {EPOCH_MAX}")
+        raise PipelineError(
+            f"SOURCE_DATE_EPOCH: {value!r} is not a whole number of seconds from 0 to {EPOCH_MAX}"
+        )
     return int(value)

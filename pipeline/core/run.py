@@ -26,25 +26,46 @@ from pipeline.core.errors import PipelineError
 
 # Executable -> the Debian package that ships it.
 PACKAGES: dict[str, str] = {
-    "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
-    "mkfs.erofs": "erofs-utils", "fsck.erofs": "erofs-utils", "dump.erofs": "erofs-utils",
-    "zstd": "zstd", "xz": "xz-utils",
-    "gpg": "gnupg", "gpgconf": "gnupg", "openssl": "openssl",
-    "systemd-repart": "systemd-repart", "veritysetup": "cryptsetup-bin",
-    "mmdebstrap": "mmdebstrap", "unshare": "util-linux", "setpriv": "util-linux",
+    "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
+    "mkfs.erofs": "erofs-utils",
+    "fsck.erofs": "erofs-utils",
+    "dump.erofs": "erofs-utils",
+    "zstd": "zstd",
+    "xz": "xz-utils",
+    "gpg": "gnupg",
+    "gpgconf": "gnupg",
+    "openssl": "openssl",
+    "systemd-repart": "systemd-repart",
+    "veritysetup": "cryptsetup-bin",
+    "mmdebstrap": "mmdebstrap",
+    "unshare": "util-linux",
+    "setpriv": "util-linux",
     "mkfs.ext4": "e2fsprogs",
-    "qemu-system-x86_64": "qemu-system-x86", "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "qemu-img": "qemu-utils",
-    "go": "golang-go", "cargo": "cargo", "rustc": "rustc", "cmake": "cmake", "make": "make",
-    "gcc": "gcc", "g++": "g++", "cc": "gcc",
+    "go": "golang-go",
+    "cargo": "cargo",
+    "rustc": "rustc",
+    "cmake": "cmake",
+    "make": "make",
+    "gcc": "gcc",
+    "g++": "g++",
+    "cc": "gcc",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
-    "git": "git", "patch": "patch", "protoc": "protobuf-compiler",
+    "git": "git",
+    "patch": "patch",
+    "protoc": "protobuf-compiler",
 }
 
 # stderr lines that say what went wrong, preferred over a tool's closing chatter.
-_PROBLEM_RE = re.compile(r"\b(error|fatal|failed|failure|cannot|can't|unable|invalid|denied|"
-                         r"no such|not found|bad)\b|^E: ", re.IGNORECASE)
+_PROBLEM_RE = re.compile(
+    r"\b(error|fatal|failed|failure|cannot|can't|unable|invalid|denied|"
+    r"no such|not found|bad)\b|^E: ",
+    re.IGNORECASE,
+)
 
 
 def find(tool: str) -> str:
@@ -76,21 +97,35 @@ def _argv(args: Sequence[str | os.PathLike[str]]) -> tuple[list[str], str]:
     return [find("setpriv"), "--pdeathsig", "KILL", "--", tool, *argv[1:]], Path(tool).name
 
 
-def run(args: Sequence[str | os.PathLike[str]], *, what: str | None = None,
-        stdin: bytes | None = None, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, stdout: int | IO[bytes] | None = subprocess.PIPE,
-        timeout: float | None = None, check: bool = True,
-        why: Callable[[bytes, int], str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    what: str | None = None,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int | IO[bytes] | None = subprocess.PIPE,
+    timeout: float | None = None,
+    check: bool = True,
+    why: Callable[[bytes, int], str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a tool to completion. `env` replaces the environment when given. With `check`, a
     non-zero exit raises `PipelineError("<what>: <reason>")`; `why(stderr, code)` may pick the
     reason where the generic choice would not."""
     argv, tool = _argv(args)
     name = what or tool
     try:
-        proc = subprocess.run(argv, input=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                              env=dict(env) if env is not None else None, cwd=cwd,
-                              timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL if stdin is None else None)
+        proc = subprocess.run(
+            argv,
+            input=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+        )
     except subprocess.TimeoutExpired:
         raise PipelineError(f"{name}: did not finish within {timeout:.0f} s") from None
     if check and proc.returncode != 0:
@@ -103,14 +138,24 @@ def _default_why(output: bytes, code: int) -> str:
     return reason(output, code)
 
 
-def spawn(args: Sequence[str | os.PathLike[str]], *, stdin: int | IO[bytes] | None = None,
-          stdout: int | IO[bytes] | None = None, stderr: int | IO[bytes] | None = None,
-          env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    stdin: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a tool the caller waits on (and kills on every exit path)."""
-    return subprocess.Popen(_argv(args)[0], stdin=subprocess.DEVNULL if stdin is None else stdin,
-                            stdout=stdout, stderr=stderr, cwd=cwd,
-                            env=dict(env) if env is not None else None)
+    return subprocess.Popen(
+        _argv(args)[0],
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+    )
 
 
 def version(tool: str, *flags: str, pattern: str = r"\d+(\.\d+)+\S*") -> str:

@@ -29,8 +29,9 @@ class SecretSpec:
         if value.startswith("env:"):
             var = value[4:]
             if not _ENV_RE.match(var):
-                raise PipelineError(f"{option} {value}: {var!r} is not an environment "
-                                    "variable name")
+                raise PipelineError(
+                    f"{option} {value}: {var!r} is not an environment variable name"
+                )
             return cls(option, env=var)
         if not value:
             raise PipelineError(f"{option}: empty (give FILE or env:VAR)")
@@ -48,15 +49,15 @@ class SecretSpec:
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
-                raise PipelineError(f"{self.option} {self}: environment variable {self.env} "
-                                    "is empty or unset")
+                raise PipelineError(
+                    f"{self.option} {self}: environment variable {self.env} is empty or unset"
+                )
             return value.encode()
         assert self.file is not None
         try:
             return self.file.read_bytes()
         except OSError as err:
-            raise PipelineError(f"{self.option} {self}: cannot read: {os_problem(err)}") \
-                from None
+            raise PipelineError(f"{self.option} {self}: cannot read: {os_problem(err)}") from None
 
     def line(self) -> bytes:
         """A one-line secret (passphrase, password) without its trailing newline."""
@@ -67,8 +68,13 @@ def option(name: str) -> type[argparse.Action]:
     """An argparse action that stores a SecretSpec for option `name`."""
 
     class _Secret(argparse.Action):
-        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                     values: object, option_string: str | None = None) -> None:
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: object,
+            option_string: str | None = None,
+        ) -> None:
             try:
                 spec = SecretSpec.parse(str(values), name)
             except PipelineError as err:

@@ -57,10 +57,12 @@ class Arch(StrEnum):
 
 
 _ARCH_FACTS = {
-    Arch.X86_64: _ArchFacts("x86_64", "amd64", "amd64", 62, "x86_64-linux-gnu",
-                            "x86_64-unknown-linux-gnu"),
-    Arch.ARM64: _ArchFacts("aarch64", "arm64", "arm64", 183, "aarch64-linux-gnu",
-                           "aarch64-unknown-linux-gnu"),
+    Arch.X86_64: _ArchFacts(
+        "x86_64", "amd64", "amd64", 62, "x86_64-linux-gnu", "x86_64-unknown-linux-gnu"
+    ),
+    Arch.ARM64: _ArchFacts(
+        "aarch64", "arm64", "arm64", 183, "aarch64-linux-gnu", "aarch64-unknown-linux-gnu"
+    ),
 }
 
 
@@ -72,8 +74,9 @@ def parse_enum(kind: type[_E], value: str, where: str) -> _E:
     try:
         return kind(value)
     except ValueError:
-        raise PipelineError(f"{where}: {value!r} is not one of "
-                            f"{', '.join(str(m) for m in kind)}") from None
+        raise PipelineError(
+            f"{where}: {value!r} is not one of {', '.join(str(m) for m in kind)}"
+        ) from None
 
 
 class ImageFormat(StrEnum):
@@ -128,8 +131,10 @@ def name_problem(value: object) -> str | None:
 def version_problem(value: object) -> str | None:
     """Why `value` is not a version every step can carry, or None."""
     if not isinstance(value, str) or not VERSION_RE.match(value) or len(value) > VERSION_MAX:
-        return (f"{value!r} must match {VERSION_PATTERN} (at most {VERSION_MAX} characters; "
-                "usable in file names, sysupdate's @v and OCI tags)")
+        return (
+            f"{value!r} must match {VERSION_PATTERN} (at most {VERSION_MAX} characters; "
+            "usable in file names, sysupdate's @v and OCI tags)"
+        )
     return None
 
 
@@ -148,6 +153,8 @@ ATTESTATION_SUFFIXES = (SBOM_SUFFIX, PROVENANCE_SUFFIX)
 def attestation_name(image_file: str, suffix: str) -> str:
     """`name-1.0-x86-64.raw` -> `name-1.0-x86-64.spdx.json` (or .intoto.jsonl)."""
     return image_file.removesuffix(IMAGE_SUFFIX) + suffix
+
+
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.gpg"
 KEYRING = "import-pubring.gpg"  # hosts: /etc/systemd/import-pubring.{gpg,pgp}
@@ -155,5 +162,12 @@ KEYRING = "import-pubring.gpg"  # hosts: /etc/systemd/import-pubring.{gpg,pgp}
 
 # Crates that are a Wasm engine, looked for in Cargo.lock files and in the crate paths Rust
 # leaves in binaries, so an SBOM names the engine a shim embeds.
-ENGINE_CRATES = ("wasmtime", "wasmer", "wasmedge-sdk", "wasmedge-sys", "wamr-rust-sdk",
-                 "wamr-sys", "spin-core")
+ENGINE_CRATES = (
+    "wasmtime",
+    "wasmer",
+    "wasmedge-sdk",
+    "wasmedge-sys",
+    "wamr-rust-sdk",
+    "wamr-sys",
+    "spin-core",
+)

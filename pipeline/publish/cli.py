@@ -27,27 +27,46 @@ def _password(args: argparse.Namespace) -> SecretSpec | None:
 
 def _client(args: argparse.Namespace, repository: str) -> Client:
     spec = _password(args)
-    return Client(repository, insecure=args.insecure, username=args.username,
-                  password=spec.line().decode() if spec else None)
+    return Client(
+        repository,
+        insecure=args.insecure,
+        username=args.username,
+        password=spec.line().decode() if spec else None,
+    )
 
 
 def _client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow plain HTTP and unverified TLS to the registry")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain HTTP and unverified TLS to the registry",
+    )
     parser.add_argument("--username", help="registry user (default: Docker config auths)")
     given = parser.add_mutually_exclusive_group()
-    given.add_argument("--password", metavar="FILE|env:VAR", action=secret.option("--password"),
-                       help="registry password or token")
-    given.add_argument("--password-env", metavar="VAR",
-                       help="environment variable holding the registry password or token")
-    given.add_argument("--password-file", type=Path, metavar="FILE",
-                       help="file holding the registry password or token")
+    given.add_argument(
+        "--password",
+        metavar="FILE|env:VAR",
+        action=secret.option("--password"),
+        help="registry password or token",
+    )
+    given.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the registry password or token",
+    )
+    given.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the registry password or token",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def cmd_publish_static(args: argparse.Namespace) -> int:
-    index = publish_static(args.dir, args.dest, args.base_url, args.keep, signer(args),
-                           args.keyring)
+    index = publish_static(
+        args.dir, args.dest, args.base_url, args.keep, signer(args), args.keyring
+    )
     if args.json:
         print(json.dumps(index, indent=2, sort_keys=True))
     else:
@@ -57,8 +76,9 @@ def cmd_publish_static(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_oci(args: argparse.Namespace) -> int:
-    pushed = publish_oci(args.dir, _client(args, args.repository), tag_latest=args.tag_latest,
-                         keyring=args.keyring)
+    pushed = publish_oci(
+        args.dir, _client(args, args.repository), tag_latest=args.tag_latest, keyring=args.keyring
+    )
     if args.json:
         print(json.dumps(pushed, indent=2))
     else:
@@ -69,8 +89,9 @@ def cmd_publish_oci(args: argparse.Namespace) -> int:
 
 def cmd_pull_oci(args: argparse.Namespace) -> int:
     repository, reference = split_reference(args.ref)
-    path = pull_oci(_client(args, repository), reference, args.out, args.arch or Arch.host(),
-                    args.keyring)
+    path = pull_oci(
+        _client(args, repository), reference, args.out, args.arch or Arch.host(), args.keyring
+    )
     print(path)
     return 0
 
@@ -80,27 +101,57 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     targets = publish.add_subparsers(dest="target", required=True, metavar="TARGET")
 
     p = targets.add_parser("static", help="merge images into a static sysupdate server tree")
-    p.add_argument("dir", type=Path, metavar="DIR",
-                   help="directory with *.raw images, SHA256SUMS and SHA256SUMS.gpg")
-    p.add_argument("--dest", type=Path, required=True, metavar="PATH",
-                   help="the served tree (a symlink to its current generation)")
+    p.add_argument(
+        "dir",
+        type=Path,
+        metavar="DIR",
+        help="directory with *.raw images, SHA256SUMS and SHA256SUMS.gpg",
+    )
+    p.add_argument(
+        "--dest",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the served tree (a symlink to its current generation)",
+    )
     p.add_argument("--base-url", help="URL PATH is served at (default: the tree's index.json)")
-    p.add_argument("--keep", type=int, default=5, metavar="N",
-                   help="newest versions kept per extension and arch (0: all; default %(default)s)")
+    p.add_argument(
+        "--keep",
+        type=int,
+        default=5,
+        metavar="N",
+        help="newest versions kept per extension and arch (0: all; default %(default)s)",
+    )
     add_signer(p, False, "secret key that signs the merged SHA256SUMS")
-    p.add_argument("--keyring", type=Path, metavar="FILE",
-                   help="public keyring verifying the input (default: --gpg-key's public key)")
+    p.add_argument(
+        "--keyring",
+        type=Path,
+        metavar="FILE",
+        help="public keyring verifying the input (default: --gpg-key's public key)",
+    )
     options.add_output(p, "print index.json on stdout")
     p.set_defaults(func=cmd_publish_static)
 
     p = targets.add_parser("oci", help="push images as OCI artifacts with signature referrers")
-    p.add_argument("dir", type=Path, metavar="DIR",
-                   help="directory with *.raw images, SHA256SUMS and SHA256SUMS.gpg")
-    p.add_argument("--repository", required=True, metavar="REGISTRY/NAMESPACE",
-                   help="images go to REGISTRY/NAMESPACE/<name>")
+    p.add_argument(
+        "dir",
+        type=Path,
+        metavar="DIR",
+        help="directory with *.raw images, SHA256SUMS and SHA256SUMS.gpg",
+    )
+    p.add_argument(
+        "--repository",
+        required=True,
+        metavar="REGISTRY/NAMESPACE",
+        help="images go to REGISTRY/NAMESPACE/<name>",
+    )
     p.add_argument("--tag-latest", action="store_true", help="also move the tag latest")
-    p.add_argument("--keyring", type=Path, metavar="FILE",
-                   help="verify SHA256SUMS.gpg with this keyring before pushing")
+    p.add_argument(
+        "--keyring",
+        type=Path,
+        metavar="FILE",
+        help="verify SHA256SUMS.gpg with this keyring before pushing",
+    )
     p.add_argument("--json", action="store_true", help="print pushed digests as JSON")
     _client_args(p)
     p.set_defaults(func=cmd_publish_oci)
@@ -110,9 +161,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sources.add_parser("oci", help="pull REGISTRY/NAMESPACE/NAME:TAG (or @DIGEST)")
     p.add_argument("ref", metavar="REF")
     p.add_argument("--out", type=Path, required=True, help="directory to write the image into")
-    p.add_argument("--arch", type=Arch, choices=list(Arch),
-                   help=f"arch to pick from an index (default: {Arch.host()})")
-    p.add_argument("--keyring", type=Path, required=True, metavar="FILE",
-                   help="OpenPGP keyring the signature must verify against")
+    p.add_argument(
+        "--arch",
+        type=Arch,
+        choices=list(Arch),
+        help=f"arch to pick from an index (default: {Arch.host()})",
+    )
+    p.add_argument(
+        "--keyring",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="OpenPGP keyring the signature must verify against",
+    )
     _client_args(p)
     p.set_defaults(func=cmd_pull_oci)

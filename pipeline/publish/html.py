@@ -60,8 +60,9 @@ def _href(path: object) -> str | None:
     if not isinstance(path, str) or not path:
         return None
     parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts) or any(ord(c) < 0x20 or c in "\\\x7f"
-                                                       for c in path):
+    if any(p in ("", ".", "..") for p in parts) or any(
+        ord(c) < 0x20 or c in "\\\x7f" for c in path
+    ):
         return None
     return _e(quote(path, safe="/"))  # ':' becomes %3A: no "javascript:" can survive
 
@@ -79,8 +80,7 @@ def _link(path: object, text: object | None = None, title: object | None = None)
 
 def _anchor(name: str, taken: set[str]) -> str:
     """A unique, readable element id for extension `name`."""
-    base = "ext-" + "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_"
-                            for c in name)
+    base = "ext-" + "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
     anchor, n = base, 1
     while anchor in taken:
         n += 1
@@ -103,15 +103,17 @@ def human_size(size: int) -> str:
 
 def _size(size: object) -> str:
     if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-        return (f'<data value="{size}">{human_size(size)}</data> '
-                f'<span class="bytes">({size:,} bytes)</span>')
+        return (
+            f'<data value="{size}">{human_size(size)}</data> '
+            f'<span class="bytes">({size:,} bytes)</span>'
+        )
     return _e(size)
 
 
 def _relative(url: object, base: str) -> str | None:
     """`url` as a tree-relative path if it lies under the tree's base URL."""
     if isinstance(url, str) and base and url.startswith(base + "/"):
-        return url[len(base) + 1:]
+        return url[len(base) + 1 :]
     return None
 
 
@@ -143,31 +145,45 @@ def _butane_block(path: object, butane: Mapping[str, str], what: str) -> list[st
     return out
 
 
-def _extension(name: str, ext: Mapping[str, Any], base: str, anchor: str,
-               butane: Mapping[str, str], node_butane: object) -> list[str]:
+def _extension(
+    name: str,
+    ext: Mapping[str, Any],
+    base: str,
+    anchor: str,
+    butane: Mapping[str, str],
+    node_butane: object,
+) -> list[str]:
     latest = ext.get("latest")
-    out = [f'<section class="extension" id="{_e(anchor)}">',
-           f'<h2><a href="#{_e(anchor)}">{_e(name)}</a></h2>',
-           '<dl class="facts">',
-           f"<dt>Latest version</dt><dd>{_e(latest if latest is not None else '')}</dd>"]
+    out = [
+        f'<section class="extension" id="{_e(anchor)}">',
+        f'<h2><a href="#{_e(anchor)}">{_e(name)}</a></h2>',
+        '<dl class="facts">',
+        f"<dt>Latest version</dt><dd>{_e(latest if latest is not None else '')}</dd>",
+    ]
     containerd = _dict(ext.get("containerd"))
     if containerd:
-        out += [f'<dt>containerd handler</dt><dd><code class="handler">'
-                f'{_e(containerd.get("handler", ""))}</code></dd>',
-                f'<dt>containerd runtime_type</dt><dd><code class="runtime-type">'
-                f'{_e(containerd.get("runtime_type", ""))}</code></dd>']
+        out += [
+            f'<dt>containerd handler</dt><dd><code class="handler">'
+            f"{_e(containerd.get('handler', ''))}</code></dd>",
+            f'<dt>containerd runtime_type</dt><dd><code class="runtime-type">'
+            f"{_e(containerd.get('runtime_type', ''))}</code></dd>",
+        ]
         if node_butane:
-            out.append(f"<dt>Kubernetes node</dt><dd>{_link(node_butane)} "
-                       '(<a href="#kubernetes">every shim</a>)</dd>')
+            out.append(
+                f"<dt>Kubernetes node</dt><dd>{_link(node_butane)} "
+                '(<a href="#kubernetes">every shim</a>)</dd>'
+            )
     files = [_link(ext.get(k)) for k in ("sha256sums", "signature") if ext.get(k)]
-    out += [f"<dt>Signed manifest</dt><dd>{', '.join(files)}</dd>",
-            f"<dt>sysupdate</dt><dd>{_link(ext.get('transfer'))} (systemd &ge; 257), "
-            f"{_link(ext.get('conf'))} (older)</dd>",
-            "</dl>",
-            "<table class=\"images\">",
-            "<thead><tr><th>Version</th><th>Arch</th><th>Image</th><th>Size</th>"
-            "<th>SHA-256</th><th>SBOM</th><th>Provenance</th></tr></thead>",
-            "<tbody>"]
+    out += [
+        f"<dt>Signed manifest</dt><dd>{', '.join(files)}</dd>",
+        f"<dt>sysupdate</dt><dd>{_link(ext.get('transfer'))} (systemd &ge; 257), "
+        f"{_link(ext.get('conf'))} (older)</dd>",
+        "</dl>",
+        '<table class="images">',
+        "<thead><tr><th>Version</th><th>Arch</th><th>Image</th><th>Size</th>"
+        "<th>SHA-256</th><th>SBOM</th><th>Provenance</th></tr></thead>",
+        "<tbody>",
+    ]
     for item in _list(ext.get("versions")):
         version = _dict(item)
         number = version.get("version", "")
@@ -183,11 +199,14 @@ def _extension(name: str, ext: Mapping[str, Any], base: str, anchor: str,
                 f'<td class="sha256">{_e(image.get("sha256", ""))}</td>'
                 f'<td class="sbom">{_artifact(name, base, image.get("sbom"), "SBOM")}</td>'
                 f'<td class="provenance">'
-                f'{_artifact(name, base, image.get("provenance"), "provenance")}</td></tr>')
-    out += ["</tbody>", "</table>",
-            f"<h3>Enable {_e(name)} on Flatcar</h3>"]
-    out += _butane_block(ext.get("butane"), butane,
-                         "Butane snippet (installs the latest version, then keeps it updated)")
+                f"{_artifact(name, base, image.get('provenance'), 'provenance')}</td></tr>"
+            )
+    out += ["</tbody>", "</table>", f"<h3>Enable {_e(name)} on Flatcar</h3>"]
+    out += _butane_block(
+        ext.get("butane"),
+        butane,
+        "Butane snippet (installs the latest version, then keeps it updated)",
+    )
     out.append("</section>")
     return out
 
@@ -203,41 +222,56 @@ def render(index: Mapping[str, Any], butane: Mapping[str, str] | None = None) ->
     taken: set[str] = {"kubernetes", "extensions"}
     anchors = {name: _anchor(str(name), taken) for name in names}
 
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{TITLE}</title>", f"<style>\n{_CSS}</style>", "</head>", "<body>",
-           f"<h1>{TITLE}</h1>",
-           f"<p>systemd-sysext images for Flatcar Container Linux, served at "
-           f"<code class=\"base-url\">{_e(base)}</code> for systemd-sysupdate. Every "
-           f"<code>SHA256SUMS</code> is signed with {_link(KEYRING)}; the same listing for "
-           f"programs: {_link('index.json')}.</p>",
-           '<section id="extensions">', "<h2>Extensions</h2>",
-           '<table class="summary">',
-           "<thead><tr><th>Extension</th><th>Latest</th><th>Arches</th><th>Versions</th>"
-           "<th>containerd handler</th></tr></thead>", "<tbody>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{TITLE}</title>",
+        f"<style>\n{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{TITLE}</h1>",
+        f"<p>systemd-sysext images for Flatcar Container Linux, served at "
+        f'<code class="base-url">{_e(base)}</code> for systemd-sysupdate. Every '
+        f"<code>SHA256SUMS</code> is signed with {_link(KEYRING)}; the same listing for "
+        f"programs: {_link('index.json')}.</p>",
+        '<section id="extensions">',
+        "<h2>Extensions</h2>",
+        '<table class="summary">',
+        "<thead><tr><th>Extension</th><th>Latest</th><th>Arches</th><th>Versions</th>"
+        "<th>containerd handler</th></tr></thead>",
+        "<tbody>",
+    ]
     for name in names:
         ext = _dict(extensions[name])
         versions = [_dict(v) for v in _list(ext.get("versions"))]
         arches = sorted({str(a) for v in versions for a in _dict(v.get("arches"))})
         handler = _dict(ext.get("containerd")).get("handler", "")
-        out.append(f'<tr><td><a href="#{_e(anchors[name])}">{_e(name)}</a></td>'
-                   f"<td>{_e(ext.get('latest', ''))}</td><td>{_e(', '.join(arches))}</td>"
-                   f"<td>{len(versions)}</td><td>{_e(handler)}</td></tr>")
+        out.append(
+            f'<tr><td><a href="#{_e(anchors[name])}">{_e(name)}</a></td>'
+            f"<td>{_e(ext.get('latest', ''))}</td><td>{_e(', '.join(arches))}</td>"
+            f"<td>{len(versions)}</td><td>{_e(handler)}</td></tr>"
+        )
     out += ["</tbody>", "</table>", "</section>"]
     if node_butane:
         shims = [n for n in names if _dict(_dict(extensions[n]).get("containerd"))]
-        out += ['<section id="kubernetes">', "<h2>Kubernetes node</h2>",
-                "<p>One Butane config installing every containerd shim published here ("
-                + ", ".join(f'<a href="#{_e(anchors[n])}">{_e(n)}</a>' for n in shims)
-                + ") and registering their runtime handlers.</p>"]
+        out += [
+            '<section id="kubernetes">',
+            "<h2>Kubernetes node</h2>",
+            "<p>One Butane config installing every containerd shim published here ("
+            + ", ".join(f'<a href="#{_e(anchors[n])}">{_e(n)}</a>' for n in shims)
+            + ") and registering their runtime handlers.</p>",
+        ]
         out += _butane_block(node_butane, snippets, "Butane config")
         out.append("</section>")
     for name in names:
-        out += _extension(str(name), _dict(extensions[name]), base, anchors[name], snippets,
-                          node_butane)
+        out += _extension(
+            str(name), _dict(extensions[name]), base, anchors[name], snippets, node_butane
+        )
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
-
 
 
 def butane_texts(files: Mapping[str, bytes]) -> dict[str, str]:

@@ -85,6 +85,7 @@ class Image:
 @dataclass
 class Plan:
     """Everything the new generation will hold: path -> bytes, or path -> file to link."""
+
     files: dict[str, bytes] = field(default_factory=dict)
     images: dict[str, Image | Attachment] = field(default_factory=dict)
 
@@ -121,8 +122,9 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
     def checked(file: str, digest: str) -> Path:
         path = src / file
         if path.is_symlink() or not path.is_file():
-            raise PipelineError(f"{sums_path}: lists {file}, which is missing or not a "
-                                "regular file")
+            raise PipelineError(
+                f"{sums_path}: lists {file}, which is missing or not a regular file"
+            )
         actual = sha256_file(path)
         if actual != digest:
             raise PipelineError(f"{path}: sha256 {actual} does not match {digest} in {sums_path}")
@@ -136,10 +138,20 @@ def load_input(src: Path, keyring: bytes | None) -> tuple[list[Image], bytes, by
         name = ImageName.parse(file)  # the signed name decides; metadata must agree with it
         meta = directory.read_meta(name)
         names = [attestation_name(file, s) for s in ATTESTATION_SUFFIXES]
-        attachments = tuple(Attachment(n, sums[n], checked(n, sums[n]))
-                            for n in names if n in sums)
-        images.append(Image(name.name, name.version, name.arch, file, digest,
-                            path.stat().st_size, path, meta, attachments))
+        attachments = tuple(Attachment(n, sums[n], checked(n, sums[n])) for n in names if n in sums)
+        images.append(
+            Image(
+                name.name,
+                name.version,
+                name.arch,
+                file,
+                digest,
+                path.stat().st_size,
+                path,
+                meta,
+                attachments,
+            )
+        )
     if not images:
         raise PipelineError(f"{sums_path}: lists no .raw images")
     return images, sums_path.read_bytes(), sig_path.read_bytes()
@@ -170,15 +182,32 @@ def _current_images(live: Path) -> dict[str, Image]:
                 continue  # an attachment, taken with its image below
             name = ImageName.parse(file)
             names = [attestation_name(file, s) for s in ATTESTATION_SUFFIXES]
-            attachments = tuple(Attachment(n, sums[n], sums_path.parent / n)
-                                for n in names if n in sums)
-            images[file] = Image(name.name, name.version, name.arch, file, digest,
-                                 path.stat().st_size, path, attachments=attachments)
+            attachments = tuple(
+                Attachment(n, sums[n], sums_path.parent / n) for n in names if n in sums
+            )
+            images[file] = Image(
+                name.name,
+                name.version,
+                name.arch,
+                file,
+                digest,
+                path.stat().st_size,
+                path,
+                attachments=attachments,
+            )
     return images
 
 
-def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: bytes,
-         base_url: str | None, keep: int, signer: Signer | None, keyring: bytes) -> Plan:
+def plan(
+    live: Path | None,
+    new: list[Image],
+    input_sums: bytes,
+    input_sig: bytes,
+    base_url: str | None,
+    keep: int,
+    signer: Signer | None,
+    keyring: bytes,
+) -> Plan:
     """Compute the next generation; signs only manifests whose content changes."""
     current = _current_images(live) if live else {}
     old_index: dict[str, Any] = {}
@@ -194,9 +223,11 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
     for image in new:
         old = current.get(image.file)
         if old and old.sha256 != image.sha256:
-            raise PipelineError(f"{image.source}: {image.file} is already published with sha256 "
-                                f"{old.sha256}; published versions are immutable, bump the "
-                                "version instead")
+            raise PipelineError(
+                f"{image.source}: {image.file} is already published with sha256 "
+                f"{old.sha256}; published versions are immutable, bump the "
+                "version instead"
+            )
         if not old:
             merged[image.file] = image
 
@@ -218,8 +249,9 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
                 listed[item.file] = item.sha256
         sums = format_sums(listed).encode()
         result.files[f"{name}/{SUMS}"] = sums
-        result.files[f"{name}/{SIGNATURE}"] = _signature(live, name, sums, input_sums,
-                                                         input_sig, signer)
+        result.files[f"{name}/{SIGNATURE}"] = _signature(
+            live, name, sums, input_sums, input_sig, signer
+        )
         conf = transfer(name, base).encode()
         result.files[f"{CONFIG_DIR}/{name}.transfer"] = conf
         result.files[f"{CONFIG_DIR}/{name}.conf"] = conf
@@ -227,7 +259,8 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
         # The Butane example installs the newest version; x86-64 when there is one.
         newest = sorted((i for i in kept if i.version == latest), key=lambda i: i.arch)[-1]
         result.files[f"{CONFIG_DIR}/{name}.bu"] = butane(
-            [Installed(name, newest.file, newest.sha256)], base, keyring_sha).encode()
+            [Installed(name, newest.file, newest.sha256)], base, keyring_sha
+        ).encode()
         extensions[name] = _index_entry(name, base, kept)
         handler = _handler(kept, old_index.get("extensions", {}).get(name, {}))
         if handler:
@@ -235,7 +268,8 @@ def plan(live: Path | None, new: list[Image], input_sums: bytes, input_sig: byte
             node.append((Installed(name, newest.file, newest.sha256), handler["handler"]))
     if node:  # a Kubernetes node running Wasm pods with every shim published here
         result.files[f"{CONFIG_DIR}/{NODE_BUTANE}"] = butane(
-            [ext for ext, _ in node], base, keyring_sha, [h for _, h in node]).encode()
+            [ext for ext, _ in node], base, keyring_sha, [h for _, h in node]
+        ).encode()
         index["kubernetes_node_butane"] = f"{CONFIG_DIR}/{NODE_BUTANE}"
     result.files[INDEX] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
     result.files[PAGE] = html.render(index, html.butane_texts(result.files)).encode()
@@ -262,23 +296,34 @@ def _prune(images: list[Image], keep: int) -> list[Image]:
     return kept
 
 
-def _signature(live: Path | None, name: str, sums: bytes, input_sums: bytes, input_sig: bytes,
-               signer: Signer | None) -> bytes:
+def _signature(
+    live: Path | None,
+    name: str,
+    sums: bytes,
+    input_sums: bytes,
+    input_sig: bytes,
+    signer: Signer | None,
+) -> bytes:
     """Reuse a signature over exactly these bytes if one exists, else sign with --gpg-key."""
     if live and (live / name / SUMS).is_file() and (live / name / SUMS).read_bytes() == sums:
         return (live / name / SIGNATURE).read_bytes()
     if sums == input_sums:
         return input_sig
     if signer is None:
-        raise PipelineError(f"{name}/{SUMS}: the merged manifest differs from the input's signed "
-                            "one; pass --gpg-key FILE|env:VAR to sign it")
+        raise PipelineError(
+            f"{name}/{SUMS}: the merged manifest differs from the input's signed "
+            "one; pass --gpg-key FILE|env:VAR to sign it"
+        )
     return signer.sign(sums, f"{name}/{SUMS}")[1]
 
 
 def _index_entry(name: str, base: str, kept: list[Image]) -> dict[str, Any]:
     def entry(item: Image | Attachment) -> dict[str, Any]:
-        return {"file": item.file, "url": f"{base.rstrip('/')}/{name}/{item.file}",
-                "sha256": item.sha256}
+        return {
+            "file": item.file,
+            "url": f"{base.rstrip('/')}/{name}/{item.file}",
+            "sha256": item.sha256,
+        }
 
     versions = []
     for version in newest_first(sorted({i.version for i in kept})):
@@ -337,8 +382,10 @@ def _place(image: Image | Attachment, live: Path | None, target: Path) -> None:
         os.fsync(out.fileno())
     os.chmod(target, 0o644)
     if digest.hexdigest() != image.sha256:  # the input changed after it was verified
-        raise PipelineError(f"{image.source}: changed while publishing (sha256 "
-                            f"{digest.hexdigest()}, expected {image.sha256})")
+        raise PipelineError(
+            f"{image.source}: changed while publishing (sha256 "
+            f"{digest.hexdigest()}, expected {image.sha256})"
+        )
 
 
 _RENAME_EXCHANGE = 2
@@ -350,8 +397,10 @@ def _exchange(a: Path, b: Path) -> None:
     at_fdcwd = -100
     if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE):
         err = ctypes.get_errno()
-        raise PipelineError(f"--dest {b}: cannot swap in atomically ({os.strerror(err)}); move "
-                            "the directory away and publish into a new --dest")
+        raise PipelineError(
+            f"--dest {b}: cannot swap in atomically ({os.strerror(err)}); move "
+            "the directory away and publish into a new --dest"
+        )
 
 
 def dest_lock(dest: Path) -> AbstractContextManager[None]:
@@ -363,8 +412,14 @@ def generations_dir(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.generations"
 
 
-def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
-                   signer: Signer | None, keyring_path: Path | None) -> dict[str, Any]:
+def publish_static(
+    src: Path,
+    dest: Path,
+    base_url: str | None,
+    keep: int,
+    signer: Signer | None,
+    keyring_path: Path | None,
+) -> dict[str, Any]:
     """Publish `src`'s signed images into `dest`; returns the tree's index.json content."""
     dest = dest.absolute()
     if base_url is not None:
@@ -417,7 +472,10 @@ def publish_static(src: Path, dest: Path, base_url: str | None, keep: int,
 
 def _prune_generations(gens: Path, live: Path) -> None:
     """Delete all but the newest KEPT_GENERATIONS generations (the live one always stays)."""
-    others = sorted((p for p in gens.iterdir() if not p.name.startswith(".") and p != live),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in others[KEPT_GENERATIONS - 1:]:
+    others = sorted(
+        (p for p in gens.iterdir() if not p.name.startswith(".") and p != live),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in others[KEPT_GENERATIONS - 1 :]:
         shutil.rmtree(old)

@@ -34,7 +34,7 @@ Verify=yes
 
 [Source]
 Type=url-file
-Path={base_url.rstrip('/')}/{name}/
+Path={base_url.rstrip("/")}/{name}/
 MatchPattern={match_pattern(name)}
 
 [Target]
@@ -59,8 +59,12 @@ class Installed:
     sha256: str
 
 
-def butane(extensions: list[Installed], base_url: str, keyring_sha256: str,
-           handlers: list[str] | None = None) -> str:
+def butane(
+    extensions: list[Installed],
+    base_url: str,
+    keyring_sha256: str,
+    handlers: list[str] | None = None,
+) -> str:
     """A Butane (variant flatcar) config installing `extensions` and keeping them updated.
 
     Every fetched file is pinned by hash: the Butane config is the trust root, so the keyring
@@ -118,14 +122,17 @@ def butane(extensions: list[Installed], base_url: str, keyring_sha256: str,
         inline: |
           KUBELET_EXTRA_ARGS=--node-labels={labels}
 """)
-    keyrings = "".join(f"""\
+    keyrings = "".join(
+        f"""\
     - path: {ring}
       mode: 0644
       contents:
         source: {base}/import-pubring.gpg
         verification:
           hash: sha256-{keyring_sha256}
-""" for ring in KEYRINGS)
+"""
+        for ring in KEYRINGS
+    )
     them = "them" if len(extensions) > 1 else "it"
     return f"""\
 # Install {names} from {base} and let systemd-sysupdate keep {them} up to date.
@@ -133,7 +140,7 @@ variant: flatcar
 version: 1.0.0
 storage:
   files:
-{''.join(files)}{keyrings}\
+{"".join(files)}{keyrings}\
     # sysupdate complains when /etc/sysupdate.d has no definitions at all.
     - path: /etc/sysupdate.d/noop.conf
       contents:
@@ -146,11 +153,11 @@ storage:
           Type=regular-file
           Path=/
   links:
-{''.join(links)}\
+{"".join(links)}\
 systemd:
   units:
     - name: systemd-sysupdate.timer
       enabled: true
     - name: systemd-sysupdate.service
       dropins:
-{''.join(dropins)}"""
+{"".join(dropins)}"""

@@ -86,7 +86,7 @@ def strverscmp_improved(a: str, b: str) -> int:
             while eb < lb and b[eb].isascii() and b[eb].isalpha():
                 eb += 1
             n = min(ea - i, eb - j)
-            r = _cmp(a[i:i + n], b[j:j + n]) or _cmp(ea - i, eb - j)
+            r = _cmp(a[i : i + n], b[j : j + n]) or _cmp(ea - i, eb - j)
             if r:
                 return r
         i, j = ea, eb

@@ -57,10 +57,15 @@ class Status:
     problem: str | None = None  # why the upstream is unknown
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "newest": self.newest,
-                "newer": list(self.newer), "outdated": bool(self.newer),
-                "upstream": self.upstream.to_json() if self.upstream else None,
-                "problem": self.problem}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "newest": self.newest,
+            "newer": list(self.newer),
+            "outdated": bool(self.newer),
+            "upstream": self.upstream.to_json() if self.upstream else None,
+            "problem": self.problem,
+        }
 
 
 def outdated(recipe: Recipe, client: Client) -> Status:
@@ -71,8 +76,13 @@ def outdated(recipe: Recipe, client: Client) -> Status:
     except NotDerivable as err:
         return Status(recipe.name, recipe.version, None, problem=str(err))
     versions = [r.version for r in client.releases(upstream)]
-    return Status(recipe.name, recipe.version, upstream, versions[0] if versions else None,
-                  tuple(newer(versions, recipe.version)))
+    return Status(
+        recipe.name,
+        recipe.version,
+        upstream,
+        versions[0] if versions else None,
+        tuple(newer(versions, recipe.version)),
+    )
 
 
 @dataclass
@@ -98,43 +108,64 @@ class Report:
         checks = []
         if self.checksums:  # lock refuses a download the checksum file does not vouch for
             matched = sum(line.endswith(MATCHES) for line in self.lock)
-            checks.append(f"every download matches {self.checksums}" if matched == len(self.lock)
-                          else f"{matched} of {len(self.lock)} match {self.checksums}")
+            checks.append(
+                f"every download matches {self.checksums}"
+                if matched == len(self.lock)
+                else f"{matched} of {len(self.lock)} match {self.checksums}"
+            )
         if self.digests:
             checks.append(f"{len(self.digests)} of {len(self.lock)} match GitHub's asset digests")
-        return "; ".join(checks) or ("none: no upstream checksum file (checksums:) and no "
-                                     "GitHub asset digests; compare the pins with another "
-                                     "source (docs/pins.md)")
+        return "; ".join(checks) or (
+            "none: no upstream checksum file (checksums:) and no "
+            "GitHub asset digests; compare the pins with another "
+            "source (docs/pins.md)"
+        )
 
     @property
     def release_url(self) -> str:
-        return (f"https://github.com/{self.upstream.owner}/{self.upstream.repo}/releases/tag/"
-                f"{encoded_tag(self.tag)}")
+        return (
+            f"https://github.com/{self.upstream.owner}/{self.upstream.repo}/releases/tag/"
+            f"{encoded_tag(self.tag)}"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "previous": self.previous,
-                "added": self.added, "default": self.default, "note": self.note,
-                "upstream": self.upstream.to_json(), "tag": self.tag,
-                "release": self.release_url, "checksums": self.checksums,
-                "cross_check": self.cross_check, "lock": self.lock, "digests": self.digests,
-                "changed": self.changed}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "previous": self.previous,
+            "added": self.added,
+            "default": self.default,
+            "note": self.note,
+            "upstream": self.upstream.to_json(),
+            "tag": self.tag,
+            "release": self.release_url,
+            "checksums": self.checksums,
+            "cross_check": self.cross_check,
+            "lock": self.lock,
+            "digests": self.digests,
+            "changed": self.changed,
+        }
 
     def lines(self) -> list[str]:
         what = "added" if self.added else "already in the recipe, locked again:"
-        return [f"{what} {self.version} ({self.release_url})",
-                *self.lock,
-                *self.digests,
-                f"cross-check: {self.cross_check}",
-                self.note]
+        return [
+            f"{what} {self.version} ({self.release_url})",
+            *self.lock,
+            *self.digests,
+            f"cross-check: {self.cross_check}",
+            self.note,
+        ]
 
 
 def bump(recipe: Recipe, client: Client, fetcher: Fetcher, to: str | None = None) -> Report:
     """Add upstream release `to` (default: the newest) to `recipe`, pin it, and make it the
     default if every arch is pinned and it is newer; the recipe changes only on success."""
     if recipe.builds_from(recipe.version) is BuildFrom.SOURCE:
-        raise PipelineError(f"{recipe.path}: builds from source by default (from: source); "
-                            f"add its source.versions entry by hand (a source pin is reviewed), "
-                            f"then run: wasm-sysexts lock {recipe.name} --version V --from source")
+        raise PipelineError(
+            f"{recipe.path}: builds from source by default (from: source); "
+            f"add its source.versions entry by hand (a source pin is reviewed), "
+            f"then run: wasm-sysexts lock {recipe.name} --version V --from source"
+        )
     upstream = derive(recipe)
     if upstream.kind is not Kind.GITHUB:  # release builds are always GitHub release assets
         raise PipelineError(f"{recipe.path}: cannot bump a {upstream.kind} upstream")
@@ -144,13 +175,18 @@ def bump(recipe: Recipe, client: Client, fetcher: Fetcher, to: str | None = None
     newest = next(iter(releases))
     version = to or newest
     if version not in releases:
-        raise PipelineError(f"{recipe.path}: --to {version}: {upstream.owner}/{upstream.repo} has "
-                            f"no release tagged {upstream.tag_for(version)} (newest: {newest})")
+        raise PipelineError(
+            f"{recipe.path}: --to {version}: {upstream.owner}/{upstream.repo} has "
+            f"no release tagged {upstream.tag_for(version)} (newest: {newest})"
+        )
     release = releases[version]
     original = recipe.path.read_text(encoding="utf-8")
     added = version not in recipe.versions
-    text = add_version(original, version, entry_for(recipe, upstream, release),
-                       recipe.path) if added else original
+    text = (
+        add_version(original, version, entry_for(recipe, upstream, release), recipe.path)
+        if added
+        else original
+    )
     with tempfile.TemporaryDirectory(prefix="wasm-sysexts-bump-") as scratch:
         work = Path(scratch) / recipe.path.name  # load() wants the file named after the recipe
         try:
@@ -170,8 +206,20 @@ def bump(recipe: Recipe, client: Client, fetcher: Fetcher, to: str | None = None
     if final != original:
         write_atomic(recipe.path, final, recipe.path.stat().st_mode & 0o777)
     arch = next(iter(recipe.versions[recipe.version]), Arch.X86_64)
-    return Report(recipe.name, version, recipe.version, upstream, release.tag, added, default,
-                  note, recipe.checksums_url(version, arch), lines, digests, final != original)
+    return Report(
+        recipe.name,
+        version,
+        recipe.version,
+        upstream,
+        release.tag,
+        added,
+        default,
+        note,
+        recipe.checksums_url(version, arch),
+        lines,
+        digests,
+        final != original,
+    )
 
 
 def _default(before: Recipe, after: Recipe, version: str) -> tuple[bool, str]:
@@ -181,19 +229,22 @@ def _default(before: Recipe, after: Recipe, version: str) -> tuple[bool, str]:
     if strverscmp_improved(version, before.version) < 0:
         return False, f"default stays {before.version}: {version} is older"
     entry = after.versions[version]
-    lost = [str(a) for a in before.versions.get(before.version, {})
-            if not before.unavailable(before.version, a)
-            and (a not in entry or after.unavailable(version, a))]
+    lost = [
+        str(a)
+        for a in before.versions.get(before.version, {})
+        if not before.unavailable(before.version, a)
+        and (a not in entry or after.unavailable(version, a))
+    ]
     if lost:
-        return False, (f"default stays {before.version}: {version} has no build for "
-                       f"{', '.join(lost)}")
+        return False, (
+            f"default stays {before.version}: {version} has no build for {', '.join(lost)}"
+        )
     if not after.pinned(version):
         return False, f"default stays {before.version}: not every arch of {version} is pinned"
     return True, f"{version} is the default version now (was {before.version})"
 
 
-def _check_digests(recipe: Recipe, version: str, upstream: Upstream,
-                   release: Release) -> list[str]:
+def _check_digests(recipe: Recipe, version: str, upstream: Upstream, release: Release) -> list[str]:
     """One line per pin of `release`'s assets that GitHub's recorded digest confirms;
     PipelineError for one it contradicts (the download is not what GitHub stored)."""
     confirmed: list[str] = []
@@ -203,16 +254,21 @@ def _check_digests(recipe: Recipe, version: str, upstream: Upstream,
         for item in recipe.inputs(version, arch):
             url = recipe.expand(item.url, version, arch)
             match = GITHUB_RELEASE_RE.match(url)
-            if not match or (match["owner"], match["repo"]) != (upstream.owner, upstream.repo) \
-                    or unquote(match["tag"]) != release.tag:
+            if (
+                not match
+                or (match["owner"], match["repo"]) != (upstream.owner, upstream.repo)
+                or unquote(match["tag"]) != release.tag
+            ):
                 continue
             name = unquote(match["file"])
             digest = release.digests.get(name)
             if digest is None:
                 continue
             if digest != item.sha256:
-                raise PipelineError(f"{redact(url)}: sha256 {item.sha256} does not match the "
-                                    f"digest GitHub records for the release asset, {digest}")
+                raise PipelineError(
+                    f"{redact(url)}: sha256 {item.sha256} does not match the "
+                    f"digest GitHub records for the release asset, {digest}"
+                )
             line = f"{name}: {digest} (matches GitHub's asset digest)"
             if line not in confirmed:
                 confirmed.append(line)
@@ -249,8 +305,11 @@ def entry_for(recipe: Recipe, upstream: Upstream, release: Release) -> Entry:
         for item in value:
             url = recipe.expand(item.url, old, arch)
             match = GITHUB_RELEASE_RE.match(url)
-            if not match or (match["owner"], match["repo"]) != (upstream.owner, upstream.repo) \
-                    or unquote(match["tag"]) != old_tag:
+            if (
+                not match
+                or (match["owner"], match["repo"]) != (upstream.owner, upstream.repo)
+                or unquote(match["tag"]) != old_tag
+            ):
                 inputs.append((item.url, item.sha256))
                 continue
             file = match["file"].replace(old, new)
@@ -262,14 +321,19 @@ def entry_for(recipe: Recipe, upstream: Upstream, release: Release) -> Entry:
     for arch in entry:
         sums = recipe.checksums_url(new, arch)
         match = GITHUB_RELEASE_RE.match(sums or "")
-        if match and unquote(match["tag"]) == release.tag and \
-                unquote(match["file"]) not in release.assets:
+        if (
+            match
+            and unquote(match["tag"]) == release.tag
+            and unquote(match["file"]) not in release.assets
+        ):
             missing.append(f"{unquote(match['file'])} (checksums)")
     if missing:
-        raise PipelineError(f"{upstream.owner}/{upstream.repo} release {release.tag}: no asset "
-                            f"{', '.join(dict.fromkeys(missing))}; upstream renamed or dropped "
-                            f"it: add {new} to {recipe.path} by hand, then run: wasm-sysexts "
-                            f"lock {recipe.name} --version {new}")
+        raise PipelineError(
+            f"{upstream.owner}/{upstream.repo} release {release.tag}: no asset "
+            f"{', '.join(dict.fromkeys(missing))}; upstream renamed or dropped "
+            f"it: add {new} to {recipe.path} by hand, then run: wasm-sysexts "
+            f"lock {recipe.name} --version {new}"
+        )
     return entry
 
 
@@ -279,10 +343,12 @@ def add_version(text: str, version: str, entry: Entry, path: Path) -> str:
     lines = text.splitlines(keepends=True)
     hits = [i for i, line in enumerate(lines) if VERSIONS_LINE_RE.match(line.rstrip("\r\n"))]
     if len(hits) != 1:
-        raise PipelineError(f"{path}: cannot find one top-level 'versions:' line opening a "
-                            "block; write versions as an indented block, one version a key")
+        raise PipelineError(
+            f"{path}: cannot find one top-level 'versions:' line opening a "
+            "block; write versions as an indented block, one version a key"
+        )
     at = hits[0]
-    body = [line for line in lines[at + 1:] if line.strip() and not line.lstrip().startswith("#")]
+    body = [line for line in lines[at + 1 :] if line.strip() and not line.lstrip().startswith("#")]
     key = _indent(body[0]) if body else 0
     if not key:
         raise PipelineError(f"{path}: line {at + 1}: 'versions:' has no indented entries")
@@ -300,7 +366,7 @@ def add_version(text: str, version: str, entry: Entry, path: Path) -> str:
             block.extend(f"{inner}  - {_input(url, pin)}" for url, pin in value)
     if not lines[at].endswith(("\n", "\r")):
         lines[at] += eol
-    lines[at + 1:at + 1] = [line + eol for line in block]
+    lines[at + 1 : at + 1] = [line + eol for line in block]
     return "".join(lines)
 
 
@@ -313,7 +379,7 @@ def set_default(text: str, version: str, path: Path) -> str:
     line = lines[hits[0]]
     match = VERSION_LINE_RE.match(line)
     assert match is not None
-    lines[hits[0]] = line[:match.start(1)] + f'"{version}"' + line[match.end(1):]
+    lines[hits[0]] = line[: match.start(1)] + f'"{version}"' + line[match.end(1) :]
     return "".join(lines)
 
 

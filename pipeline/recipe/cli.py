@@ -35,17 +35,36 @@ def cmd_list(args: argparse.Namespace) -> int:
         problems = [line for r in recipes for line in r.unpinned_default()]
         for line in problems:
             print(line, file=sys.stderr)
-        print(f"{len(recipes)} recipe(s): " + (f"{len(problems)} unpinned default input(s)"
-                                              if problems else "every default version pinned"))
+        print(
+            f"{len(recipes)} recipe(s): "
+            + (
+                f"{len(problems)} unpinned default input(s)"
+                if problems
+                else "every default version pinned"
+            )
+        )
         return 1 if problems else 0
     if args.json:
-        print(json.dumps([{
-            "name": r.name, "version": r.version, "summary": r.summary, "license": r.license,
-            "homepage": r.homepage, "versions": r.all_versions, "arches": _arches(r),
-            "from": str(r.builds_from(r.version)),
-            "source": str(r.source.kind) if r.source else None,
-            "pinned": r.pinned(r.version),
-        } for r in recipes], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "version": r.version,
+                        "summary": r.summary,
+                        "license": r.license,
+                        "homepage": r.homepage,
+                        "versions": r.all_versions,
+                        "arches": _arches(r),
+                        "from": str(r.builds_from(r.version)),
+                        "source": str(r.source.kind) if r.source else None,
+                        "pinned": r.pinned(r.version),
+                    }
+                    for r in recipes
+                ],
+                indent=2,
+            )
+        )
         return 0
     width = max((len(r.name) for r in recipes), default=4)
     for r in recipes:
@@ -59,8 +78,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
     for name in args.names:
         recipe = find(args.recipes, name)
         version = args.version or recipe.version
-        pin = lock_source if recipe.builds_from(version, args.build_from) is BuildFrom.SOURCE \
+        pin = (
+            lock_source
+            if recipe.builds_from(version, args.build_from) is BuildFrom.SOURCE
             else lock
+        )
         for line in pin(recipe, version, fetcher(args)):
             print(f"{name}: {line}")
     return 0
@@ -75,8 +97,11 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_outdated(args: argparse.Namespace) -> int:
     from pipeline.recipe.bump import outdated
 
-    recipes = [find(args.recipes, n) for n in dict.fromkeys(args.names)] if args.names \
+    recipes = (
+        [find(args.recipes, n) for n in dict.fromkeys(args.names)]
+        if args.names
         else load_all(args.recipes)
+    )
     client = Client.from_env(args.github_api, args.mirror)
     statuses = [outdated(r, client) for r in recipes]
     if args.json:
@@ -85,8 +110,11 @@ def cmd_outdated(args: argparse.Namespace) -> int:
     rows = [("NAME", "VERSION", "NEWEST", "NEWER", "UPSTREAM")]
     for s in statuses:
         shown = list(s.newer[:3]) + ([f"+{len(s.newer) - 3}"] if len(s.newer) > 3 else [])
-        where = f"{s.upstream.kind} {s.upstream.url}" if s.upstream else \
-            "unknown: cannot derive it from the recipe's URLs"
+        where = (
+            f"{s.upstream.kind} {s.upstream.url}"
+            if s.upstream
+            else "unknown: cannot derive it from the recipe's URLs"
+        )
         rows.append((s.name, s.version, s.newest or "-", ",".join(shown) or "-", where))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
@@ -112,24 +140,36 @@ def cmd_bump(args: argparse.Namespace) -> int:
 
 
 def _add_upstream(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--github-api", default=os.environ.get(GITHUB_API_ENV), metavar="URL",
-                        help=f"GitHub REST API base (env {GITHUB_API_ENV}, default {GITHUB_API}); "
-                             f"a token in {TOKEN_ENV} is sent to it")
+    parser.add_argument(
+        "--github-api",
+        default=os.environ.get(GITHUB_API_ENV),
+        metavar="URL",
+        help=f"GitHub REST API base (env {GITHUB_API_ENV}, default {GITHUB_API}); "
+        f"a token in {TOKEN_ENV} is sent to it",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("list", help="list recipes")
     options.add_recipes(p)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--check", action="store_true",
-                   help="fail when a default version has an unpinned input (CI runs this)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="fail when a default version has an unpinned input (CI runs this)",
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("lock", help="download assets and pin their sha256 in the recipe")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--version", dest="version", help="version to pin (default: the recipe's)")
-    p.add_argument("--from", dest="build_from", type=BuildFrom, choices=list(BuildFrom),
-                   help="pin the release assets or the source (default: the recipe's default)")
+    p.add_argument(
+        "--from",
+        dest="build_from",
+        type=BuildFrom,
+        choices=list(BuildFrom),
+        help="pin the release assets or the source (default: the recipe's default)",
+    )
     p.add_argument("--quiet", action="store_true")
     options.add_recipes(p)
     options.add_fetch(p)
@@ -148,8 +188,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_upstream(p)
     p.set_defaults(func=cmd_outdated)
 
-    p = sub.add_parser("bump", help="add an upstream release to a recipe, lock it and make it "
-                                    "the default")
+    p = sub.add_parser(
+        "bump", help="add an upstream release to a recipe, lock it and make it the default"
+    )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--to", metavar="V", help="the version (default: upstream's newest release)")
     options.add_recipes(p)

@@ -49,16 +49,22 @@ def _toml(value: bool | int | str) -> str:
 
 
 def files(runtime: ContainerdRuntime, recipe: str) -> tuple[ExtraFile, ...]:
-    table = f'{RUNTIMES}.{runtime.handler}'
+    table = f"{RUNTIMES}.{runtime.handler}"
     fragment = [
-        f"# Shipped by the {recipe} sysext: the CRI runtime handler \"{runtime.handler}\"",
+        f'# Shipped by the {recipe} sysext: the CRI runtime handler "{runtime.handler}"',
         f"# (a RuntimeClass's handler) runs pods with {shim_binary(runtime.runtime_type)}.",
         f"# Imported by {ROOT_CONFIG}.",
-        "version = 2", "", f"[{table}]", f"  runtime_type = {_toml(runtime.runtime_type)}",
+        "version = 2",
+        "",
+        f"[{table}]",
+        f"  runtime_type = {_toml(runtime.runtime_type)}",
     ]
     if runtime.options:
-        fragment += ["", f"[{table}.options]",
-                     *(f"  {key} = {_toml(value)}" for key, value in runtime.options)]
+        fragment += [
+            "",
+            f"[{table}.options]",
+            *(f"  {key} = {_toml(value)}" for key, value in runtime.options),
+        ]
     root = [
         "# Shipped by every wasm-sysexts containerd shim image: containerd's config while one",
         f"# is merged (CONTAINERD_CONFIG, {DROPIN}). Flatcar's own config first,",

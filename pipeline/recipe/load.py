@@ -39,8 +39,20 @@ from pipeline.recipe.model import (
 
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 TOP_LEVEL = {
-    "name", "summary", "homepage", "license", "version", "versions", "install", "files",
-    "smoke", "os", "checksums", "source", "from", "containerd",
+    "name",
+    "summary",
+    "homepage",
+    "license",
+    "version",
+    "versions",
+    "install",
+    "files",
+    "smoke",
+    "os",
+    "checksums",
+    "source",
+    "from",
+    "containerd",
 }
 CONTAINERD_KEYS = {"handler", "runtime_type", "options", "pods"}
 GIT_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -94,7 +106,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -172,12 +185,17 @@ class _Validator:
             else:
                 default_from = BuildFrom(data["from"])
         # `input:` indexes must exist for every version and arch (unknown while those are broken).
-        counts = {len(e) for arches in versions.values() for e in arches.values()
-                  if not isinstance(e, str) and e}
+        counts = {
+            len(e)
+            for arches in versions.values()
+            for e in arches.values()
+            if not isinstance(e, str) and e
+        }
         install = self.install(data.get("install"), min(counts) if counts else None)
         files = self.files(data.get("files"))
-        containerd = self.containerd(data.get("containerd"), install) \
-            if "containerd" in data else None
+        containerd = (
+            self.containerd(data.get("containerd"), install) if "containerd" in data else None
+        )
         if containerd is not None:
             files += containerd_files(containerd, name)
         smoke = self.smoke(data.get("smoke"))
@@ -192,27 +210,47 @@ class _Validator:
         if self.problems:
             raise RecipeError(self.problems)
         return Recipe(
-            path=self.path, name=name, summary=summary, homepage=homepage, license=license_,
-            version=str(version), versions=versions, install=install, files=files, smoke=smoke,
-            os=os_, checksums=checksums, source=source, default_from=default_from,
+            path=self.path,
+            name=name,
+            summary=summary,
+            homepage=homepage,
+            license=license_,
+            version=str(version),
+            versions=versions,
+            install=install,
+            files=files,
+            smoke=smoke,
+            os=os_,
+            checksums=checksums,
+            source=source,
+            default_from=default_from,
             containerd=containerd,
         )
 
     def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
         try:
-            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)
-                      if f is not None]
+            fields = [
+                (f, spec, conv)
+                for _, f, spec, conv in string.Formatter().parse(template)
+                if f is not None
+            ]
         except ValueError as err:
             self.bad(where, f"bad placeholder syntax: {err}")
             return
         if any(spec or conv for _, spec, conv in fields):
-            self.bad(where, "placeholders take no format spec or conversion (write {version}, "
-                            "not {version:...} or {version!r})")
+            self.bad(
+                where,
+                "placeholders take no format spec or conversion (write {version}, "
+                "not {version:...} or {version!r})",
+            )
             return
         names = {f for f, _, _ in fields}
         for unknown in sorted(names - allowed):
-            self.bad(where, f"unknown placeholder {{{unknown}}} (known: "
-                            f"{', '.join('{' + p + '}' for p in sorted(allowed))})")
+            self.bad(
+                where,
+                f"unknown placeholder {{{unknown}}} (known: "
+                f"{', '.join('{' + p + '}' for p in sorted(allowed))})",
+            )
 
     def versions(self, data: Any, required: bool = True) -> Versions:
         if data is None and not required:
@@ -224,7 +262,7 @@ class _Validator:
         for ver, arches in data.items():
             where = f"versions.{ver}"
             if not isinstance(ver, str):
-                self.bad(where, "version keys must be quoted strings like \"1.2.3\"")
+                self.bad(where, 'version keys must be quoted strings like "1.2.3"')
                 continue
             if version_problem(ver):
                 self.bad(where, str(version_problem(ver)))
@@ -282,22 +320,30 @@ class _Validator:
         kind = SourceKind(data["kind"])
         allowed = SOURCE_COMMON | SOURCE_FIELDS[kind]
         for key in sorted(set(data) - allowed, key=str):
-            self.bad(f"{where}.{key}", f"unknown field for kind {kind} (known: "
-                                       f"{', '.join(sorted(allowed))})")
+            self.bad(
+                f"{where}.{key}",
+                f"unknown field for kind {kind} (known: {', '.join(sorted(allowed))})",
+            )
         pins = self.source_versions(data.get("versions"), kind)
         inputs = {n for pin in pins.values() for n, _ in pin.inputs}
         allowed_placeholders = PLACEHOLDERS | {"triple"} | inputs
-        strings = {k: self.template(f"{where}.{k}", data.get(k, ""), allowed_placeholders)
-                   for k in ("directory", "module", "ldflags", "package", "target")}
+        strings = {
+            k: self.template(f"{where}.{k}", data.get(k, ""), allowed_placeholders)
+            for k in ("directory", "module", "ldflags", "package", "target")
+        }
         if kind is SourceKind.GO and not strings["module"]:
             self.bad(f"{where}.module", "missing (the Go module path)")
-        lists = {k: self.string_list(f"{where}.{k}", data.get(k), allowed_placeholders)
-                 for k in ("prepare", "features", "configure", "tags")}
+        lists = {
+            k: self.string_list(f"{where}.{k}", data.get(k), allowed_placeholders)
+            for k in ("prepare", "features", "configure", "tags")
+        }
         packages = self.string_map(f"{where}.packages", data.get("packages"))
         outputs = self.string_map(f"{where}.outputs", data.get("outputs"))
         if kind is SourceKind.GO and not packages:
-            self.bad(f"{where}.packages", "missing (output name -> Go package, e.g. "
-                                          "{wazero: ./cmd/wazero})")
+            self.bad(
+                f"{where}.packages",
+                "missing (output name -> Go package, e.g. {wazero: ./cmd/wazero})",
+            )
         if kind is not SourceKind.GO and not outputs:
             self.bad(f"{where}.outputs", "missing (output name -> built file)")
         for name, built in {**packages, **outputs}.items():
@@ -309,13 +355,22 @@ class _Validator:
         if not isinstance(arches, list) or not arches or not set(arches) <= set(Arch):
             self.bad(f"{where}.arches", f"must be a list of {', '.join(Arch)}")
             arches = list(Arch)
-        return Source(kind=kind, versions=pins, directory=strings["directory"] or ".",
-                      prepare=tuple(lists["prepare"]), outputs=outputs,
-                      module=strings["module"], packages=packages, ldflags=strings["ldflags"],
-                      package=strings["package"], features=tuple(lists["features"]),
-                      configure=tuple(lists["configure"]), target=strings["target"],
-                      tags=tuple(lists["tags"]),
-                      arches=tuple(Arch(a) for a in arches))
+        return Source(
+            kind=kind,
+            versions=pins,
+            directory=strings["directory"] or ".",
+            prepare=tuple(lists["prepare"]),
+            outputs=outputs,
+            module=strings["module"],
+            packages=packages,
+            ldflags=strings["ldflags"],
+            package=strings["package"],
+            features=tuple(lists["features"]),
+            configure=tuple(lists["configure"]),
+            target=strings["target"],
+            tags=tuple(lists["tags"]),
+            arches=tuple(Arch(a) for a in arches),
+        )
 
     def template(self, where: str, value: Any, allowed: frozenset[str]) -> str:
         if not isinstance(value, str):
@@ -337,8 +392,9 @@ class _Validator:
     def string_map(self, where: str, value: Any) -> dict[str, str]:
         if value is None:
             return {}
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                  for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             self.bad(where, "must map names to strings")
             return {}
         return dict(value)
@@ -357,12 +413,13 @@ class _Validator:
             if not isinstance(pin, dict):
                 self.bad(at, "must be a mapping (archive, git, h1, inputs, lock_sha256)")
                 continue
-            for key in sorted(set(pin) - {"archive", "git", "h1", "inputs", "lock_sha256"},
-                              key=str):
-                self.bad(f"{at}.{key}", "unknown field (known: archive, git, h1, inputs, "
-                                        "lock_sha256)")
-            archive = self.fetched(f"{at}.archive", pin["archive"]) if "archive" in pin \
-                else None
+            for key in sorted(
+                set(pin) - {"archive", "git", "h1", "inputs", "lock_sha256"}, key=str
+            ):
+                self.bad(
+                    f"{at}.{key}", "unknown field (known: archive, git, h1, inputs, lock_sha256)"
+                )
+            archive = self.fetched(f"{at}.archive", pin["archive"]) if "archive" in pin else None
             git = self.git(f"{at}.git", pin["git"]) if "git" in pin else None
             h1 = pin.get("h1")
             if h1 is not None and (not isinstance(h1, str) or not H1_RE.match(h1)):
@@ -370,8 +427,9 @@ class _Validator:
                 h1 = None
             if kind is SourceKind.GO:
                 if archive or git:
-                    self.bad(at, "a go source is the module from the proxy: give h1, not "
-                                 "archive or git")
+                    self.bad(
+                        at, "a go source is the module from the proxy: give h1, not archive or git"
+                    )
                 if "h1" not in pin:
                     self.bad(f"{at}.h1", "missing (null until `wasm-sysexts lock`)")
             elif bool(archive) == bool(git):
@@ -384,13 +442,18 @@ class _Validator:
                 self.bad(f"{at}.lock_sha256", "missing: the Cargo.lock the build must use")
             inputs = pin.get("inputs") or {}
             if not isinstance(inputs, dict):
-                self.bad(f"{at}.inputs", "must map placeholder names to {url, sha256|tree} or "
-                                         "{url, commit}")
+                self.bad(
+                    f"{at}.inputs",
+                    "must map placeholder names to {url, sha256|tree} or {url, commit}",
+                )
                 inputs = {}
             named = []
             for name, item in inputs.items():
-                if not isinstance(name, str) or not name.isidentifier() or \
-                        name in PLACEHOLDERS | {"triple"}:
+                if (
+                    not isinstance(name, str)
+                    or not name.isidentifier()
+                    or name in PLACEHOLDERS | {"triple"}
+                ):
                     self.bad(f"{at}.inputs.{name}", "must be a plain name (not a placeholder)")
                     continue
                 if isinstance(item, dict) and "commit" in item:
@@ -399,13 +462,17 @@ class _Validator:
                     pinned = self.fetched(f"{at}.inputs.{name}", item)
                 if pinned:
                     named.append((name, pinned))
-            pins[ver] = SourcePin(archive=archive, git=git, h1=h1, inputs=tuple(named),
-                                  lock_sha256=lock)
+            pins[ver] = SourcePin(
+                archive=archive, git=git, h1=h1, inputs=tuple(named), lock_sha256=lock
+            )
         return pins
 
     def fetched(self, where: str, item: Any) -> Fetched | None:
-        if not isinstance(item, dict) or "url" not in item or \
-                not set(item) <= {"url", "sha256", "tree"}:
+        if (
+            not isinstance(item, dict)
+            or "url" not in item
+            or not set(item) <= {"url", "sha256", "tree"}
+        ):
             self.bad(where, "must be {url: ..., sha256: ...} or {url: ..., tree: <git tree id>}")
             return None
         url, sha, tree = item["url"], item.get("sha256"), item.get("tree")
@@ -475,8 +542,11 @@ class _Validator:
             self.placeholders(f"{where}.from", src, PLACEHOLDERS)
             dst = self.image_path(f"{where}.to", item["to"])
             index = item.get("input", 0)
-            if not isinstance(index, int) or index < 0 or (
-                    input_count is not None and index >= input_count):
+            if (
+                not isinstance(index, int)
+                or index < 0
+                or (input_count is not None and index >= input_count)
+            ):
                 self.bad(f"{where}.input", f"must be an input index below {input_count}")
                 continue
             mode = self.mode(f"{where}.mode", item.get("mode"), None)
@@ -513,23 +583,30 @@ class _Validator:
             self.bad(where, "must be a mapping with handler and runtime_type")
             return None
         for key in sorted(set(data) - CONTAINERD_KEYS, key=str):
-            self.bad(f"{where}.{key}",
-                     f"unknown field (known: {', '.join(sorted(CONTAINERD_KEYS))})")
+            self.bad(
+                f"{where}.{key}", f"unknown field (known: {', '.join(sorted(CONTAINERD_KEYS))})"
+            )
         handler, runtime_type = data["handler"], data["runtime_type"]
         ok = True
         if not isinstance(handler, str) or not HANDLER_RE.match(handler):
-            self.bad(f"{where}.handler", "must be a DNS label ([a-z0-9-], at most 63), as a "
-                                         "RuntimeClass handler is")
+            self.bad(
+                f"{where}.handler",
+                "must be a DNS label ([a-z0-9-], at most 63), as a RuntimeClass handler is",
+            )
             ok = False
         if not isinstance(runtime_type, str) or not RUNTIME_TYPE_RE.match(runtime_type):
             self.bad(f"{where}.runtime_type", "must be io.containerd.<name>.v<N>")
             return None
         binary = f"/usr/bin/{shim_binary(runtime_type)}"
-        if install and not any(i.dst.rstrip("/") == binary or (
-                i.dst == "/usr/bin/" and i.src.rsplit("/", 1)[-1] == binary[9:])
-                for i in install):
-            self.bad(f"{where}.runtime_type", f"{runtime_type} runs {binary}, which install "
-                                              "does not ship")
+        if install and not any(
+            i.dst.rstrip("/") == binary
+            or (i.dst == "/usr/bin/" and i.src.rsplit("/", 1)[-1] == binary[9:])
+            for i in install
+        ):
+            self.bad(
+                f"{where}.runtime_type",
+                f"{runtime_type} runs {binary}, which install does not ship",
+            )
             ok = False
         options: list[tuple[str, bool | int | str]] = []
         raw = data.get("options") or {}
@@ -537,10 +614,15 @@ class _Validator:
             self.bad(f"{where}.options", "must be a mapping of option -> value")
             raw = {}
         for key, value in raw.items():
-            if not isinstance(key, str) or not OPTION_RE.match(key) or \
-                    not isinstance(value, bool | int | str):
-                self.bad(f"{where}.options.{key}", "must be a name mapped to a boolean, "
-                                                  "integer or string")
+            if (
+                not isinstance(key, str)
+                or not OPTION_RE.match(key)
+                or not isinstance(value, bool | int | str)
+            ):
+                self.bad(
+                    f"{where}.options.{key}",
+                    "must be a name mapped to a boolean, integer or string",
+                )
                 ok = False
             else:
                 options.append((key, value))
@@ -580,5 +662,6 @@ class _Validator:
         os_id = values["id"] or TargetOS.id
         if os_id != TargetOS.id and not (values["sysext_level"] or values["version_id"]):
             self.bad("os", "a specific os.id needs sysext_level or version_id")
-        return TargetOS(id=os_id, sysext_level=values["sysext_level"],
-                        version_id=values["version_id"])
+        return TargetOS(
+            id=os_id, sysext_level=values["sysext_level"], version_id=values["version_id"]
+        )

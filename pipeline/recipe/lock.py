@@ -36,8 +36,9 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
     report: list[str] = []
     pins: dict[str, str] = {}  # raw URL template as written in the recipe -> sha256
     if version not in recipe.versions:
-        raise PipelineError(f"{recipe.path}: versions: no version {version!r}; add it with "
-                            "sha256: null first")
+        raise PipelineError(
+            f"{recipe.path}: versions: no version {version!r}; add it with sha256: null first"
+        )
     for arch in sorted(recipe.versions[version]):
         if recipe.unavailable(version, arch):
             continue
@@ -46,8 +47,9 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
         with labelled(f"{recipe.name} {version} {arch}"):
             if sums_url:
                 sums_path = fetcher.fetch(sums_url, None)
-                upstream = parse_checksum_file(sums_path.read_text(encoding="utf-8",
-                                                                   errors="replace"))
+                upstream = parse_checksum_file(
+                    sums_path.read_text(encoding="utf-8", errors="replace")
+                )
             urls = [(i, recipe.expand(i.url, version, arch)) for i in recipe.inputs(version, arch)]
             paths = [(item, url, fetcher.fetch(url, None)) for item, url in urls]
         for item, url, path in paths:
@@ -61,17 +63,23 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
                 if name not in upstream:
                     raise PipelineError(f"{redact(sums_url)}: does not list {name}")
                 if upstream[name] != digest:
-                    raise PipelineError(f"{redact(url)}: sha256 {digest} does not match "
-                                        f"{upstream[name]} in {redact(sums_url)}")
+                    raise PipelineError(
+                        f"{redact(url)}: sha256 {digest} does not match "
+                        f"{upstream[name]} in {redact(sums_url)}"
+                    )
                 source = "matches upstream checksums"
             if item.sha256 and item.sha256 != digest:
-                raise PipelineError(f"{recipe.path}: versions.{version}.{arch}: pinned "
-                                    f"{item.sha256} but {redact(url)} now has {digest}; "
-                                    "upstream replaced the file, investigate before re-pinning")
+                raise PipelineError(
+                    f"{recipe.path}: versions.{version}.{arch}: pinned "
+                    f"{item.sha256} but {redact(url)} now has {digest}; "
+                    "upstream replaced the file, investigate before re-pinning"
+                )
             if pins.get(item.url, digest) != digest:
-                raise PipelineError(f"{recipe.path}: cannot find one line with url "
-                                    f"{item.url!r} for one sha256: arches that share it "
-                                    "download different files; write each arch's URL out")
+                raise PipelineError(
+                    f"{recipe.path}: cannot find one line with url "
+                    f"{item.url!r} for one sha256: arches that share it "
+                    "download different files; write each arch's URL out"
+                )
             if item.sha256 != digest:  # an input shared by several arches is written once
                 pins[item.url] = digest
             report.append(f"{name}: {digest} ({source})")
@@ -102,12 +110,15 @@ def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
             lookup = f"{GO_PROXY}/sumdb/sum.golang.org/lookup/{source.module}@v{version}"
             record = fetcher.fetch(lookup, None).read_text(encoding="utf-8", errors="replace")
             if f"{source.module} v{version} {h1}" not in record.splitlines():
-                raise PipelineError(f"{redact(url)}: module hash {h1} is not what the checksum "
-                                    f"database records ({redact(lookup)})")
+                raise PipelineError(
+                    f"{redact(url)}: module hash {h1} is not what the checksum "
+                    f"database records ({redact(lookup)})"
+                )
             _write_h1(recipe.path, version, h1)
             report.append(f"{source.module}@v{version}: {h1} (matches the checksum database)")
-        fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + \
-            ([pin.archive] if pin.archive else [])
+        fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + (
+            [pin.archive] if pin.archive else []
+        )
         for item in fetched:
             if item.sha256 or item.tree:
                 continue
@@ -129,8 +140,10 @@ def _write_h1(path: Path, version: str, h1: str) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     hits = [i for i, line in enumerate(lines) if f'"{version}"' in line and "h1:" in line]
     if len(hits) != 1:
-        raise PipelineError(f"{path}: cannot find one line with \"{version}\" and h1:; write "
-                            f'source versions as "{version}": {{h1: null}} on one line')
+        raise PipelineError(
+            f'{path}: cannot find one line with "{version}" and h1:; write '
+            f'source versions as "{version}": {{h1: null}} on one line'
+        )
     lines[hits[0]] = re.sub(r"h1:\s*(\"[^\"]*\"|null|~)", f'h1: "{h1}"', lines[hits[0]], count=1)
     write_atomic(path, "".join(lines))
 
@@ -142,15 +155,19 @@ def _write_pins(path: Path, pins: dict[str, str]) -> None:
     for url, digest in pins.items():
         hits = [i for i, line in enumerate(lines) if url in line]
         if not hits:
-            raise PipelineError(f"{path}: cannot find a line with url {url!r} and its sha256; "
-                                "write inputs as {url: ..., sha256: ...} on one line")
+            raise PipelineError(
+                f"{path}: cannot find a line with url {url!r} and its sha256; "
+                "write inputs as {url: ..., sha256: ...} on one line"
+            )
         for hit in hits:
             line = lines[hit]
             # The sha256 key after the URL (a URL may itself contain "sha256:").
             end = line.index(url) + len(url)
             rest, count = PIN_RE.subn(f'sha256: "{digest}"', line[end:], count=1)
             if not count:
-                raise PipelineError(f"{path}: line {hit + 1}: no sha256 after url {url!r}; "
-                                    "write inputs as {url: ..., sha256: ...} on one line")
+                raise PipelineError(
+                    f"{path}: line {hit + 1}: no sha256 after url {url!r}; "
+                    "write inputs as {url: ..., sha256: ...} on one line"
+                )
             lines[hit] = line[:end] + rest
     write_atomic(path, "".join(lines))

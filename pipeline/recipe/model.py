@@ -173,18 +173,21 @@ class Recipe:
     def source_pin(self, version: str) -> SourcePin:
         if self.source is None or version not in self.source.versions:
             known = ", ".join(sorted(self.source.versions)) if self.source else "none"
-            raise PipelineError(f"{self.path}: source.versions: no version {version!r} "
-                                f"(known: {known})")
+            raise PipelineError(
+                f"{self.path}: source.versions: no version {version!r} (known: {known})"
+            )
         return self.source.versions[version]
 
-    def unavailable(self, version: str, arch: Arch,
-                    wanted: BuildFrom | None = None) -> str | None:
+    def unavailable(self, version: str, arch: Arch, wanted: BuildFrom | None = None) -> str | None:
         """Why `arch` has no build for `version` (from `wanted`, or the default), or None."""
         if self.builds_from(version, wanted) is BuildFrom.SOURCE:
             self.source_pin(version)
             assert self.source is not None
-            return None if arch in self.source.arches else \
-                f"the source build is for {', '.join(self.source.arches)} only"
+            return (
+                None
+                if arch in self.source.arches
+                else f"the source build is for {', '.join(self.source.arches)} only"
+            )
         entry = self._entry(version, arch)
         return entry if isinstance(entry, str) else None
 
@@ -202,24 +205,39 @@ class Recipe:
         """What the default build of `version` downloads is all pinned."""
         if self.builds_from(version) is BuildFrom.SOURCE:
             return source_pinned(self.source_pin(version), self.source)
-        return all(i.sha256 for a in self.versions[version]
-                   if not self.unavailable(version, a) for i in self.inputs(version, a))
+        return all(
+            i.sha256
+            for a in self.versions[version]
+            if not self.unavailable(version, a)
+            for i in self.inputs(version, a)
+        )
 
     def unpinned_default(self) -> list[str]:
         """One line per arch the default version would build from an unpinned input (an arch
         marked unavailable, with its reason, is not one)."""
         version = self.version
         if self.builds_from(version) is BuildFrom.SOURCE:
-            return [] if self.pinned(version) else [
-                f"{self.path}: source.versions.{version}: the default version is not pinned"]
-        return [f"{self.path}: versions.{version}.{arch}: the default version has a null sha256 "
-                "(pin it with lock, or mark the arch {unavailable: why})"
-                for arch in self.versions[version] if not self.unavailable(version, arch)
-                and any(not i.sha256 for i in self.inputs(version, arch))]
+            return (
+                []
+                if self.pinned(version)
+                else [f"{self.path}: source.versions.{version}: the default version is not pinned"]
+            )
+        return [
+            f"{self.path}: versions.{version}.{arch}: the default version has a null sha256 "
+            "(pin it with lock, or mark the arch {unavailable: why})"
+            for arch in self.versions[version]
+            if not self.unavailable(version, arch)
+            and any(not i.sha256 for i in self.inputs(version, arch))
+        ]
 
     def expand(self, template: str, version: str, arch: Arch, **extra: str) -> str:
-        values = {"version": version, "arch": str(arch), "uarch": arch.uname,
-                  "goarch": arch.goarch, **extra}
+        values = {
+            "version": version,
+            "arch": str(arch),
+            "uarch": arch.uname,
+            "goarch": arch.goarch,
+            **extra,
+        }
         return template.format_map(values)
 
     def checksums_url(self, version: str, arch: Arch) -> str | None:
@@ -237,8 +255,9 @@ class Recipe:
 
 def source_pinned(pin: SourcePin, source: Source | None) -> bool:
     """Every byte the pin names is pinned (a go module needs its h1:, cargo its lock)."""
-    fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + \
-        ([pin.archive] if pin.archive else [])
+    fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + (
+        [pin.archive] if pin.archive else []
+    )
     if any(not (f.sha256 or f.tree) for f in fetched):
         return False
     if source is not None and source.kind is SourceKind.GO and not pin.h1:

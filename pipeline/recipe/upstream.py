@@ -52,13 +52,16 @@ MAX_PAGES = 50  # 5000 releases: more means a loop, not a repository
 
 GITHUB_RELEASE_RE = re.compile(
     r"^https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-    r"/releases/download/(?P<tag>[^/]+)/(?P<file>[^/]+)$")
+    r"/releases/download/(?P<tag>[^/]+)/(?P<file>[^/]+)$"
+)
 GITHUB_ARCHIVE_RE = re.compile(
     r"^https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-    r"/archive/(?:refs/tags/)?(?P<tag>.+?)\.(?:tar\.gz|tgz|zip)$")
+    r"/archive/(?:refs/tags/)?(?P<tag>.+?)\.(?:tar\.gz|tgz|zip)$"
+)
 CRATE_RE = re.compile(
     r"^https://(?:crates\.io/api/v1/crates/(?P<a>[A-Za-z0-9_-]+)/[^/]+/download"
-    r"|static\.crates\.io/crates/(?P<b>[A-Za-z0-9_-]+)/[^/]+\.crate)$")
+    r"|static\.crates\.io/crates/(?P<b>[A-Za-z0-9_-]+)/[^/]+\.crate)$"
+)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")  # a release asset's `digest` (GitHub, 2025-)
 # Versions that are not releases even where upstream does not flag them (Go's v1.2.0-rc.1).
 PRERELEASE_RE = re.compile(r"(?i)(alpha|beta|rc|pre|dev|nightly|snapshot|canary|preview)")
@@ -134,9 +137,11 @@ def derive(recipe: Recipe) -> Upstream:
     if found:
         return found
     if recipe.builds_from(version) is BuildFrom.RELEASE:
-        raise NotDerivable(f"{recipe.path}: versions.{version}: no input is a GitHub release "
-                           "asset (https://github.com/OWNER/REPO/releases/download/TAG/FILE) "
-                           "whose TAG holds the version")
+        raise NotDerivable(
+            f"{recipe.path}: versions.{version}: no input is a GitHub release "
+            "asset (https://github.com/OWNER/REPO/releases/download/TAG/FILE) "
+            "whose TAG holds the version"
+        )
     source = recipe.source
     assert source is not None  # builds from source
     if source.kind is SourceKind.GO:
@@ -150,8 +155,10 @@ def derive(recipe: Recipe) -> Upstream:
         crate = CRATE_RE.match(url)
         if crate:
             return Upstream(Kind.CARGO, crate=crate["a"] or crate["b"])
-    raise NotDerivable(f"{recipe.path}: source.versions.{version}: neither a Go module nor a "
-                       "GitHub or crates.io archive whose URL holds the version")
+    raise NotDerivable(
+        f"{recipe.path}: source.versions.{version}: neither a Go module nor a "
+        "GitHub or crates.io archive whose URL holds the version"
+    )
 
 
 def _release_upstream(recipe: Recipe) -> Upstream | None:
@@ -160,8 +167,11 @@ def _release_upstream(recipe: Recipe) -> Upstream | None:
     versions = [recipe.version, *sorted(v for v in recipe.versions if v != recipe.version)]
     for version in versions:
         for arch, entry in recipe.versions.get(version, {}).items():
-            urls = [] if isinstance(entry, str) else \
-                [recipe.expand(i.url, version, arch) for i in entry]
+            urls = (
+                []
+                if isinstance(entry, str)
+                else [recipe.expand(i.url, version, arch) for i in entry]
+            )
             checksums = recipe.checksums_url(version, arch)
             for url in [*urls, *([checksums] if checksums else [])]:
                 found = github_release(url, version)
@@ -188,8 +198,9 @@ def _github_archive(url: str, version: str) -> Upstream | None:
 def _github(owner: str, repo: str, tag: str, version: str) -> Upstream | None:
     if version not in tag or "{" in tag or "}" in tag:
         return None
-    upstream = Upstream(Kind.GITHUB, owner=owner, repo=repo,
-                        tag=tag.replace(version, "{version}", 1))
+    upstream = Upstream(
+        Kind.GITHUB, owner=owner, repo=repo, tag=tag.replace(version, "{version}", 1)
+    )
     # The version must be the whole version-like part of the tag (not `1.0` in `v1.0.1`).
     return upstream if upstream.version_of(tag) == version else None
 
@@ -223,22 +234,33 @@ class Client:
         check_base_url(api, "--github-api")
         if mirror:
             check_base_url(mirror, "--mirror")
-        return cls(github_api=api.rstrip("/"), token=os.environ.get(TOKEN_ENV) or None,
-                   mirror=mirror or None, go_proxy=_go_proxy())
+        return cls(
+            github_api=api.rstrip("/"),
+            token=os.environ.get(TOKEN_ENV) or None,
+            mirror=mirror or None,
+            go_proxy=_go_proxy(),
+        )
 
     def releases(self, upstream: Upstream) -> list[Release]:
         """Upstream's releases, newest first (systemd-sysupdate's order)."""
         if upstream.kind == Kind.GITHUB:
-            every = self._cached(("github", upstream.owner, upstream.repo),
-                                 lambda: self._github(upstream))
-            found = [Release(v, r.tag, r.assets, r.digests) for r in every
-                     if (v := upstream.version_of(r.tag)) is not None]
+            every = self._cached(
+                ("github", upstream.owner, upstream.repo), lambda: self._github(upstream)
+            )
+            found = [
+                Release(v, r.tag, r.assets, r.digests)
+                for r in every
+                if (v := upstream.version_of(r.tag)) is not None
+            ]
         elif upstream.kind == Kind.GO:
             found = self._cached(("go", upstream.module), lambda: self._go(upstream.module))
         else:
             found = self._cached(("cargo", upstream.crate), lambda: self._crate(upstream.crate))
-        usable = {r.version: r for r in found
-                  if version_problem(r.version) is None and not PRERELEASE_RE.search(r.version)}
+        usable = {
+            r.version: r
+            for r in found
+            if version_problem(r.version) is None and not PRERELEASE_RE.search(r.version)
+        }
         return [usable[v] for v in newest_first(list(usable))]
 
     def _cached(self, key: tuple[str, ...], get: Callable[[], list[Release]]) -> list[Release]:
@@ -247,15 +269,17 @@ class Client:
         return self._seen[key]
 
     def _github(self, upstream: Upstream) -> list[Release]:
-        url: str | None = (f"{self.github_api}/repos/{upstream.owner}/{upstream.repo}"
-                           "/releases?per_page=100")
+        url: str | None = (
+            f"{self.github_api}/repos/{upstream.owner}/{upstream.repo}/releases?per_page=100"
+        )
         origin = _origin(self.github_api)
         found: list[Release] = []
         seen: set[str] = set()
         while url:
             if url in seen or len(seen) >= MAX_PAGES:
-                raise PipelineError(f"{self._shown(url)}: release pages do not end "
-                                    f"(after {len(seen)} pages)")
+                raise PipelineError(
+                    f"{self._shown(url)}: release pages do not end (after {len(seen)} pages)"
+                )
             if _origin(url) != origin:  # the token is for the API, nowhere else
                 raise PipelineError(f"{self._shown(url)}: next page is not on {origin}")
             seen.add(url)
@@ -286,8 +310,11 @@ class Client:
         items = data.get("versions") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise PipelineError(f"{self._shown(mirror_url(url, self.mirror))}: no versions list")
-        return [Release(str(v["num"]), str(v["num"])) for v in items
-                if isinstance(v, dict) and isinstance(v.get("num"), str) and not v.get("yanked")]
+        return [
+            Release(str(v["num"]), str(v["num"]))
+            for v in items
+            if isinstance(v, dict) and isinstance(v.get("num"), str) and not v.get("yanked")
+        ]
 
     # ---- HTTP
 
@@ -297,8 +324,10 @@ class Client:
         try:
             return json.loads(body), resp
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PipelineError(f"{self._shown(shown_url)}: not JSON ({type(err).__name__} at "
-                                f"byte {getattr(err, 'pos', getattr(err, 'start', 0))})") from None
+            raise PipelineError(
+                f"{self._shown(shown_url)}: not JSON ({type(err).__name__} at "
+                f"byte {getattr(err, 'pos', getattr(err, 'start', 0))})"
+            ) from None
 
     def _get(self, url: str) -> bytes:
         return self._request(url, github=False)[0]
@@ -309,8 +338,10 @@ class Client:
         shown = self._shown(target)
         headers = {"User-Agent": f"wasm-sysexts/{__version__} (upstream release check)"}
         if github:
-            headers |= {"Accept": "application/vnd.github+json",
-                        "X-GitHub-Api-Version": "2022-11-28"}
+            headers |= {
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            }
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
         delay = 1.0
@@ -327,11 +358,13 @@ class Client:
                 pass  # retried
             except (requests.exceptions.RequestException, ValueError) as err:
                 # The exception's text may quote the URL or headers: name its type only.
-                raise PipelineError(f"{shown}: cannot reach server ({type(err).__name__})") \
-                    from None
+                raise PipelineError(
+                    f"{shown}: cannot reach server ({type(err).__name__})"
+                ) from None
             if attempt == RETRIES:
-                raise PipelineError(f"{shown}: server error or no answer (gave up after "
-                                    f"{RETRIES} attempts)")
+                raise PipelineError(
+                    f"{shown}: server error or no answer (gave up after {RETRIES} attempts)"
+                )
             _log.info(f"{shown}: server error or no answer; retrying in {delay:.0f}s")
             time.sleep(delay)
             delay *= 2
@@ -359,7 +392,8 @@ class Client:
             reset = resp.headers.get("X-RateLimit-Reset", "")
             if reset.isdigit():
                 when = " until " + datetime.fromtimestamp(int(reset), UTC).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
             elif resp.headers.get("Retry-After", "").isdigit():
                 when = f" for {resp.headers['Retry-After']} s"
             hint = "" if self.token else f"; set {TOKEN_ENV} for a higher limit"
@@ -387,8 +421,11 @@ def _github_release(item: Any) -> Release | None:
     if not isinstance(assets, list):
         assets = []
     named = [a for a in assets if isinstance(a, dict) and isinstance(a.get("name"), str)]
-    digests = {a["name"]: a["digest"][7:] for a in named
-               if isinstance(a.get("digest"), str) and DIGEST_RE.match(a["digest"])}
+    digests = {
+        a["name"]: a["digest"][7:]
+        for a in named
+        if isinstance(a.get("digest"), str) and DIGEST_RE.match(a["digest"])
+    }
     return Release("", item["tag_name"], frozenset(a["name"] for a in named), digests)
 
 

@@ -44,12 +44,12 @@ EROFS_MAGIC = 0xE0F5E1E2
 # Like systemd's own sysext.repart.d, plus the compression our plain erofs images use.
 DEFINITIONS = {
     "10-root.conf": "[Partition]\nType=root\nFormat=erofs\nCopyFiles=/usr/\nCopyFiles=/opt/\n"
-                    "Verity=data\nVerityMatchKey=root\nMinimize=best\nCompression=lz4hc\n"
-                    "CompressionLevel=12\n",
+    "Verity=data\nVerityMatchKey=root\nMinimize=best\nCompression=lz4hc\n"
+    "CompressionLevel=12\n",
     "20-root-verity.conf": "[Partition]\nType=root-verity\nVerity=hash\nVerityMatchKey=root\n"
-                           "Minimize=best\n",
+    "Minimize=best\n",
     "30-root-verity-sig.conf": "[Partition]\nType=root-verity-sig\nVerity=signature\n"
-                               "VerityMatchKey=root\n",
+    "VerityMatchKey=root\n",
 }
 
 # Runs one tool (args, extra env, what failed) on the host or in the trixie root.
@@ -78,15 +78,20 @@ def _runner(work: Path, cache_dir: Path) -> tuple[Runner, str]:
     repart = shutil.which("systemd-repart")
     tools = ("mkfs.erofs", "fsck.erofs", "unsquashfs")
     if repart and _repart_version(repart) >= MIN_REPART and all(map(shutil.which, tools)):
-        def host(args: list[str], env: dict[str, str],
-                 what: str) -> subprocess.CompletedProcess[bytes]:
+
+        def host(
+            args: list[str], env: dict[str, str], what: str
+        ) -> subprocess.CompletedProcess[bytes]:
             return run.run(args, env={**os.environ, **env}, what=what)
+
         return host, str(work)
     root = debian_root(cache_dir, "trixie", TRIXIE_PACKAGES)
 
-    def chrooted(args: list[str], env: dict[str, str],
-                 what: str) -> subprocess.CompletedProcess[bytes]:
+    def chrooted(
+        args: list[str], env: dict[str, str], what: str
+    ) -> subprocess.CompletedProcess[bytes]:
         return run_in_root(root, args, {work: "/w"}, env, what=what)
+
     return chrooted, "/w"
 
 
@@ -94,16 +99,19 @@ def _release_arch(tree: Path, image: str) -> str:
     """ARCHITECTURE= of the tree's single extension-release file."""
     releases = sorted((tree / "usr/lib/extension-release.d").glob("extension-release.*"))
     if len(releases) != 1:
-        raise PipelineError(f"{image}: expected one usr/lib/extension-release.d/extension-release."
-                            f"* file, found {len(releases)}")
+        raise PipelineError(
+            f"{image}: expected one usr/lib/extension-release.d/extension-release."
+            f"* file, found {len(releases)}"
+        )
     for line in releases[0].read_text(encoding="utf-8").splitlines():
         if line.startswith("ARCHITECTURE="):
             return line.split("=", 1)[1].strip().strip('"')
     raise PipelineError(f"{image}: {releases[0].name} has no ARCHITECTURE=")
 
 
-def make_signed_ddi(image: Path, out: Path, key_pem: bytes, cert_pem: bytes,
-                    cache_dir: Path) -> None:
+def make_signed_ddi(
+    image: Path, out: Path, key_pem: bytes, cert_pem: bytes, cache_dir: Path
+) -> None:
     """Write the verity-signed DDI of the plain sysext `image` to `out` (which must not exist).
 
     The private key exists on disk only inside a 0700 work directory that is always removed."""
@@ -116,11 +124,17 @@ def make_signed_ddi(image: Path, out: Path, key_pem: bytes, cert_pem: bytes,
         (work / "tmp").mkdir()
         shutil.copyfile(image, work / "in.raw")
         if fmt == "squashfs":
-            tool(["unsquashfs", "-q", "-n", "-no-xattrs", "-d", f"{w}/src", f"{w}/in.raw"], env,
-                 f"unsquashfs {image.name}")
+            tool(
+                ["unsquashfs", "-q", "-n", "-no-xattrs", "-d", f"{w}/src", f"{w}/in.raw"],
+                env,
+                f"unsquashfs {image.name}",
+            )
         else:
-            tool(["fsck.erofs", f"--extract={w}/src", "--preserve", f"{w}/in.raw"], env,
-                 f"fsck.erofs --extract {image.name}")
+            tool(
+                ["fsck.erofs", f"--extract={w}/src", "--preserve", f"{w}/in.raw"],
+                env,
+                f"fsck.erofs --extract {image.name}",
+            )
         (work / "in.raw").unlink()
         arch = _release_arch(work / "src", image.name)
         (work / "defs").mkdir()
@@ -132,10 +146,26 @@ def make_signed_ddi(image: Path, out: Path, key_pem: bytes, cert_pem: bytes,
             f.write(key_pem)
         (work / "cert.pem").write_bytes(cert_pem)
         seed = uuid.uuid5(UUID_NAMESPACE, f"ddi:{image.name}")  # the final name, never a temp one
-        tool(["systemd-repart", "--definitions", f"{w}/defs", "--empty=create", "--size=auto",
-              "--dry-run=no", "--offline=yes", "--no-pager", f"--architecture={arch}",
-              f"--seed={seed}", f"--copy-source={w}/src", f"--private-key={w}/key.pem",
-              f"--certificate={w}/cert.pem", f"{w}/out.raw"], env, f"systemd-repart {image.name}")
+        tool(
+            [
+                "systemd-repart",
+                "--definitions",
+                f"{w}/defs",
+                "--empty=create",
+                "--size=auto",
+                "--dry-run=no",
+                "--offline=yes",
+                "--no-pager",
+                f"--architecture={arch}",
+                f"--seed={seed}",
+                f"--copy-source={w}/src",
+                f"--private-key={w}/key.pem",
+                f"--certificate={w}/cert.pem",
+                f"{w}/out.raw",
+            ],
+            env,
+            f"systemd-repart {image.name}",
+        )
         key.unlink()
         os.chmod(work / "out.raw", 0o644)
         (work / "out.raw").rename(out)
@@ -159,8 +189,9 @@ def _pick(parts: list[Partition], name: str) -> tuple[Partition, Partition, Part
         if verity is None:
             raise PipelineError(f"{name}: {role}-{arch} partition has no verity partition")
         if sig is None:
-            raise PipelineError(f"{name}: {role}-{arch} partition has no verity signature "
-                                "partition (unsigned DDI)")
+            raise PipelineError(
+                f"{name}: {role}-{arch} partition has no verity signature partition (unsigned DDI)"
+            )
         return data, verity, sig
     raise PipelineError(f"{name}: no root or usr partition of a known architecture")
 
@@ -170,8 +201,9 @@ def _signature_json(raw: bytes, name: str) -> tuple[str, bytes]:
         doc = json.loads(raw.rstrip(b"\0"))
         return str(doc["rootHash"]).lower(), base64.b64decode(doc["signature"], validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise PipelineError(f"{name}: verity signature partition is not "
-                            '{"rootHash": ..., "signature": ...} JSON') from None
+        raise PipelineError(
+            f'{name}: verity signature partition is not {{"rootHash": ..., "signature": ...}} JSON'
+        ) from None
 
 
 def check_pkcs7(root_hash: str, signature: bytes, cert: Path) -> None:
@@ -181,13 +213,37 @@ def check_pkcs7(root_hash: str, signature: bytes, cert: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="wasm-sysexts-p7-") as tmp:
         (Path(tmp) / "sig.der").write_bytes(signature)
         (Path(tmp) / "roothash").write_text(root_hash, encoding="ascii")
-        proc = run.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER",
-                        "-in", f"{tmp}/sig.der", "-content", f"{tmp}/roothash",
-                        "-certfile", str(cert), "-CAfile", str(cert), "-nointern",
-                        "-purpose", "any", "-no_check_time", "-out", os.devnull], check=False)
+        proc = run.run(
+            [
+                "openssl",
+                "cms",
+                "-verify",
+                "-binary",
+                "-inform",
+                "DER",
+                "-in",
+                f"{tmp}/sig.der",
+                "-content",
+                f"{tmp}/roothash",
+                "-certfile",
+                str(cert),
+                "-CAfile",
+                str(cert),
+                "-nointern",
+                "-purpose",
+                "any",
+                "-no_check_time",
+                "-out",
+                os.devnull,
+            ],
+            check=False,
+        )
     if proc.returncode != 0:
-        why = "signer is not this certificate" if b"signer certificate not found" in \
-            proc.stderr else "signature does not verify"
+        why = (
+            "signer is not this certificate"
+            if b"signer certificate not found" in proc.stderr
+            else "signature does not verify"
+        )
         raise PipelineError(f"verity signature: {why} ({cert.name})")
 
 
@@ -204,8 +260,10 @@ def check_ddi(path: Path, cert: Path | None) -> DdiCheck:
             raise PipelineError(f"{name}: {err}") from None
         signed_hash, signature = _signature_json(sig.read(f), name)
     if signed_hash != root:
-        raise PipelineError(f"{name}: signature partition is for root hash {signed_hash[:16]}…, "
-                            f"the verity partitions give {root[:16]}…")
+        raise PipelineError(
+            f"{name}: signature partition is for root hash {signed_hash[:16]}…, "
+            f"the verity partitions give {root[:16]}…"
+        )
     if cert is not None:
         try:
             check_pkcs7(root, signature, cert)

@@ -73,9 +73,12 @@ def read_partitions(path: Path) -> list[Partition]:
         if len(header) < 92 or header[:8] != GPT_SIGNATURE:
             raise PipelineError(f"{path.name}: no GUID partition table (not a DDI)")
         (header_size, header_crc, entries_lba, count, entry_size) = (
-            struct.unpack_from("<I", header, 12)[0], struct.unpack_from("<I", header, 16)[0],
-            struct.unpack_from("<Q", header, 72)[0], struct.unpack_from("<I", header, 80)[0],
-            struct.unpack_from("<I", header, 84)[0])
+            struct.unpack_from("<I", header, 12)[0],
+            struct.unpack_from("<I", header, 16)[0],
+            struct.unpack_from("<Q", header, 72)[0],
+            struct.unpack_from("<I", header, 80)[0],
+            struct.unpack_from("<I", header, 84)[0],
+        )
         entries_crc = struct.unpack_from("<I", header, 88)[0]
         if header_size != 92 or entry_size < 128 or count > 1024:
             raise PipelineError(f"{path.name}: GPT header has unexpected sizes")
@@ -87,12 +90,20 @@ def read_partitions(path: Path) -> list[Partition]:
         raise PipelineError(f"{path.name}: GPT partition entries CRC mismatch")
     parts = []
     for i in range(count):
-        entry = table[i * entry_size:(i + 1) * entry_size]
+        entry = table[i * entry_size : (i + 1) * entry_size]
         type_guid = uuid.UUID(bytes_le=entry[:16])
         if type_guid.int == 0:
             continue
         first, last = struct.unpack_from("<QQ", entry, 32)
         label = entry[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
-        parts.append(Partition(i + 1, type_guid, uuid.UUID(bytes_le=entry[16:32]), label,
-                               first * SECTOR, (last - first + 1) * SECTOR))
+        parts.append(
+            Partition(
+                i + 1,
+                type_guid,
+                uuid.UUID(bytes_le=entry[16:32]),
+                label,
+                first * SECTOR,
+                (last - first + 1) * SECTOR,
+            )
+        )
     return parts

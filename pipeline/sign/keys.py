@@ -57,8 +57,9 @@ def load_verity_key(spec: SecretSpec, cert: x509.Certificate) -> bytes:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PipelineError(f"--verity-key {spec}: not an RSA key (the kernel needs RSA)")
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, pub) != \
-            cert.public_key().public_bytes(serialization.Encoding.DER, pub):
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, pub
+    ) != cert.public_key().public_bytes(serialization.Encoding.DER, pub):
         raise PipelineError(f"--verity-key {spec}: does not match --verity-cert")
     return pem
 
@@ -71,21 +72,26 @@ def make_verity_pair(name: str) -> tuple[bytes, bytes, x509.Certificate]:
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=365 * CERT_YEARS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
-                                     False), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return pem_key, cert.public_bytes(serialization.Encoding.PEM), cert
 
 
@@ -112,8 +118,9 @@ def _publish(out: Path, files: dict[str, tuple[bytes, int]]) -> None:
         except FileExistsError as err:
             for path in linked:
                 path.unlink()
-            raise PipelineError(f"{err.filename2 or err.filename}: already exists; refusing "
-                                "to overwrite keys") from None
+            raise PipelineError(
+                f"{err.filename2 or err.filename}: already exists; refusing to overwrite keys"
+            ) from None
 
 
 def generate_keys(out: Path, name: str, email: str) -> dict[str, str]:
@@ -123,8 +130,20 @@ def generate_keys(out: Path, name: str, email: str) -> dict[str, str]:
             raise PipelineError(f"{out / filename}: already exists; refusing to overwrite keys")
     fpr, secret, pubring = openpgp.generate(f"{name} <{email}>")
     verity_key, verity_cert, cert = make_verity_pair(name)
-    _publish(out, {GPG_SECRET: (secret, 0o600), GPG_PUBRING: (pubring, 0o644),
-                   VERITY_KEY: (verity_key, 0o600), VERITY_CERT: (verity_cert, 0o644)})
-    return {"openpgp_fingerprint": fpr, "verity_cert_sha256": cert_fingerprint(cert),
-            "gpg_secret_key": str(out / GPG_SECRET), "gpg_pubring": str(out / GPG_PUBRING),
-            "verity_key": str(out / VERITY_KEY), "verity_cert": str(out / VERITY_CERT)}
+    _publish(
+        out,
+        {
+            GPG_SECRET: (secret, 0o600),
+            GPG_PUBRING: (pubring, 0o644),
+            VERITY_KEY: (verity_key, 0o600),
+            VERITY_CERT: (verity_cert, 0o644),
+        },
+    )
+    return {
+        "openpgp_fingerprint": fpr,
+        "verity_cert_sha256": cert_fingerprint(cert),
+        "gpg_secret_key": str(out / GPG_SECRET),
+        "gpg_pubring": str(out / GPG_PUBRING),
+        "verity_key": str(out / VERITY_KEY),
+        "verity_cert": str(out / VERITY_CERT),
+    }

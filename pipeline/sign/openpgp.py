@@ -37,13 +37,13 @@ class Home:
     path: Path
 
     def run(self, args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return run.run(["gpg", "--homedir", str(self.path), *BASE, *args], stdin=stdin,
-                       check=False)
+        return run.run(["gpg", "--homedir", str(self.path), *BASE, *args], stdin=stdin, check=False)
 
     def check(self, args: list[str], what: str, stdin: bytes = b"") -> bytes:
         """Run gpg; on failure raise with gpg's last error line (no input is ever quoted)."""
-        return run.run(["gpg", "--homedir", str(self.path), *BASE, *args], stdin=stdin,
-                       what=what, why=_gpg_why).stdout
+        return run.run(
+            ["gpg", "--homedir", str(self.path), *BASE, *args], stdin=stdin, what=what, why=_gpg_why
+        ).stdout
 
     def secret_fingerprints(self) -> list[str]:
         out = self.check(["--with-colons", "--list-secret-keys"], "gpg home")
@@ -87,17 +87,40 @@ def generate(uid: str) -> tuple[str, bytes, bytes]:
     Without a passphrase because the secret half lives in a CI secret store, which protects it;
     `sign` accepts protected keys too."""
     with throwaway_home() as home:
-        home.check(["--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid,
-                    "ed25519", "sign", "never"], "gpg key generation")
+        home.check(
+            [
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                uid,
+                "ed25519",
+                "sign",
+                "never",
+            ],
+            "gpg key generation",
+        )
         [fpr] = home.secret_fingerprints()
-        secret = home.check(["--pinentry-mode", "loopback", "--passphrase", "", "--armor",
-                             "--export-secret-keys", fpr], "gpg export")
+        secret = home.check(
+            [
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--armor",
+                "--export-secret-keys",
+                fpr,
+            ],
+            "gpg export",
+        )
         public = home.check(["--export", fpr], "gpg export")
     return fpr, secret, public
 
 
-def detach_sign(data: bytes, secret_key: bytes, passphrase: bytes | None, what: str) -> tuple[
-        str, bytes]:
+def detach_sign(
+    data: bytes, secret_key: bytes, passphrase: bytes | None, what: str
+) -> tuple[str, bytes]:
     """(signer fingerprint, binary detached signature of `data`) made with `secret_key`."""
     phrase = (passphrase or b"") + b"\n"
     with throwaway_home() as home:
@@ -105,19 +128,31 @@ def detach_sign(data: bytes, secret_key: bytes, passphrase: bytes | None, what: 
         # from a file inside the (0700, throwaway) home.
         key_file = home.path / "secret-key"
         key_file.write_bytes(secret_key)
-        home.check(["--pinentry-mode", "loopback", "--passphrase-fd", "0", "--import",
-                    str(key_file)], f"{what}: importing the key (wrong or missing passphrase?)",
-                   stdin=phrase)
+        home.check(
+            ["--pinentry-mode", "loopback", "--passphrase-fd", "0", "--import", str(key_file)],
+            f"{what}: importing the key (wrong or missing passphrase?)",
+            stdin=phrase,
+        )
         key_file.unlink()
         fprs = home.secret_fingerprints()
         if len(fprs) != 1:
             raise PipelineError(f"{what}: expected one secret OpenPGP key, found {len(fprs)}")
         (home.path / "data").write_bytes(data)
-        args = ["--pinentry-mode", "loopback", "--passphrase-fd", "0", "--digest-algo",
-                "SHA256", "--local-user", f"{fprs[0]}!", "--output", str(home.path / "data.sig"),
-                "--detach-sign", str(home.path / "data")]
-        home.check(args, f"{what}: signing (wrong or missing passphrase?)",
-                   stdin=phrase)
+        args = [
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-fd",
+            "0",
+            "--digest-algo",
+            "SHA256",
+            "--local-user",
+            f"{fprs[0]}!",
+            "--output",
+            str(home.path / "data.sig"),
+            "--detach-sign",
+            str(home.path / "data"),
+        ]
+        home.check(args, f"{what}: signing (wrong or missing passphrase?)", stdin=phrase)
         return fprs[0], (home.path / "data.sig").read_bytes()
 
 
@@ -129,8 +164,9 @@ def read_keyring(path: Path, option: str = "--keyring") -> bytes:
         raise PipelineError(f"{option} {path}: cannot read: {os_problem(err)}") from None
 
 
-def verify_detached(data: bytes, signature: bytes, keyring: bytes,
-                    keyring_name: str = "the keyring") -> str:
+def verify_detached(
+    data: bytes, signature: bytes, keyring: bytes, keyring_name: str = "the keyring"
+) -> str:
     """The primary fingerprint of the key in `keyring` that made `signature` over `data`;
     raises naming the reason otherwise. Same gpg options as systemd-sysupdate."""
     with throwaway_home() as home:
@@ -138,8 +174,19 @@ def verify_detached(data: bytes, signature: bytes, keyring: bytes,
         ring.write_bytes(keyring)  # a copy: gpg writes lock files beside a --keyring
         sig.write_bytes(signature)
         signed.write_bytes(data)
-        proc = home.run(["--no-default-keyring", "--keyring", str(ring), "--trust-model=always",
-                         "--status-fd", "1", "--verify", str(sig), str(signed)])
+        proc = home.run(
+            [
+                "--no-default-keyring",
+                "--keyring",
+                str(ring),
+                "--trust-model=always",
+                "--status-fd",
+                "1",
+                "--verify",
+                str(sig),
+                str(signed),
+            ]
+        )
     status = proc.stdout.decode(errors="replace").splitlines()
     valid = [ln.split() for ln in status if ln.startswith("[GNUPG:] VALIDSIG ")]
     if proc.returncode == 0 and valid:

@@ -53,8 +53,10 @@ class Verity:
 def _prepare_dest(src: Path, dest: Path) -> None:
     if dest.exists() or dest.is_symlink():
         if dest.resolve() == src.resolve():
-            raise PipelineError(f"--out {dest}: must not be the input directory (sign writes "
-                                "a new directory and leaves the build's output as it is)")
+            raise PipelineError(
+                f"--out {dest}: must not be the input directory (sign writes "
+                "a new directory and leaves the build's output as it is)"
+            )
         if not dest.is_dir() or any(dest.iterdir()):
             raise PipelineError(f"--out {dest}: exists and is not an empty directory")
     try:
@@ -65,19 +67,30 @@ def _prepare_dest(src: Path, dest: Path) -> None:
 
 def _described(art: Artifact, path: Path, verity: VerityRecord | None) -> ImageMeta:
     """Metadata of the signed file at `path`: the build's, updated for what signing made."""
-    base = art.meta or ImageMeta(name=art.name.name, version=art.name.version,
-                                 arch=art.name.arch, format=_format_of(path), sha256="", size=0)
-    return replace(base, sha256=sha256_file(path), size=path.stat().st_size,
-                   format=ImageFormat.DDI if verity or is_gpt(path) else base.format,
-                   verity=verity or base.verity)
+    base = art.meta or ImageMeta(
+        name=art.name.name,
+        version=art.name.version,
+        arch=art.name.arch,
+        format=_format_of(path),
+        sha256="",
+        size=0,
+    )
+    return replace(
+        base,
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        format=ImageFormat.DDI if verity or is_gpt(path) else base.format,
+        verity=verity or base.verity,
+    )
 
 
 def _format_of(path: Path) -> ImageFormat:
     return ImageFormat.DDI if is_gpt(path) else ImageFormat(plain_format(path)[0])
 
 
-def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
-                   cache_dir: Path) -> tuple[str, list[Signed]]:
+def sign_directory(
+    src: Path, dest: Path, signer: Signer, verity: Verity | None, cache_dir: Path
+) -> tuple[str, list[Signed]]:
     """Sign SRC's images into the new directory DEST; returns the OpenPGP signer fingerprint
     and what was signed."""
     artifacts = ImageDir(src).artifacts()
@@ -101,13 +114,15 @@ def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
             shutil.copyfile(art.path, target)
             state, record = VerityState.NONE, None
             if verity is not None:
-                state, record = _verity(art, target, verity.cert, key_pem, cert_pem, cert_sha,
-                                        cache_dir, work)
+                state, record = _verity(
+                    art, target, verity.cert, key_pem, cert_pem, cert_sha, cache_dir, work
+                )
             meta = _described(art, target, record)
             (out.meta_path(art.name)).write_text(meta.dumps(), encoding="utf-8")
             signed.append(Signed(art.name.file, meta.sha256, state))
-            listed.update(_attest(art, meta, out, signer,
-                              record if state is VerityState.CONVERTED else None))
+            listed.update(
+                _attest(art, meta, out, signer, record if state is VerityState.CONVERTED else None)
+            )
         listed.update({s.file: s.sha256 for s in signed})
         text = format_sums(listed).encode()
         fpr, signature = signer.sign(text, "--gpg-key")
@@ -121,8 +136,9 @@ def sign_directory(src: Path, dest: Path, signer: Signer, verity: Verity | None,
     return fpr, signed
 
 
-def _attest(art: Artifact, meta: ImageMeta, out: ImageDir, signer: Signer,
-            converted: VerityRecord | None) -> dict[str, str]:
+def _attest(
+    art: Artifact, meta: ImageMeta, out: ImageDir, signer: Signer, converted: VerityRecord | None
+) -> dict[str, str]:
     """Copy the build's SBOM and write the signed provenance of the signed image; returns
     their SHA256SUMS entries. An image without the build's metadata (none, or only what an
     earlier `sign` wrote) gets neither: nothing would say how it was built."""
@@ -136,15 +152,29 @@ def _attest(art: Artifact, meta: ImageMeta, out: ImageDir, signer: Signer,
         subjects[sbom.name] = sha256_file(out.sbom_path(art.name))
     else:
         _log.warning(f"{art.name.file}: the build left no SBOM ({sbom.name})")
-    byproduct = (f"{art.name.file} ({converted.source_format}, before verity signing)",
-                 converted.source_sha256) if converted else None
+    byproduct = (
+        (
+            f"{art.name.file} ({converted.source_format}, before verity signing)",
+            converted.source_sha256,
+        )
+        if converted
+        else None
+    )
     target = out.provenance_path(art.name)
     target.write_bytes(envelope(statement(meta, subjects, byproduct), signer, target.name))
     return {**subjects, target.name: sha256_file(target)}
 
 
-def _verity(art: Artifact, target: Path, cert: Path, key_pem: bytes, cert_pem: bytes,
-            cert_sha: str, cache_dir: Path, work: Path) -> tuple[VerityState, VerityRecord]:
+def _verity(
+    art: Artifact,
+    target: Path,
+    cert: Path,
+    key_pem: bytes,
+    cert_pem: bytes,
+    cert_sha: str,
+    cache_dir: Path,
+    work: Path,
+) -> tuple[VerityState, VerityRecord]:
     """Make `target` a DDI signed by `cert` (or check that it is one); its verity record."""
     name = art.name.file
     if is_gpt(target):
@@ -155,8 +185,11 @@ def _verity(art: Artifact, target: Path, cert: Path, key_pem: bytes, cert_pem: b
         _log.info(f"{name}: already a DDI signed by this cert")
         source = art.meta.verity if art.meta and art.meta.verity else None
         return VerityState.ALREADY_SIGNED, VerityRecord(
-            ddi.root_hash, cert_sha, source.source_format if source else "unknown",
-            source.source_sha256 if source else "unknown")
+            ddi.root_hash,
+            cert_sha,
+            source.source_format if source else "unknown",
+            source.source_sha256 if source else "unknown",
+        )
     fmt, _ = plain_format(target)
     source_sha = sha256_file(target)
     _log.info(f"{name}: making a verity-signed DDI")

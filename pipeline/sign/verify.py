@@ -57,12 +57,16 @@ def _check_provenance(path: Path, keyring: bytes, keyring_name: str, prefix: str
         return Check(path.name, False, f"provenance: {err}")
     subjects = ", ".join(s["name"] for s in found.statement["subject"])
     builder = found.statement["predicate"]["runDetails"]["builder"]["id"]
-    return Check(path.name, True, f"{prefix}SLSA provenance signed by {found.signer}, "
-                                  f"builder {builder}, subjects {subjects}")
+    return Check(
+        path.name,
+        True,
+        f"{prefix}SLSA provenance signed by {found.signer}, builder {builder}, subjects {subjects}",
+    )
 
 
-def _check_file(directory: Path, name: str, digest: str, cert: Path | None, keyring: bytes,
-                keyring_name: str) -> Check:
+def _check_file(
+    directory: Path, name: str, digest: str, cert: Path | None, keyring: bytes, keyring_name: str
+) -> Check:
     path = directory / name
     if not path.is_file():
         return Check(name, False, f"listed in {SUMS} but missing")
@@ -85,10 +89,14 @@ def _check_file(directory: Path, name: str, digest: str, cert: Path | None, keyr
         ddi = check_ddi(path, cert)
     except PipelineError as err:
         return Check(name, False, str(err).removeprefix(f"{name}: "))
-    trust = f"verity signature by {ddi.signed_by}" if ddi.signed_by else \
-        "verity signature not checked (no --verity-cert)"
-    return Check(name, True, f"sha256 matches; DDI {ddi.arch}, root hash {ddi.root_hash[:16]}…, "
-                             f"{trust}")
+    trust = (
+        f"verity signature by {ddi.signed_by}"
+        if ddi.signed_by
+        else "verity signature not checked (no --verity-cert)"
+    )
+    return Check(
+        name, True, f"sha256 matches; DDI {ddi.arch}, root hash {ddi.root_hash[:16]}…, {trust}"
+    )
 
 
 def verify_directory(directory: Path, keyring: Path, cert: Path | None) -> list[Check]:

@@ -34,12 +34,14 @@ def parse_superblock(raw: bytes) -> Superblock:
     """The superblock at the start of a verity hash partition; only the format systemd uses."""
     if len(raw) < SUPERBLOCK.size or raw[:8] != MAGIC:
         raise PipelineError("verity partition: no verity superblock")
-    (_, version, hash_type, _uuid, algorithm, data_bs, hash_bs, data_blocks, salt_size, _,
-     salt) = SUPERBLOCK.unpack_from(raw)
+    (_, version, hash_type, _uuid, algorithm, data_bs, hash_bs, data_blocks, salt_size, _, salt) = (
+        SUPERBLOCK.unpack_from(raw)
+    )
     name = algorithm.split(b"\0", 1)[0].decode("ascii", errors="replace")
     if version != 1 or hash_type != 1:
-        raise PipelineError(f"verity partition: unsupported superblock version {version} "
-                            f"hash type {hash_type}")
+        raise PipelineError(
+            f"verity partition: unsupported superblock version {version} hash type {hash_type}"
+        )
     if name not in hashlib.algorithms_guaranteed:
         raise PipelineError(f"verity partition: unsupported hash algorithm {name!r}")
     for size in (data_bs, hash_bs):
@@ -58,7 +60,7 @@ def _pack(digests: list[bytes], block_size: int) -> list[bytes]:
     pad = b"\0" * (slot - size)
     blocks = []
     for start in range(0, len(digests), per_block):
-        body = b"".join(d + pad for d in digests[start:start + per_block])
+        body = b"".join(d + pad for d in digests[start : start + per_block])
         blocks.append(body.ljust(block_size, b"\0"))
     return blocks
 
@@ -89,8 +91,9 @@ def hash_tree(data: BinaryIO, data_offset: int, sb: Superblock) -> tuple[bytes, 
     return root, b"".join(b"".join(level) for level in reversed(levels))
 
 
-def check_tree(image: BinaryIO, data_offset: int, data_size: int, hash_offset: int,
-               hash_size: int) -> bytes:
+def check_tree(
+    image: BinaryIO, data_offset: int, data_size: int, hash_offset: int, hash_size: int
+) -> bytes:
     """Recompute the tree of the data partition, compare it with the stored one, return the
     root hash. Raises naming what differs."""
     image.seek(hash_offset)
@@ -99,10 +102,12 @@ def check_tree(image: BinaryIO, data_offset: int, data_size: int, hash_offset: i
     # The verity device spans data_blocks only (the filesystem); partition padding after it
     # is never mapped, so it needs no protection.
     if sb.data_blocks * sb.data_block_size > data_size:
-        raise PipelineError(f"verity superblock covers {sb.data_blocks * sb.data_block_size} "
-                            f"bytes but the data partition has only {data_size}")
+        raise PipelineError(
+            f"verity superblock covers {sb.data_blocks * sb.data_block_size} "
+            f"bytes but the data partition has only {data_size}"
+        )
     root, area = hash_tree(image, data_offset, sb)
-    stored = head[sb.hash_block_size:sb.hash_block_size + len(area)]
+    stored = head[sb.hash_block_size : sb.hash_block_size + len(area)]
     if stored != area:
         raise PipelineError("verity hash tree does not match the data partition")
     return root

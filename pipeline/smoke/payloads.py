@@ -43,22 +43,46 @@ def hello_wasm_module(text: str = HELLO_TEXT) -> bytes:
     message = text.encode() + b"\n"
     nwritten = (8 + len(message) + 7) // 4 * 4  # 4-aligned, after the text
     i32 = 0x7F
-    types = _vec([b"\x60" + _vec([bytes([i32])] * 4) + _vec([bytes([i32])]),  # fd_write
-                  b"\x60" + _vec([]) + _vec([])])  # _start
+    types = _vec(
+        [
+            b"\x60" + _vec([bytes([i32])] * 4) + _vec([bytes([i32])]),  # fd_write
+            b"\x60" + _vec([]) + _vec([]),
+        ]
+    )  # _start
     imports = _vec([_name("wasi_snapshot_preview1") + _name("fd_write") + b"\x00" + _leb(0)])
     funcs = _vec([_leb(1)])
     memory = _vec([b"\x00" + _leb(1)])
     exports = _vec([_name("memory") + b"\x02" + _leb(0), _name("_start") + b"\x00" + _leb(1)])
-    code = (b"\x41" + _leb(1) + b"\x41" + _leb(0) + b"\x41" + _leb(1) + b"\x41" + _leb(nwritten)
-            + b"\x10" + _leb(0) + b"\x1a" + b"\x0b")  # i32.const x4; call 0; drop; end
+    code = (
+        b"\x41"
+        + _leb(1)
+        + b"\x41"
+        + _leb(0)
+        + b"\x41"
+        + _leb(1)
+        + b"\x41"
+        + _leb(nwritten)
+        + b"\x10"
+        + _leb(0)
+        + b"\x1a"
+        + b"\x0b"
+    )  # i32.const x4; call 0; drop; end
     body = _vec([]) + code
     codes = _vec([_leb(len(body)) + body])
     iovec = (8).to_bytes(4, "little") + len(message).to_bytes(4, "little")
-    data = _vec([b"\x00" + b"\x41" + _leb(0) + b"\x0b" + _vec([bytes([b]) for b in
-                                                               iovec + message])])
-    return (b"\x00asm\x01\x00\x00\x00" + _section(1, types) + _section(2, imports)
-            + _section(3, funcs) + _section(5, memory) + _section(7, exports)
-            + _section(10, codes) + _section(11, data))
+    data = _vec(
+        [b"\x00" + b"\x41" + _leb(0) + b"\x0b" + _vec([bytes([b]) for b in iovec + message])]
+    )
+    return (
+        b"\x00asm\x01\x00\x00\x00"
+        + _section(1, types)
+        + _section(2, imports)
+        + _section(3, funcs)
+        + _section(5, memory)
+        + _section(7, exports)
+        + _section(10, codes)
+        + _section(11, data)
+    )
 
 
 def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
@@ -71,37 +95,72 @@ def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-def oci_image_tar(files: dict[str, tuple[bytes, int]], entrypoint: str, arch: Arch,
-                  ref: str) -> bytes:
+def oci_image_tar(
+    files: dict[str, tuple[bytes, int]], entrypoint: str, arch: Arch, ref: str
+) -> bytes:
     """An OCI image layout tarball (for `ctr image import`) named `ref`, for `arch`: one layer
     holding `files`, run as `entrypoint`."""
     layer = _tar(files)
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = json.dumps({
-        "architecture": arch.goarch, "os": "linux",
-        "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": arch.goarch,
+            "os": "linux",
+            "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        },
+        sort_keys=True,
+    ).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": len(layer)}],
-    }, sort_keys=True).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
     manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": manifest_digest, "size": len(manifest),
-                       "annotations": {"io.containerd.image.name": ref,
-                                       "org.opencontainers.image.ref.name": ref}}],
-    }, sort_keys=True).encode()
-    blobs = {f"blobs/sha256/{d.split(':')[1]}": (b, 0o644) for d, b in
-             ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest))}
-    return _tar({"oci-layout": (b'{"imageLayoutVersion": "1.0.0"}', 0o644),
-                 "index.json": (index, 0o644), **blobs})
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": ref,
+                        "org.opencontainers.image.ref.name": ref,
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    blobs = {
+        f"blobs/sha256/{d.split(':')[1]}": (b, 0o644)
+        for d, b in ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest))
+    }
+    return _tar(
+        {
+            "oci-layout": (b'{"imageLayoutVersion": "1.0.0"}', 0o644),
+            "index.json": (index, 0o644),
+            **blobs,
+        }
+    )
 
 
 def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> bytes:
@@ -113,10 +172,22 @@ def hello_oci_tar(wasm: bytes, arch: Arch = Arch.X86_64, ref: str = OCI_REF) -> 
 # SIGKILL). x86-64: `mov eax, 34 (pause); syscall; jmp back`. aarch64 has no pause(2):
 # `x0..x3 = 0; x8 = 73 (ppoll, no fds, no timeout); svc 0; b back`.
 _PAUSE_CODE = {
-    Arch.X86_64: (62, bytes.fromhex("b822000000" "0f05" "ebf7")),
-    Arch.ARM64: (183, b"".join(i.to_bytes(4, "little") for i in (
-        0xD2800000, 0xD2800001, 0xD2800002, 0xD2800003, 0xD2800928, 0xD4000001,
-        0x17FFFFFA))),
+    Arch.X86_64: (62, bytes.fromhex("b8220000000f05ebf7")),
+    Arch.ARM64: (
+        183,
+        b"".join(
+            i.to_bytes(4, "little")
+            for i in (
+                0xD2800000,
+                0xD2800001,
+                0xD2800002,
+                0xD2800003,
+                0xD2800928,
+                0xD4000001,
+                0x17FFFFFA,
+            )
+        ),
+    ),
 }
 PAUSE_REF = "registry.k8s.io/pause:3.10"  # containerd 2.1's default sandbox image
 
@@ -128,8 +199,9 @@ def pause_elf(arch: Arch) -> bytes:
     base, headers = 0x400000, 64 + 56
     size = headers + len(code)
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little-endian, SysV
-    elf = ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, base + headers, 64, 0, 0, 64,
-                              56, 1, 0, 0, 0)
+    elf = ident + struct.pack(
+        "<HHIQQQIHHHHHH", 2, machine, 1, base + headers, 64, 0, 0, 64, 56, 1, 0, 0, 0
+    )
     phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # PT_LOAD, R+X
     return elf + phdr + code
 

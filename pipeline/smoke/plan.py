@@ -57,9 +57,13 @@ def cri_steps(recipe: Recipe, expect: str) -> list[Step]:
     runtime = recipe.containerd
     if runtime is None:
         return []
-    steps = [Step(f"sh {GUEST_CRI} up"),
-             Step(f"sh {GUEST_CRI} handler {runtime.handler} {runtime.runtime_type}",
-                  expect=f"handler {runtime.handler} registered")]
+    steps = [
+        Step(f"sh {GUEST_CRI} up"),
+        Step(
+            f"sh {GUEST_CRI} handler {runtime.handler} {runtime.runtime_type}",
+            expect=f"handler {runtime.handler} registered",
+        ),
+    ]
     if runtime.pods:
         steps.append(Step(f"sh {GUEST_CRI} pod {runtime.handler} {OCI_REF}", expect=expect))
     return steps
@@ -77,8 +81,13 @@ def _steps(recipe: Recipe, image: ImageName, expect: str) -> list[Step]:
     return steps + cri_steps(recipe, expect)
 
 
-def plan(images_dir: Path, recipes_dir: Path, expect: str, only: Path | None = None,
-         arch: Arch | None = None) -> list[ImageReport]:
+def plan(
+    images_dir: Path,
+    recipes_dir: Path,
+    expect: str,
+    only: Path | None = None,
+    arch: Arch | None = None,
+) -> list[ImageReport]:
     """One report per `*.raw` in `images_dir` (or just `only`; with `arch`, just that arch's),
     with the steps to run. Images whose name, metadata or recipe is unusable fail here, before
     any boot."""
@@ -115,8 +124,10 @@ def plan(images_dir: Path, recipes_dir: Path, expect: str, only: Path | None = N
     names = [(r.name, r.arch) for r in reports if r.name]
     for report in reports:
         if report.name and names.count((report.name, report.arch)) > 1 and not report.reason:
-            report.reason = f"{report.image}: another {report.arch} image in {images_dir} is " \
-                            f"also named {report.name!r}; one VM can merge only one of them"
+            report.reason = (
+                f"{report.image}: another {report.arch} image in {images_dir} is "
+                f"also named {report.name!r}; one VM can merge only one of them"
+            )
     return reports
 
 

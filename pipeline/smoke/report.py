@@ -34,8 +34,14 @@ class SmokeReport:
 
 
 # Lines of systemd-sysext's debug log that say why it refused an image, most telling first.
-REFUSAL_LINES = ("is for architecture", "is for OS", "carries no extension-release",
-                 "does not match image policy", "signature", "Failed to read metadata for image")
+REFUSAL_LINES = (
+    "is for architecture",
+    "is for OS",
+    "carries no extension-release",
+    "does not match image policy",
+    "signature",
+    "Failed to read metadata for image",
+)
 
 
 def refusal_reason(log: str, name: str) -> str:
@@ -47,8 +53,10 @@ def refusal_reason(log: str, name: str) -> str:
             continue
         if needle == "Failed to read metadata for image":
             # systemd's words when the image lacks an extension-release file for its name.
-            return (f": no usr/lib/extension-release.d/extension-release.{name} in the image "
-                    f"(systemd: {line})")
+            return (
+                f": no usr/lib/extension-release.d/extension-release.{name} in the image "
+                f"(systemd: {line})"
+            )
         return f": {line}"
     return ": " + " | ".join(lines[-6:]) if lines else ""
 
@@ -61,15 +69,17 @@ def apply_frames(reports: list[ImageReport], frames: list[dict[str, object]]) ->
         event = frame.get("event")
         report = by_name.get(str(frame.get("image", "")))
         if event == "merge":
-            merge_output += f"[{frame.get('phase')}: exit {frame.get('exit')}]\n" \
-                            f"{frame.get('output', '')}"
+            merge_output += (
+                f"[{frame.get('phase')}: exit {frame.get('exit')}]\n{frame.get('output', '')}"
+            )
         elif event == "status":
             status = str(frame.get("output", ""))
         elif event == "image" and report is not None:
             report.merged = frame.get("merged") is True
             if not report.merged:
                 report.reason = "not merged by systemd-sysext" + refusal_reason(
-                    str(frame.get("reason", "")), report.name)
+                    str(frame.get("reason", "")), report.name
+                )
         elif event == "step" and report is not None:
             index = frame.get("index")
             if not isinstance(index, int) or not 0 <= index < len(report.steps):
@@ -82,7 +92,7 @@ def apply_frames(reports: list[ImageReport], frames: list[dict[str, object]]) ->
             step.output = str(frame.get("output", ""))
             if step.exit != 0:
                 step.status = Outcome.FAILED
-                step.reason = ("timed out" if step.exit in (124, 137) else f"exit {step.exit}")
+                step.reason = "timed out" if step.exit in (124, 137) else f"exit {step.exit}"
                 last = [ln for ln in step.output.splitlines() if ln.strip()]
                 if last:
                     step.reason += f": {_clip(last[-1].strip())}"
@@ -99,14 +109,16 @@ def finish(reports: list[ImageReport], result: BootResult) -> None:
     for report in reports:
         for step in report.steps:
             if step.status == Outcome.NOT_RUN and report.merged and not step.reason:
-                step.reason = ("VM killed at the timeout" if result.timed_out else
-                               "no result from the guest") + f" ({result.stopped_at})"
+                step.reason = (
+                    "VM killed at the timeout" if result.timed_out else "no result from the guest"
+                ) + f" ({result.stopped_at})"
         if report.reason:
             report.status = Outcome.FAILED
         elif not report.merged:
             report.status = Outcome.FAILED
             report.reason = "no merge result from the guest" + (
-                "" if done else f" ({result.stopped_at or 'VM stopped'})")
+                "" if done else f" ({result.stopped_at or 'VM stopped'})"
+            )
         else:
             failed = [s for s in report.steps if s.status != Outcome.PASSED]
             report.status = Outcome.FAILED if failed else Outcome.PASSED
@@ -121,18 +133,24 @@ def _excerpt(text: str, limit: int = 60) -> str:
 
 
 def render(report: SmokeReport) -> str:
-    out = [f"smoke test on {report.os} {b.arch} ({b.accel}, {b.seconds:.1f}s)"
-           + (f": TIMED OUT {b.stopped_at}" if b.timed_out else "") for b in report.boots]
+    out = [
+        f"smoke test on {report.os} {b.arch} ({b.accel}, {b.seconds:.1f}s)"
+        + (f": TIMED OUT {b.stopped_at}" if b.timed_out else "")
+        for b in report.boots
+    ]
     for r in report.images:
-        out.append(f"{'PASS' if r.status == 'passed' else 'FAIL'}  {r.image}  "
-                   f"merged: {'yes' if r.merged else 'no'}"
-                   + (f"  ({r.reason})" if r.reason else ""))
+        out.append(
+            f"{'PASS' if r.status == 'passed' else 'FAIL'}  {r.image}  "
+            f"merged: {'yes' if r.merged else 'no'}" + (f"  ({r.reason})" if r.reason else "")
+        )
         for s in r.steps:
             took = f"{s.seconds:.1f}s" if s.seconds is not None else "-"
             code = "-" if s.exit is None else str(s.exit)
             detail = s.reason if s.status != "passed" else _excerpt(s.output)
-            out.append(f"      {s.status:<7} exit {code:<3} {took:>7}  {s.command}"
-                       + (f"  → {detail}" if detail else ""))
+            out.append(
+                f"      {s.status:<7} exit {code:<3} {took:>7}  {s.command}"
+                + (f"  → {detail}" if detail else "")
+            )
     passed = sum(r.status == "passed" for r in report.images)
     out.append(f"{passed}/{len(report.images)} images passed")
     return "\n".join(out) + "\n"
@@ -140,4 +158,4 @@ def render(report: SmokeReport) -> str:
 
 def _clip(line: str, limit: int = 240) -> str:
     """A long last line kept to `limit`: its start and its end, where tools put the cause."""
-    return line if len(line) <= limit else f"{line[:80]} … {line[-(limit - 83):]}"
+    return line if len(line) <= limit else f"{line[:80]} … {line[-(limit - 83) :]}"

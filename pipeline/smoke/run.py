@@ -65,9 +65,17 @@ def guest_program() -> str:
     return importlib.resources.files("pipeline.smoke").joinpath("guest.sh").read_text("utf-8")
 
 
-def run(images_dir: Path, target: Target, recipes_dir: Path, timeout: float, hello: bytes,
-        expect: str, only: Path | None = None, arch: Arch | None = None,
-        vm: VMImage | None = None) -> SmokeReport:
+def run(
+    images_dir: Path,
+    target: Target,
+    recipes_dir: Path,
+    timeout: float,
+    hello: bytes,
+    expect: str,
+    only: Path | None = None,
+    arch: Arch | None = None,
+    vm: VMImage | None = None,
+) -> SmokeReport:
     """Plan, boot one VM per arch (only `arch` when given) with that arch's images, and report.
     `vm` None: make the VMs `target` names; else boot `vm` for its arch."""
     reports = plan(images_dir, recipes_dir, expect, only, arch)
@@ -85,8 +93,15 @@ def run(images_dir: Path, target: Target, recipes_dir: Path, timeout: float, hel
     return SmokeReport(str(target.os), passed, reports, boots)
 
 
-def _boot_arch(images_dir: Path, target: Target, reports: list[ImageReport], arch: Arch,
-               timeout: float, hello: bytes, vm: VMImage | None) -> Boot:
+def _boot_arch(
+    images_dir: Path,
+    target: Target,
+    reports: list[ImageReport],
+    arch: Arch,
+    timeout: float,
+    hello: bytes,
+    vm: VMImage | None,
+) -> Boot:
     """One boot with the images of `reports` (all of `arch`); fills in their results."""
     bootable = [r for r in reports if not r.reason]
     with tempfile.TemporaryDirectory(prefix="wsx-smoke-") as tmp:
@@ -105,28 +120,42 @@ def _boot_arch(images_dir: Path, target: Target, reports: list[ImageReport], arc
 
         def on_frame(frame: dict[str, object]) -> None:
             if frame.get("event") == "image":
-                _log.info(f"{frame.get('image')}: merged "
-                          f"{'yes' if frame.get('merged') else 'no'}")
+                _log.info(f"{frame.get('image')}: merged {'yes' if frame.get('merged') else 'no'}")
             elif frame.get("event") == "step":
-                _log.info(f"{frame.get('image')} step {frame.get('index')}: "
-                          f"exit {frame.get('exit')} in {frame.get('ms')} ms")
+                _log.info(
+                    f"{frame.get('image')} step {frame.get('index')}: "
+                    f"exit {frame.get('exit')} in {frame.get('ms')} ms"
+                )
 
         result = boot(vm, payload, guest_program(), timeout, on_frame=on_frame)
     merge_output, status = apply_frames(reports, result.frames)
     finish(reports, result)
-    return Boot(str(arch), result.accel, result.seconds, result.timed_out, result.stopped_at,
-                merge_output, status)
+    return Boot(
+        str(arch),
+        result.accel,
+        result.seconds,
+        result.timed_out,
+        result.stopped_at,
+        merge_output,
+        status,
+    )
 
 
 def _make_vm(target: Target, bootable: list[ImageReport], arch: Arch, work: Path) -> VMImage:
     if target.os is GuestOS.REFERENCE:
         return reference_vm(target.cache_dir, arch)
-    base = flatcar.flatcar_vm(target.cache_dir, target.channel, target.flatcar_version,
-                              target.mirror, target.flatcar_keyring, arch)
+    base = flatcar.flatcar_vm(
+        target.cache_dir,
+        target.channel,
+        target.flatcar_version,
+        target.mirror,
+        target.flatcar_keyring,
+        arch,
+    )
     config = work / "ignition.json"
-    config.write_text(json.dumps(ignition.smoke_config([(r.name, r.image) for r in bootable],
-                                                       base.arch), indent=2))
+    config.write_text(
+        json.dumps(
+            ignition.smoke_config([(r.name, r.image) for r in bootable], base.arch), indent=2
+        )
+    )
     return replace(base, config=config)
-
-
-

@@ -44,10 +44,16 @@ class _Board:
 
 
 BOARDS = {
-    Arch.X86_64: _Board("amd64-usr", (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
-                                      Path("/usr/share/OVMF/OVMF_VARS_4M.fd")), "ovmf"),
-    Arch.ARM64: _Board("arm64-usr", (Path("/usr/share/AAVMF/AAVMF_CODE.fd"),
-                                     Path("/usr/share/AAVMF/AAVMF_VARS.fd")), "qemu-efi-aarch64"),
+    Arch.X86_64: _Board(
+        "amd64-usr",
+        (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
+        "ovmf",
+    ),
+    Arch.ARM64: _Board(
+        "arm64-usr",
+        (Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/AAVMF_VARS.fd")),
+        "qemu-efi-aarch64",
+    ),
 }
 
 
@@ -56,14 +62,16 @@ def default_keyring() -> Path:
     return keys_dir() / KEYRING_FILE
 
 
-def release_url(channel: Channel | str, version: str, name: str = "",
-                arch: Arch = Arch.X86_64) -> str:
+def release_url(
+    channel: Channel | str, version: str, name: str = "", arch: Arch = Arch.X86_64
+) -> str:
     channel = parse_enum(Channel, channel, "--channel")
     return f"https://{channel}.release.flatcar-linux.net/{BOARDS[arch].directory}/{version}/{name}"
 
 
-def resolve_version(channel: Channel | str, version: str, mirror: str | None,
-                    arch: Arch = Arch.X86_64) -> str:
+def resolve_version(
+    channel: Channel | str, version: str, mirror: str | None, arch: Arch = Arch.X86_64
+) -> str:
     """`current` -> the channel's current release number (from its version.txt)."""
     if version != "current":
         if not VERSION_RE.match(version):
@@ -91,13 +99,26 @@ def verify_digests(signed: Path, keyring: Path, fingerprint: str = FINGERPRINT) 
         if home.run(["--import", str(keyring)]).returncode != 0:
             raise PipelineError(f"{keyring}: not an OpenPGP public key file")
         out = home.path / "signed.txt"
-        proc = home.run(["--no-auto-key-retrieve", "--status-fd", "1", "--output", str(out),
-                         "--decrypt", str(signed)])
-        valid = [line.split() for line in proc.stdout.decode(errors="replace").splitlines()
-                 if line.startswith("[GNUPG:] VALIDSIG ")]
+        proc = home.run(
+            [
+                "--no-auto-key-retrieve",
+                "--status-fd",
+                "1",
+                "--output",
+                str(out),
+                "--decrypt",
+                str(signed),
+            ]
+        )
+        valid = [
+            line.split()
+            for line in proc.stdout.decode(errors="replace").splitlines()
+            if line.startswith("[GNUPG:] VALIDSIG ")
+        ]
         if proc.returncode != 0 or not valid:
-            lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines()
-                     if ln.strip()] or ["no signature"]
+            lines = [
+                ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()
+            ] or ["no signature"]
             raise PipelineError(f"{signed}: bad or missing signature ({lines[-1].strip()})")
         primary = valid[0][-1].upper()
         if primary != fingerprint.upper():
@@ -113,8 +134,12 @@ def parse_digests(text: str, filename: str) -> str:
             section = line.strip("# ").upper()
             continue
         parts = line.split()
-        if section.startswith("SHA512") and len(parts) == 2 and parts[1] == filename \
-                and re.fullmatch(r"[0-9a-fA-F]{128}", parts[0]):
+        if (
+            section.startswith("SHA512")
+            and len(parts) == 2
+            and parts[1] == filename
+            and re.fullmatch(r"[0-9a-fA-F]{128}", parts[0])
+        ):
             return parts[0].lower()
     raise PipelineError(f"{filename}.DIGESTS: no SHA512 entry for {filename}")
 
@@ -130,9 +155,15 @@ def _download(fetcher: Fetcher, url: str, target: Path) -> None:
     os.replace(fetcher.fetch(url, None), target)
 
 
-def verified_image(cache_dir: Path, channel: Channel | str, version: str, mirror: str | None,
-                   keyring: Path, fingerprint: str = FINGERPRINT,
-                   arch: Arch = Arch.X86_64) -> Path:
+def verified_image(
+    cache_dir: Path,
+    channel: Channel | str,
+    version: str,
+    mirror: str | None,
+    keyring: Path,
+    fingerprint: str = FINGERPRINT,
+    arch: Arch = Arch.X86_64,
+) -> Path:
     """The channel's `arch` QEMU image of `version` in the cache, verified before use."""
     version = resolve_version(channel, version, mirror, arch)
     fetcher = Fetcher(cache_dir=cache_dir, mirror=mirror)
@@ -155,23 +186,38 @@ def verified_image(cache_dir: Path, channel: Channel | str, version: str, mirror
         actual = sha512_file(fresh)
         if actual != expected:
             fresh.unlink()
-            raise PipelineError(f"{redact(url)}: SHA512 {actual[:16]}… does not match the "
-                                f"signed DIGESTS ({expected[:16]}…)")
+            raise PipelineError(
+                f"{redact(url)}: SHA512 {actual[:16]}… does not match the "
+                f"signed DIGESTS ({expected[:16]}…)"
+            )
         fresh.replace(image)
         _log.info(f"Flatcar {channel} {arch} {version}: signature and SHA512 verified")
         return image
 
 
-def flatcar_vm(cache_dir: Path, channel: Channel = Channel.STABLE, version: str = "current",
-               mirror: str | None = None, keyring: Path | None = None,
-               arch: Arch = Arch.X86_64) -> VMImage:
+def flatcar_vm(
+    cache_dir: Path,
+    channel: Channel = Channel.STABLE,
+    version: str = "current",
+    mirror: str | None = None,
+    keyring: Path | None = None,
+    arch: Arch = Arch.X86_64,
+) -> VMImage:
     """A UEFI-booted Flatcar VM (Debian's UEFI firmware); set `config` to an Ignition file."""
     board = BOARDS[arch]
     for firmware in board.firmware:
         if not firmware.is_file():
-            raise PipelineError(f"{firmware}: UEFI firmware not found (install the Debian "
-                                f"package {board.package})")
-    image = verified_image(cache_dir, channel, version, mirror, keyring or default_keyring(),
-                           arch=arch)
-    return VMImage(kind="flatcar", arch=arch, disk=image, disk_format="qcow2",
-                   firmware=board.firmware, memory_mb=2048)
+            raise PipelineError(
+                f"{firmware}: UEFI firmware not found (install the Debian package {board.package})"
+            )
+    image = verified_image(
+        cache_dir, channel, version, mirror, keyring or default_keyring(), arch=arch
+    )
+    return VMImage(
+        kind="flatcar",
+        arch=arch,
+        disk=image,
+        disk_format="qcow2",
+        firmware=board.firmware,
+        memory_mb=2048,
+    )

@@ -76,16 +76,31 @@ class _Machine:
 
 
 MACHINES = {
-    Arch.X86_64: _Machine("qemu-system-x86_64", ("-machine", "q35", "-serial", "@CONSOLE@",
-                                                 "-serial", "@FRAMES@"),
-                          "ttyS0", "/dev/ttyS1",
-                          ("serial-getty@ttyS0.service", "serial-getty@ttyS1.service")),
-    Arch.ARM64: _Machine("qemu-system-aarch64", ("-machine", "virt", "-serial", "@CONSOLE@",
-                                                 "-device", "virtio-serial-pci",
-                                                 "-chardev", "@FRAMES@",
-                                                 "-device", "virtconsole,chardev=frames"),
-                         "ttyAMA0", "/dev/hvc0",
-                         ("serial-getty@ttyAMA0.service", "serial-getty@hvc0.service")),
+    Arch.X86_64: _Machine(
+        "qemu-system-x86_64",
+        ("-machine", "q35", "-serial", "@CONSOLE@", "-serial", "@FRAMES@"),
+        "ttyS0",
+        "/dev/ttyS1",
+        ("serial-getty@ttyS0.service", "serial-getty@ttyS1.service"),
+    ),
+    Arch.ARM64: _Machine(
+        "qemu-system-aarch64",
+        (
+            "-machine",
+            "virt",
+            "-serial",
+            "@CONSOLE@",
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            "@FRAMES@",
+            "-device",
+            "virtconsole,chardev=frames",
+        ),
+        "ttyAMA0",
+        "/dev/hvc0",
+        ("serial-getty@ttyAMA0.service", "serial-getty@hvc0.service"),
+    ),
 }
 
 
@@ -149,15 +164,37 @@ def accelerator(arch: Arch = Arch.X86_64) -> tuple[str, str]:
         bios = Path(tmp) / "probe.bin"
         bios.write_bytes(_probe_bios())
         try:
-            proc = run.run([MACHINES[arch].qemu, "-accel", "kvm", "-machine", "pc", "-cpu",
-                            "host", "-m", "16", "-display", "none", "-nodefaults", "-no-reboot",
-                            "-monitor", "none", "-bios", str(bios), "-device",
-                            "isa-debug-exit,iobase=0xf4,iosize=0x01"], timeout=20, check=False)
+            proc = run.run(
+                [
+                    MACHINES[arch].qemu,
+                    "-accel",
+                    "kvm",
+                    "-machine",
+                    "pc",
+                    "-cpu",
+                    "host",
+                    "-m",
+                    "16",
+                    "-display",
+                    "none",
+                    "-nodefaults",
+                    "-no-reboot",
+                    "-monitor",
+                    "none",
+                    "-bios",
+                    str(bios),
+                    "-device",
+                    "isa-debug-exit,iobase=0xf4,iosize=0x01",
+                ],
+                timeout=20,
+                check=False,
+            )
         except PipelineError:
             return "tcg", "a KVM probe guest did not finish within 20 s"
     if proc.returncode != _PROBE_EXIT:
-        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines()
-                 if "warning" not in ln] or ["no output"]
+        lines = [
+            ln for ln in proc.stderr.decode(errors="replace").splitlines() if "warning" not in ln
+        ] or ["no output"]
         return "tcg", f"QEMU with KVM failed a probe guest (exit {proc.returncode}: {lines[-1]})"
     return "kvm", "KVM runs a probe guest"
 
@@ -179,8 +216,22 @@ def _tree_size(root: Path) -> int:
 def mkfs_ext4(source: Path, image: Path, label: str, headroom: int) -> None:
     """An ext4 image holding a copy of `source` (mkfs.ext4 -d), sized to fit with `headroom`."""
     size = (_tree_size(source) * 5 // 4 + headroom) // (1 << 20) + 1
-    run.run(["mkfs.ext4", "-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d", str(source),
-             str(image), f"{size}M"], what=f"mkfs.ext4 -d {source} {image}")
+    run.run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            label,
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            str(source),
+            str(image),
+            f"{size}M",
+        ],
+        what=f"mkfs.ext4 -d {source} {image}",
+    )
 
 
 def mkfs_version() -> str:
@@ -199,7 +250,7 @@ def parse_frames(text: str, nonce: str) -> list[dict[str, object]]:
         if start < 0:
             continue
         try:
-            frame = json.loads(line[start + len(prefix):].strip())
+            frame = json.loads(line[start + len(prefix) :].strip())
         except ValueError:
             continue
         if isinstance(frame, dict):
@@ -219,16 +270,22 @@ def _decode(frame: dict[str, object]) -> dict[str, object]:
 def describe(frame: dict[str, object] | None) -> str:
     if frame is None:
         return "before the guest script started (no frame received)"
-    return "after frame " + json.dumps({k: v for k, v in frame.items()
-                                        if not isinstance(v, str) or len(v) < 80})
+    return "after frame " + json.dumps(
+        {k: v for k, v in frame.items() if not isinstance(v, str) or len(v) < 80}
+    )
 
 
 # ---------------------------------------------------------------- boot
 
 
-def boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
-         net_forward: tuple[int, str] | None = None,
-         on_frame: Callable[[dict[str, object]], None] | None = None) -> BootResult:
+def boot(
+    vm: VMImage,
+    payload_dir: Path,
+    guest_script: str,
+    timeout: float,
+    net_forward: tuple[int, str] | None = None,
+    on_frame: Callable[[dict[str, object]], None] | None = None,
+) -> BootResult:
     """Boot `vm`, run `guest_script` with `payload_dir` on the payload disk, power off.
 
     `net_forward=(guest_port, command)` gives the guest a restricted user-mode network in
@@ -242,8 +299,11 @@ def boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
     accel, why = accelerator(vm.arch)
     if vm.arch in _KVM_FAILED:
         accel, why = "tcg", _KVM_FAILED[vm.arch]
-    _log.info(f"accelerator: {accel} ({why})" if accel == "kvm" else
-              f"accelerator: TCG, software emulation, slow ({why})")
+    _log.info(
+        f"accelerator: {accel} ({why})"
+        if accel == "kvm"
+        else f"accelerator: TCG, software emulation, slow ({why})"
+    )
     result = _boot(vm, payload_dir, guest_script, timeout, net_forward, on_frame, accel)
     if result is None:
         # KVM can pass the probe yet fail on the real guest (nested virtualization that cannot
@@ -258,10 +318,15 @@ def boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
 _KVM_FAILED: dict[Arch, str] = {}  # arches whose guests KVM failed to run in this process
 
 
-def _boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
-          net_forward: tuple[int, str] | None,
-          on_frame: Callable[[dict[str, object]], None] | None,
-          accel: str) -> BootResult | None:
+def _boot(
+    vm: VMImage,
+    payload_dir: Path,
+    guest_script: str,
+    timeout: float,
+    net_forward: tuple[int, str] | None,
+    on_frame: Callable[[dict[str, object]], None] | None,
+    accel: str,
+) -> BootResult | None:
     """One boot under `accel`; None if KVM failed to run the guest."""
     machine = MACHINES[vm.arch]
     nonce = secrets.token_hex(12)
@@ -270,24 +335,53 @@ def _boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
     try:
         payload = _payload_disk(payload_dir, guest_script, nonce, machine.frames, tmp)
         console_log, frames_log = tmp / "console.log", tmp / "frames.log"
-        frames_dev = (f"file,id=frames,path={frames_log}" if vm.arch is Arch.ARM64
-                      else f"file:{frames_log}")
-        cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else \
-            ["-accel", "tcg", "-cpu", "max"]
-        args = [machine.qemu, "-name", f"wsx-{vm.kind}", "-m", str(vm.memory_mb), "-smp", "2",
-                *cpu, "-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none",
-                *(a.replace("@CONSOLE@", f"file:{console_log}").replace("@FRAMES@", frames_dev)
-                  for a in machine.args),
-                "-object", "rng-random,filename=/dev/urandom,id=rng0",
-                "-device", "virtio-rng-pci,rng=rng0"]
+        frames_dev = (
+            f"file,id=frames,path={frames_log}" if vm.arch is Arch.ARM64 else f"file:{frames_log}"
+        )
+        cpu = (
+            ["-accel", "kvm", "-cpu", "host"]
+            if accel == "kvm"
+            else ["-accel", "tcg", "-cpu", "max"]
+        )
+        args = [
+            machine.qemu,
+            "-name",
+            f"wsx-{vm.kind}",
+            "-m",
+            str(vm.memory_mb),
+            "-smp",
+            "2",
+            *cpu,
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            *(
+                a.replace("@CONSOLE@", f"file:{console_log}").replace("@FRAMES@", frames_dev)
+                for a in machine.args
+            ),
+            "-object",
+            "rng-random,filename=/dev/urandom,id=rng0",
+            "-device",
+            "virtio-rng-pci,rng=rng0",
+        ]
         args += _boot_args(vm, tmp)
-        args += ["-drive", f"file={payload},format=raw,if=none,id=payload,readonly=on",
-                 "-device", "virtio-blk-pci,drive=payload"]
+        args += [
+            "-drive",
+            f"file={payload},format=raw,if=none,id=payload,readonly=on",
+            "-device",
+            "virtio-blk-pci,drive=payload",
+        ]
         if net_forward:
             guest_port, command = net_forward
-            args += ["-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:{guest_port}"
-                                f"-cmd:{command}",
-                     "-device", "virtio-net-pci,netdev=n0"]
+            args += [
+                "-netdev",
+                f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:{guest_port}-cmd:{command}",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ]
         else:
             args += ["-nic", "none"]
         started = time.monotonic()
@@ -312,9 +406,14 @@ def _boot(vm: VMImage, payload_dir: Path, guest_script: str, timeout: float,
             _log.info(stopped_at)
         else:
             _log.info(f"guest script finished in {seconds}s")
-        return BootResult(frames=frames, console=_read(console_log),
-                          timed_out=state is _Wait.TIMED_OUT, stopped_at=stopped_at,
-                          accel=accel, seconds=seconds)
+        return BootResult(
+            frames=frames,
+            console=_read(console_log),
+            timed_out=state is _Wait.TIMED_OUT,
+            stopped_at=stopped_at,
+            accel=accel,
+            seconds=seconds,
+        )
     finally:
         if proc is not None:
             _kill(proc)
@@ -325,8 +424,12 @@ def _boot_args(vm: VMImage, tmp: Path) -> list[str]:
     if not vm.disk.is_file():
         raise PipelineError(f"{vm.disk}: VM disk not found")
     # snapshot=on: the cached disk is never written; QEMU keeps changes in an unlinked file.
-    root = ["-drive", f"file={vm.disk},format={vm.disk_format},if=none,id=root,snapshot=on",
-            "-device", "virtio-blk-pci,drive=root,bootindex=1"]
+    root = [
+        "-drive",
+        f"file={vm.disk},format={vm.disk_format},if=none,id=root,snapshot=on",
+        "-device",
+        "virtio-blk-pci,drive=root,bootindex=1",
+    ]
     if vm.kernel is not None:
         args = ["-kernel", str(vm.kernel), "-append", vm.append]
         return args + (["-initrd", str(vm.initrd)] if vm.initrd else []) + root
@@ -337,8 +440,12 @@ def _boot_args(vm: VMImage, tmp: Path) -> list[str]:
     shutil.copyfile(vars_template, vars_copy)
     fmt = "qcow2" if code.suffix == ".qcow2" else "raw"
     vfmt = "qcow2" if vars_template.suffix == ".qcow2" else "raw"
-    args = ["-drive", f"if=pflash,unit=0,file={code},format={fmt},readonly=on",
-            "-drive", f"if=pflash,unit=1,file={vars_copy},format={vfmt}"]
+    args = [
+        "-drive",
+        f"if=pflash,unit=0,file={code},format={fmt},readonly=on",
+        "-drive",
+        f"if=pflash,unit=1,file={vars_copy},format={vfmt}",
+    ]
     if vm.arch is Arch.X86_64:
         args += ["-machine", "smm=on", "-global", "ICH9-LPC.disable_s3=1"]
     if vm.config is not None:
@@ -349,12 +456,17 @@ def _boot_args(vm: VMImage, tmp: Path) -> list[str]:
 
 
 def prelude(nonce: str, frames_device: str, script: str) -> str:
-    return (guest_file("prelude.sh").replace("@NONCE@", nonce)
-            .replace("@FRAMES@", frames_device).replace("@SCRIPT@", script.rstrip("\n")))
+    return (
+        guest_file("prelude.sh")
+        .replace("@NONCE@", nonce)
+        .replace("@FRAMES@", frames_device)
+        .replace("@SCRIPT@", script.rstrip("\n"))
+    )
 
 
-def _payload_disk(payload_dir: Path, guest_script: str, nonce: str, frames_device: str,
-                  tmp: Path) -> Path:
+def _payload_disk(
+    payload_dir: Path, guest_script: str, nonce: str, frames_device: str, tmp: Path
+) -> Path:
     staging = tmp / "payload"
     try:
         shutil.copytree(payload_dir, staging, symlinks=False, copy_function=os.link)
@@ -376,8 +488,14 @@ class _Wait(Enum):
     KVM_FAILED = "KVM failed"
 
 
-def _wait(proc: subprocess.Popen[bytes], frames_log: Path, qemu_err: Path, nonce: str,
-          deadline: float, on_frame: Callable[[dict[str, object]], None] | None) -> _Wait:
+def _wait(
+    proc: subprocess.Popen[bytes],
+    frames_log: Path,
+    qemu_err: Path,
+    nonce: str,
+    deadline: float,
+    on_frame: Callable[[dict[str, object]], None] | None,
+) -> _Wait:
     """Wait for QEMU to exit, reporting frames as they arrive."""
     seen = 0
     while True:
@@ -392,8 +510,9 @@ def _wait(proc: subprocess.Popen[bytes], frames_log: Path, qemu_err: Path, nonce
                 on_frame(frame)
             event = frame.get("event")
             if event in ("guest-start", "guest-end"):
-                _log.info(f"{event}" + (f" exit {frame.get('exit')}" if event == "guest-end"
-                                        else ""))
+                _log.info(
+                    f"{event}" + (f" exit {frame.get('exit')}" if event == "guest-end" else "")
+                )
         seen = len(frames)
         if exited:
             return _Wait.EXITED

@@ -20,8 +20,17 @@ SUITE = "trixie"
 # What Flatcar's base image has and our steps use: runc (Flatcar's containerd sysext uses the
 # base image's), libcryptsetup (verity-signed DDIs), systemd-pull and gpg (systemd-sysupdate
 # with Verify=yes). containerd itself comes as a sysext, as on Flatcar (smoke/cri.py).
-PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "initramfs-tools", "runc",
-            "libcryptsetup12", "systemd-container", "gnupg")
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "initramfs-tools",
+    "runc",
+    "libcryptsetup12",
+    "systemd-container",
+    "gnupg",
+)
 KERNELS = {Arch.X86_64: "linux-image-amd64", Arch.ARM64: "linux-image-arm64"}
 _log = log.get("vm")
 
@@ -33,14 +42,15 @@ def packages(arch: Arch) -> tuple[str, ...]:
 def write_hook(path: str, text: str, mode: str = "0644") -> str:
     """An mmdebstrap customize hook writing `text` to `path` in the root ($1)."""
     encoded = base64.b64encode(text.encode()).decode()
-    return (f'mkdir -p "$1{os.path.dirname(path)}" && echo {encoded} | base64 -d > "$1{path}"'
-            f' && chmod {mode} "$1{path}"')
+    return (
+        f'mkdir -p "$1{os.path.dirname(path)}" && echo {encoded} | base64 -d > "$1{path}"'
+        f' && chmod {mode} "$1{path}"'
+    )
 
 
 def hooks(arch: Arch) -> list[str]:
     wants = "/etc/systemd/system/multi-user.target.wants"
-    masks = [f'ln -sf /dev/null "$1/etc/systemd/system/{unit}"'
-             for unit in MACHINES[arch].gettys]
+    masks = [f'ln -sf /dev/null "$1/etc/systemd/system/{unit}"' for unit in MACHINES[arch].gettys]
     return [
         write_hook("/etc/wsx/boot.sh", guest_file("boot.sh"), "0755"),
         write_hook(f"/etc/systemd/system/{GUEST_UNIT_NAME}", guest_file(GUEST_UNIT_NAME)),
@@ -63,8 +73,14 @@ def hooks(arch: Arch) -> list[str]:
 def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
     """The `arch` reference VM: a read-only ext4 root disk plus its kernel and initrd, built
     once per input hash under `cache_dir/vm/` (the root itself under `cache_dir/roots/`)."""
-    root = debroot.debian_root(cache_dir, SUITE, packages(arch), variant="minbase",
-                               hooks=hooks(arch), arch=arch.facts.debian)
+    root = debroot.debian_root(
+        cache_dir,
+        SUITE,
+        packages(arch),
+        variant="minbase",
+        hooks=hooks(arch),
+        arch=arch.facts.debian,
+    )
     key = hashlib.sha256(f"{root.name}\n{mkfs_version()}".encode()).hexdigest()[:24]
     base = cache_dir / "vm"
     final = base / f"reference-{arch}-{key}"
@@ -80,8 +96,9 @@ def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
             for name in ("vmlinuz", "initrd.img"):
                 source = root / name
                 if not source.exists():
-                    raise PipelineError(f"{source}: missing in the reference root (is "
-                                        f"{KERNELS[arch]} installed?)")
+                    raise PipelineError(
+                        f"{source}: missing in the reference root (is {KERNELS[arch]} installed?)"
+                    )
                 shutil.copyfile(source, made / name)
             mkfs_ext4(root, made / "disk.img", "wsxroot", headroom=256 << 20)
             with locked(base):
@@ -89,6 +106,12 @@ def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
                     shutil.rmtree(final, ignore_errors=True)
                     made.rename(final)
     console = MACHINES[arch].console
-    return VMImage(kind="reference", arch=arch, disk=final / "disk.img", disk_format="raw",
-                   kernel=final / "vmlinuz", initrd=final / "initrd.img",
-                   append=f"console={console} root=/dev/vda ro panic=-1 loglevel=4")
+    return VMImage(
+        kind="reference",
+        arch=arch,
+        disk=final / "disk.img",
+        disk_format="raw",
+        kernel=final / "vmlinuz",
+        initrd=final / "initrd.img",
+        append=f"console={console} root=/dev/vda ro panic=-1 loglevel=4",
+    )

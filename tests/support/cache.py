@@ -8,8 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-CACHE = Path(os.environ.get("WASM_SYSEXTS_TEST_CACHE",
-                            Path.home() / ".cache" / "wasm-sysexts-tests"))
+CACHE = Path(
+    os.environ.get("WASM_SYSEXTS_TEST_CACHE", Path.home() / ".cache" / "wasm-sysexts-tests")
+)
 # The pipeline cache every VM and signing test shares: Debian roots (the reference VM's,
 # systemd-repart's) and the reference VM disk are built once, then reused across runs.
 VM_CACHE = CACHE / "vm-cache"

@@ -8,13 +8,19 @@ import sys
 from pathlib import Path
 
 
-def run_cli(*args: str | Path, env: dict[str, str] | None = None,
-            check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m pipeline ARGS` as a user would, capturing stdout and stderr."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\n"
-                             f"stderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc

@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 def run(body: Callable[[], Awaitable[T]], log: Path | None = None) -> T:
     """`body()` inside one engine session (a `dagger call`); progress goes to `log`."""
+
     async def main() -> T:
         with open(log or os.devnull, "w") as out:
             async with dagger.connection(dagger.Config(log_output=out, timeout=None)):
@@ -46,14 +47,14 @@ def annotated_source(root: Path = ROOT) -> dagger.Directory:
     return source
 
 
-def default_argument(owner: object, name: str,
-                     root: Path = ROOT) -> dagger.Directory | dagger.File:
+def default_argument(owner: object, name: str, root: Path = ROOT) -> dagger.Directory | dagger.File:
     """What the engine passes for argument `name` of `owner` (the class for constructor
     fields, else the function) when the caller omits it: its `DefaultPath` in the repository
     at `root`, less its `Ignore` patterns."""
     hint = typing.get_type_hints(owner, include_extras=True)[name]
-    path = root / next(m for m in hint.__metadata__ if isinstance(m, DefaultPath)
-                       ).from_context.lstrip("/")
+    path = root / next(
+        m for m in hint.__metadata__ if isinstance(m, DefaultPath)
+    ).from_context.lstrip("/")
     if typing.get_args(hint)[0] is dagger.File:
         return dag.host().file(str(path))
     ignore = [p for m in hint.__metadata__ if isinstance(m, Ignore) for p in m.patterns]
@@ -66,11 +67,15 @@ def host_mirror(mirror: Mirror) -> dagger.Service:
     return dag.host().service([dagger.PortForward(backend=port, frontend=MIRROR_PORT)])
 
 
-def module_instance(mirror: Mirror | None = None, registry: dagger.Service | None = None,
-                    root: Path = ROOT) -> module.WasmSysexts:
-    return module.WasmSysexts(source=annotated_source(root), base_image=BASE_IMAGE,
-                              mirror_service=host_mirror(mirror) if mirror else None,
-                              registry_service=registry)
+def module_instance(
+    mirror: Mirror | None = None, registry: dagger.Service | None = None, root: Path = ROOT
+) -> module.WasmSysexts:
+    return module.WasmSysexts(
+        source=annotated_source(root),
+        base_image=BASE_IMAGE,
+        mirror_service=host_mirror(mirror) if mirror else None,
+        registry_service=registry,
+    )
 
 
 def host_dir(path: Path) -> dagger.Directory:
@@ -80,5 +85,7 @@ def host_dir(path: Path) -> dagger.Directory:
 def started(directory: Path) -> dict[str, str]:
     """image file -> when its build ran (`started_on` of its metadata): a build answered from
     the engine's cache keeps the time of the run that executed it."""
-    return {p.name.removesuffix(".json"): json.loads(p.read_text())["started_on"]
-            for p in sorted(directory.glob("*.raw.json"))}
+    return {
+        p.name.removesuffix(".json"): json.loads(p.read_text())["started_on"]
+        for p in sorted(directory.glob("*.raw.json"))
+    }

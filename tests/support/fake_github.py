@@ -36,20 +36,40 @@ class FakeGitHub:
         self.server.shutdown()
         self.server.server_close()
 
-    def release(self, repo: str, tag: str, assets: list[str], draft: bool = False,
-                prerelease: bool = False, digests: dict[str, str] | None = None) -> None:
+    def release(
+        self,
+        repo: str,
+        tag: str,
+        assets: list[str],
+        draft: bool = False,
+        prerelease: bool = False,
+        digests: dict[str, str] | None = None,
+    ) -> None:
         """Publish release `tag` of `repo` ("owner/name") with asset files `assets`, and the
         sha256 `digests` GitHub records for some of them; the last one added is listed first."""
         number = sum(len(r) for r in self.repos.values()) + 1
-        self.repos.setdefault(repo, []).insert(0, {
-            "id": number, "tag_name": tag, "name": tag, "draft": draft, "prerelease": prerelease,
-            "html_url": f"https://github.com/{repo}/releases/tag/{quote(tag, safe='')}",
-            "assets": [{"id": number * 1000 + i, "name": name, "size": 1,
+        self.repos.setdefault(repo, []).insert(
+            0,
+            {
+                "id": number,
+                "tag_name": tag,
+                "name": tag,
+                "draft": draft,
+                "prerelease": prerelease,
+                "html_url": f"https://github.com/{repo}/releases/tag/{quote(tag, safe='')}",
+                "assets": [
+                    {
+                        "id": number * 1000 + i,
+                        "name": name,
+                        "size": 1,
                         "digest": f"sha256:{digests[name]}" if name in (digests or {}) else None,
                         "browser_download_url": f"https://github.com/{repo}/releases/download/"
-                                                f"{quote(tag, safe='')}/{name}"}
-                       for i, name in enumerate(assets)],
-        })
+                        f"{quote(tag, safe='')}/{name}",
+                    }
+                    for i, name in enumerate(assets)
+                ],
+            },
+        )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -69,10 +89,15 @@ class FakeGitHub:
                     return self.answer(404, {"message": "Not Found"})
                 repo = f"{segments[1]}/{segments[2]}"
                 if repo in fake.rate_limited:
-                    return self.answer(403, {
-                        "message": f"API rate limit exceeded (request had {auth})"},
-                        {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0",
-                         "X-RateLimit-Reset": "1900000000"})
+                    return self.answer(
+                        403,
+                        {"message": f"API rate limit exceeded (request had {auth})"},
+                        {
+                            "X-RateLimit-Limit": "60",
+                            "X-RateLimit-Remaining": "0",
+                            "X-RateLimit-Reset": "1900000000",
+                        },
+                    )
                 if repo in fake.bad_json:
                     return self.answer(200, b"<html>not the API</html>")
                 if repo not in fake.repos:
@@ -83,13 +108,16 @@ class FakeGitHub:
                 releases = fake.repos[repo]
                 headers = {}
                 if page * size < len(releases):
-                    headers["Link"] = (f'<{fake.url}{parts.path}?per_page={size}&page={page + 1}>;'
-                                       f' rel="next", <{fake.url}{parts.path}?per_page={size}'
-                                       f'&page={-(-len(releases) // size)}>; rel="last"')
-                self.answer(200, releases[(page - 1) * size:page * size], headers)
+                    headers["Link"] = (
+                        f"<{fake.url}{parts.path}?per_page={size}&page={page + 1}>;"
+                        f' rel="next", <{fake.url}{parts.path}?per_page={size}'
+                        f'&page={-(-len(releases) // size)}>; rel="last"'
+                    )
+                self.answer(200, releases[(page - 1) * size : page * size], headers)
 
-            def answer(self, status: int, body: object, headers: dict[str, str] | None = None
-                       ) -> None:
+            def answer(
+                self, status: int, body: object, headers: dict[str, str] | None = None
+            ) -> None:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")

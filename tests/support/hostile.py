@@ -22,8 +22,9 @@ def tar_with(*infos: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "",
-           data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+def member(
+    name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "", data: bytes = b"x"
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.linkname = kind, mode, link
     info.size = len(data) if kind == tarfile.REGTYPE else 0
@@ -37,11 +38,25 @@ def assert_nothing_left(out: Path) -> None:
     assert left == [], left
 
 
-def build_fails(mirror: Mirror, recipes: Path, name: str, tmp_path: Path,
-                *extra: str, version: str = "1.0") -> str:
+def build_fails(
+    mirror: Mirror, recipes: Path, name: str, tmp_path: Path, *extra: str, version: str = "1.0"
+) -> str:
     out = tmp_path / "out"
-    proc = run_cli("build", name, "--recipes", recipes, "--mirror", mirror.url, "--cache",
-                   tmp_path / "cache", "--out", out, "--arch", "x86-64", *extra)
+    proc = run_cli(
+        "build",
+        name,
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        *extra,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert_nothing_left(out)
     errors = [line for line in proc.stderr.splitlines() if "] FAILED: " in line]

@@ -83,7 +83,7 @@ class Mirror:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     for start in range(0, len(data), 65536):
-                        chunk = data[start:start + 65536]
+                        chunk = data[start : start + 65536]
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.write(b"0\r\n\r\n")
                     return
@@ -94,7 +94,7 @@ class Mirror:
                 self.end_headers()
                 if mode == "__drip":
                     for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                         time.sleep(drip)
                     return

@@ -38,8 +38,10 @@ def compile_hello(out: Path) -> Path:
     assert clang, "clang is needed (Debian: clang wasi-libc lld libclang-rt-14-dev-wasm32)"
     src = out.with_suffix(".c")
     src.write_text(HELLO_C)
-    subprocess.run([clang, "--target=wasm32-wasi", "--sysroot=/usr", "-O2", str(src), "-o",
-                    str(out)], check=True)
+    subprocess.run(
+        [clang, "--target=wasm32-wasi", "--sysroot=/usr", "-O2", str(src), "-o", str(out)],
+        check=True,
+    )
     return out
 
 
@@ -65,11 +67,13 @@ def tar_bytes(members: dict[str, bytes | tuple[bytes, int]], compression: str = 
 def wasmtime_tarball(version: str = WASMTIME_VERSION, uarch: str = "x86_64") -> bytes:
     """wasmtime-v{V}-{uarch}-linux.tar.xz in the upstream layout, holding the real binary."""
     top = f"wasmtime-v{version}-{uarch}-linux"
-    return tar_bytes({
-        f"{top}/wasmtime": (wasmtime_binary().read_bytes(), 0o755),
-        f"{top}/LICENSE": b"Apache-2.0 WITH LLVM-exception\n",
-        f"{top}/README.md": b"wasmtime\n",
-    })
+    return tar_bytes(
+        {
+            f"{top}/wasmtime": (wasmtime_binary().read_bytes(), 0o755),
+            f"{top}/LICENSE": b"Apache-2.0 WITH LLVM-exception\n",
+            f"{top}/README.md": b"wasmtime\n",
+        }
+    )
 
 
 def elf_header(machine: int = 183) -> bytes:

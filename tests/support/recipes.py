@@ -15,8 +15,9 @@ def tiny_tarball() -> bytes:
     return tar_bytes({"tiny/bin/tiny": (TINY_BINARY, 0o755), "tiny/README": b"tiny\n"}, "gz")
 
 
-def write_recipe(recipes: Path, name: str, arches: str, install: str | None = None,
-                 extra: str = "") -> Path:
+def write_recipe(
+    recipes: Path, name: str, arches: str, install: str | None = None, extra: str = ""
+) -> Path:
     """A recipe NAME whose `versions."1.0"` block is `arches` (YAML, indented 4 spaces)."""
     install = install or '  - {from: "tiny/bin/tiny", to: /usr/bin/tiny, mode: "0755"}\n'
     path = recipes / f"{name}.yaml"
@@ -40,8 +41,14 @@ def serve(mirror: Mirror, url: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pinned_tiny(mirror: Mirror, recipes: Path, name: str, data: bytes | None = None,
-                sha256: str | None = None, url: str | None = None) -> Path:
+def pinned_tiny(
+    mirror: Mirror,
+    recipes: Path,
+    name: str,
+    data: bytes | None = None,
+    sha256: str | None = None,
+    url: str | None = None,
+) -> Path:
     """A recipe for x86-64 only, pinned to `data` served at `url` (defaults: the tiny tarball)."""
     url = url or f"https://example.org/{name}/v1.0/{name}.tar.gz"
     digest = serve(mirror, url, data if data is not None else tiny_tarball())
@@ -49,8 +56,9 @@ def pinned_tiny(mirror: Mirror, recipes: Path, name: str, data: bytes | None = N
     return write_recipe(recipes, name, arches)
 
 
-WASMTIME_BASE = (f"https://github.com/bytecodealliance/wasmtime/releases/download/"
-                 f"v{WASMTIME_VERSION}")
+WASMTIME_BASE = (
+    f"https://github.com/bytecodealliance/wasmtime/releases/download/v{WASMTIME_VERSION}"
+)
 
 
 def sha256_of(mirror: Mirror, url: str) -> str:

@@ -40,36 +40,49 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wasm-sysexts test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
 class Registry:
     """`docker-registry serve` on 127.0.0.1:<free port> with storage under `root`."""
 
-    def __init__(self, root: Path, tls: bool = False,
-                 users: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, tls: bool = False, users: dict[str, str] | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -90,12 +103,19 @@ class Registry:
             config += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
         if users:
             htpasswd = root / "htpasswd"
-            lines = [subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
-                                    capture_output=True, text=True).stdout.strip()
-                     for user, password in users.items()]
+            lines = [
+                subprocess.run(
+                    ["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True
+                ).stdout.strip()
+                for user, password in users.items()
+            ]
             htpasswd.write_text("\n".join(lines) + "\n")
-            config += ["auth:", "  htpasswd:", "    realm: wasm-sysexts-test",
-                       f"    path: {htpasswd}"]
+            config += [
+                "auth:",
+                "  htpasswd:",
+                "    realm: wasm-sysexts-test",
+                f"    path: {htpasswd}",
+            ]
         (root / "config.yml").write_text("\n".join(config) + "\n")
         self.log = root / "registry.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,13 +124,17 @@ class Registry:
         tool = shutil.which("docker-registry")
         assert tool, "docker-registry is needed (Debian package docker-registry)"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([tool, "serve", str(self.root / "config.yml")],
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [tool, "serve", str(self.root / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{self.scheme}://{self.host}/v2/", timeout=2,
-                             verify=str(self.ca) if self.ca else True)
+                requests.get(
+                    f"{self.scheme}://{self.host}/v2/",
+                    timeout=2,
+                    verify=str(self.ca) if self.ca else True,
+                )
                 return self
             except requests.exceptions.ConnectionError:
                 assert self.proc.poll() is None, self.log.read_text()
@@ -198,8 +222,11 @@ class FaultProxy:
                     self.end_headers()
                     return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "transfer-encoding")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("connection", "transfer-encoding")
+                }
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -207,8 +234,12 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", resp.getheader("Content-Length", "0")
-                                 if self.command == "HEAD" else str(len(data)))
+                self.send_header(
+                    "Content-Length",
+                    resp.getheader("Content-Length", "0")
+                    if self.command == "HEAD"
+                    else str(len(data)),
+                )
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -219,8 +250,9 @@ class FaultProxy:
                 assert proxy.token_user
                 if path == "/token":
                     query = urllib.parse.parse_qs(self.path.partition("?")[2])
-                    expected = "Basic " + base64.b64encode(
-                        ":".join(proxy.token_user).encode()).decode()
+                    expected = (
+                        "Basic " + base64.b64encode(":".join(proxy.token_user).encode()).decode()
+                    )
                     ok = self.headers.get("Authorization") == expected
                     proxy.scopes += query.get("scope", [])
                     body = json.dumps({"token": "t0ken"}).encode() if ok else b""
@@ -230,12 +262,20 @@ class FaultProxy:
                     del self.headers["Authorization"]
                     return True
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._reply(401, b"", {"WWW-Authenticate": (
-                    f'Bearer realm="http://{proxy.host}/token",service="fault-proxy"')})
+                self._reply(
+                    401,
+                    b"",
+                    {
+                        "WWW-Authenticate": (
+                            f'Bearer realm="http://{proxy.host}/token",service="fault-proxy"'
+                        )
+                    },
+                )
                 return False
 
-            def _reply(self, status: int, body: bytes,
-                       headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)

@@ -41,8 +41,10 @@ def write_recipe(mirror: Mirror, recipes: Path) -> Path:
         for arch in ARCHES:
             data = tar_bytes({f"{NAME}-{version}/{NAME}": (script(version), 0o755)}, "gz")
             mirror.put(_url(version, arch), data)
-            lines.append(f'    {arch}: {{url: "{_url(version, arch)}", '
-                         f'sha256: "{hashlib.sha256(data).hexdigest()}"}}')
+            lines.append(
+                f'    {arch}: {{url: "{_url(version, arch)}", '
+                f'sha256: "{hashlib.sha256(data).hexdigest()}"}}'
+            )
         blocks.append("\n".join(lines))
     recipes.mkdir(parents=True, exist_ok=True)
     path = recipes / f"{NAME}.yaml"
@@ -71,20 +73,39 @@ def make_key(directory: Path) -> tuple[Path, Path]:
     return directory / "secret.asc", directory / "pubring.gpg"
 
 
-def build_signed(run_cli: Callable[..., Any], mirror: Mirror, work: Path,
-                 secret: Path) -> dict[str, Path]:
+def build_signed(
+    run_cli: Callable[..., Any], mirror: Mirror, work: Path, secret: Path
+) -> dict[str, Path]:
     """{version: directory of that version's signed images (both arches)}."""
     recipes = work / "recipes"
     write_recipe(mirror, recipes)
     dirs = {}
     for version in (V1, V2):
         out = work / f"built-{version}"
-        run_cli("build", NAME, "--version", version, "--arch", "x86-64", "--arch", "arm64",
-                "--recipes", recipes, "--mirror", mirror.url, "--cache", work / "cache",
-                "--out", out, "--quiet", check=True)
+        run_cli(
+            "build",
+            NAME,
+            "--version",
+            version,
+            "--arch",
+            "x86-64",
+            "--arch",
+            "arm64",
+            "--recipes",
+            recipes,
+            "--mirror",
+            mirror.url,
+            "--cache",
+            work / "cache",
+            "--out",
+            out,
+            "--quiet",
+            check=True,
+        )
         images = [f"{NAME}-{version}-{a}.raw" for a in sorted(ARCHES)]
         assert sorted(read_sums(out / SUMS)) == sorted(
-            [*images, *(attestation_name(i, SBOM_SUFFIX) for i in images)])
+            [*images, *(attestation_name(i, SBOM_SUFFIX) for i in images)]
+        )
         dirs[version] = sign_into(run_cli, out, work / version, secret)
     return dirs
 

@@ -17,8 +17,7 @@ import threading
 
 def relay_command(port: int) -> str:
     """The guestfwd command line for a relay to 127.0.0.1:`port`; the relay dies with QEMU."""
-    return shlex.join(["setpriv", "--pdeathsig", "KILL", "--", sys.executable, __file__,
-                       str(port)])
+    return shlex.join(["setpriv", "--pdeathsig", "KILL", "--", sys.executable, __file__, str(port)])
 
 
 def main(port: int) -> None:

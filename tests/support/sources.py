@@ -25,16 +25,22 @@ from support.cache import CACHE
 from support.cli import run_cli
 from support.mirror import Mirror
 
-SHARED = Path(os.environ.get("WASM_SYSEXTS_SHARED_SOURCES",
-                             Path(__file__).resolve().parents[3] / "shared" / "sources"))
+SHARED = Path(
+    os.environ.get(
+        "WASM_SYSEXTS_SHARED_SOURCES", Path(__file__).resolve().parents[3] / "shared" / "sources"
+    )
+)
 UPSTREAM_MIRROR = os.environ.get("WASM_SYSEXTS_TEST_UPSTREAM_MIRROR") or None
 WAMR_VERSION = "2.4.5"
-WAMR_URL = ("https://github.com/bytecodealliance/wasm-micro-runtime/archive/refs/tags/"
-            "WAMR-{version}.tar.gz")
+WAMR_URL = (
+    "https://github.com/bytecodealliance/wasm-micro-runtime/archive/refs/tags/WAMR-{version}.tar.gz"
+)
 SIMDE_URL = "https://github.com/simd-everywhere/simde/archive/refs/tags/v0.8.2.tar.gz"
 RUNWASI_VERSION = "0.6.0"
-RUNWASI_URL = ("https://github.com/containerd/runwasi/archive/refs/tags/"
-               "containerd-shim-wasmtime/v{version}.tar.gz")
+RUNWASI_URL = (
+    "https://github.com/containerd/runwasi/archive/refs/tags/"
+    "containerd-shim-wasmtime/v{version}.tar.gz"
+)
 WAZERO_MODULE = "github.com/tetratelabs/wazero"
 WAZERO_VERSION = "1.9.0"
 # SOURCES.md: git trees of the tags, the content pin that holds whoever packed the archive.
@@ -56,15 +62,23 @@ class Archive:
     subdir: str = ""
 
 
-WAMR = Archive("wasm-micro-runtime-WAMR-2.4.5.tar.gz", WAMR_URL.format(version=WAMR_VERSION),
-               WAMR_TREE)
+WAMR = Archive(
+    "wasm-micro-runtime-WAMR-2.4.5.tar.gz", WAMR_URL.format(version=WAMR_VERSION), WAMR_TREE
+)
 SIMDE = Archive("simde-v0.8.2.tar.gz", SIMDE_URL, SIMDE_HEADERS_TREE, "simde")
-RUNWASI = Archive("runwasi-containerd-shim-wasmtime-v0.6.0.tar.gz",
-                  RUNWASI_URL.format(version=RUNWASI_VERSION), RUNWASI_TREE)
+RUNWASI = Archive(
+    "runwasi-containerd-shim-wasmtime-v0.6.0.tar.gz",
+    RUNWASI_URL.format(version=RUNWASI_VERSION),
+    RUNWASI_TREE,
+)
 
 
-def archive(item: Archive, shared: Path = SHARED, cache: Path = CACHE / "upstream",
-            mirror: str | None = UPSTREAM_MIRROR) -> Path:
+def archive(
+    item: Archive,
+    shared: Path = SHARED,
+    cache: Path = CACHE / "upstream",
+    mirror: str | None = UPSTREAM_MIRROR,
+) -> Path:
     """The verified archive: the shared copy if there is one, else a download of item.url
     (once: the sha256 of what verified is remembered per URL and tree)."""
     local = shared / item.file
@@ -87,8 +101,10 @@ def check_tree(path: Path, item: Archive) -> None:
         tar.extractall(work, filter="data")
         [top] = Path(work).iterdir()
         actual = git_tree_id(top / item.subdir)
-    assert actual == item.tree, (f"{item.url} ({path}): {item.subdir or 'the archive'} is git "
-                                 f"tree {actual}, but the tests pin {item.tree}")
+    assert actual == item.tree, (
+        f"{item.url} ({path}): {item.subdir or 'the archive'} is git "
+        f"tree {actual}, but the tests pin {item.tree}"
+    )
 
 
 def serve_sources(mirror: Mirror) -> dict[str, str]:
@@ -100,12 +116,20 @@ def serve_sources(mirror: Mirror) -> dict[str, str]:
         mirror.put(item.url, data)
         pins[item.file] = hashlib.sha256(data).hexdigest()
     # The module zip as the proxy serves it (go mod download verifies it against sum.golang.org).
-    info = json.loads(subprocess.run(
-        ["go", "mod", "download", "-json", f"{WAZERO_MODULE}@v{WAZERO_VERSION}"],
-        capture_output=True, text=True, check=True, env={**os.environ, "GOFLAGS": "-mod=mod"},
-        cwd="/").stdout)
-    mirror.put(f"https://proxy.golang.org/{WAZERO_MODULE}/@v/v{WAZERO_VERSION}.zip",
-               Path(info["Zip"]).read_bytes())
+    info = json.loads(
+        subprocess.run(
+            ["go", "mod", "download", "-json", f"{WAZERO_MODULE}@v{WAZERO_VERSION}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+            cwd="/",
+        ).stdout
+    )
+    mirror.put(
+        f"https://proxy.golang.org/{WAZERO_MODULE}/@v/v{WAZERO_VERSION}.zip",
+        Path(info["Zip"]).read_bytes(),
+    )
     pins["wazero-h1"] = info["Sum"]
     return pins
 
@@ -135,13 +159,24 @@ smoke:
 # WAMR's release workflow flags (build_iwasm_release.yml) without the LLVM JIT and fast JIT,
 # which fetch LLVM/asmjit from GitHub; simde comes from the pinned input instead of FetchContent.
 WAMR_CONFIGURE = [
-    "-DCMAKE_BUILD_TYPE=Release", "-DWAMR_BUILD_AOT=1", "-DWAMR_BUILD_INTERP=1",
-    "-DWAMR_BUILD_FAST_JIT=0", "-DWAMR_BUILD_JIT=0", "-DWAMR_BUILD_LIB_PTHREAD=1",
-    "-DWAMR_BUILD_LIB_PTHREAD_SEMAPHORE=1", "-DWAMR_BUILD_LIB_WASI_THREADS=1",
-    "-DWAMR_BUILD_SHARED_MEMORY=1", "-DWAMR_BUILD_TAIL_CALL=1", "-DWAMR_BUILD_THREAD_MGR=1",
-    "-DWAMR_BUILD_SIMD=1", "-DWAMR_BUILD_REF_TYPES=1", "-DWAMR_BUILD_BULK_MEMORY=1",
-    "-DWAMR_BUILD_LIBC_WASI=1", "-DWAMR_BUILD_LIBC_BUILTIN=1",
-    "-DFETCHCONTENT_SOURCE_DIR_SIMDE={simde}", "-DFETCHCONTENT_FULLY_DISCONNECTED=ON",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DWAMR_BUILD_AOT=1",
+    "-DWAMR_BUILD_INTERP=1",
+    "-DWAMR_BUILD_FAST_JIT=0",
+    "-DWAMR_BUILD_JIT=0",
+    "-DWAMR_BUILD_LIB_PTHREAD=1",
+    "-DWAMR_BUILD_LIB_PTHREAD_SEMAPHORE=1",
+    "-DWAMR_BUILD_LIB_WASI_THREADS=1",
+    "-DWAMR_BUILD_SHARED_MEMORY=1",
+    "-DWAMR_BUILD_TAIL_CALL=1",
+    "-DWAMR_BUILD_THREAD_MGR=1",
+    "-DWAMR_BUILD_SIMD=1",
+    "-DWAMR_BUILD_REF_TYPES=1",
+    "-DWAMR_BUILD_BULK_MEMORY=1",
+    "-DWAMR_BUILD_LIBC_WASI=1",
+    "-DWAMR_BUILD_LIBC_BUILTIN=1",
+    "-DFETCHCONTENT_SOURCE_DIR_SIMDE={simde}",
+    "-DFETCHCONTENT_FULLY_DISCONNECTED=ON",
 ]
 
 
@@ -163,7 +198,7 @@ source:
     "{WAMR_VERSION}":
       archive: {{url: "{WAMR_URL}", tree: "{WAMR_TREE}"}}
       inputs:
-        simde: {{url: "{SIMDE_URL}", sha256: "{pins['simde-v0.8.2.tar.gz']}"}}
+        simde: {{url: "{SIMDE_URL}", sha256: "{pins["simde-v0.8.2.tar.gz"]}"}}
 install:
   - {{from: "iwasm", to: /usr/bin/iwasm, mode: "0755"}}
 smoke:
@@ -181,10 +216,26 @@ def shim_image(mirror: Mirror) -> Path:
     the shared test cache: built once per set of inputs, then found unchanged by every later
     test and run (the source-build test and the CRI tests share it)."""
     serve_sources(mirror)
-    proc = run_cli("build", "containerd-shim-wasmtime", "--version", RUNWASI_VERSION,
-                   "--from", "source", "--mirror", mirror.url, "--cache", CACHE / "shim-cache",
-                   "--out", SHIM_OUT, "--arch", "x86-64", "--json", "--quiet", check=True,
-                   timeout=3600)
+    proc = run_cli(
+        "build",
+        "containerd-shim-wasmtime",
+        "--version",
+        RUNWASI_VERSION,
+        "--from",
+        "source",
+        "--mirror",
+        mirror.url,
+        "--cache",
+        CACHE / "shim-cache",
+        "--out",
+        SHIM_OUT,
+        "--arch",
+        "x86-64",
+        "--json",
+        "--quiet",
+        check=True,
+        timeout=3600,
+    )
     [result] = json.loads(proc.stdout)
     assert result["status"] in ("built", "unchanged"), result
     return SHIM_OUT / result["image"]

@@ -12,8 +12,10 @@ from support.mirror import Mirror
 from support.payloads import tar_bytes
 
 WAZERO_VERSION = "1.9.0"
-WAZERO_URL = (f"https://github.com/wazero/wazero/releases/download/v{WAZERO_VERSION}/"
-              f"wazero_{WAZERO_VERSION}_linux_amd64.tar.gz")
+WAZERO_URL = (
+    f"https://github.com/wazero/wazero/releases/download/v{WAZERO_VERSION}/"
+    f"wazero_{WAZERO_VERSION}_linux_amd64.tar.gz"
+)
 TEST_HOST = "https://wsx-test.example/files"
 
 
@@ -21,12 +23,17 @@ def missing_library_program(work: Path) -> Path:
     """`needslib`, a C program linked against libwsxmissing.so, which no image ships."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "lib.c").write_text("int wsx_missing(void) { return 0; }\n")
-    (work / "main.c").write_text("int wsx_missing(void);\nint main(void) "
-                                 "{ return wsx_missing(); }\n")
-    subprocess.run(["clang", "-shared", "-fPIC", "-o", str(work / "libwsxmissing.so"),
-                    str(work / "lib.c")], check=True)
-    subprocess.run(["clang", "-o", str(work / "needslib"), str(work / "main.c"),
-                    f"-L{work}", "-lwsxmissing"], check=True)
+    (work / "main.c").write_text(
+        "int wsx_missing(void);\nint main(void) { return wsx_missing(); }\n"
+    )
+    subprocess.run(
+        ["clang", "-shared", "-fPIC", "-o", str(work / "libwsxmissing.so"), str(work / "lib.c")],
+        check=True,
+    )
+    subprocess.run(
+        ["clang", "-o", str(work / "needslib"), str(work / "main.c"), f"-L{work}", "-lwsxmissing"],
+        check=True,
+    )
     return work / "needslib"
 
 
@@ -35,10 +42,16 @@ def pin(mirror: Mirror, url: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _recipe(name: str, version: str, arches: dict[str, str], install: str,
-            smoke: list[str]) -> str:
-    lines = [f"name: {name}", f"summary: {name} test image", "homepage: https://wsx-test.example",
-             "license: Apache-2.0", f'version: "{version}"', "versions:", f'  "{version}":']
+def _recipe(name: str, version: str, arches: dict[str, str], install: str, smoke: list[str]) -> str:
+    lines = [
+        f"name: {name}",
+        f"summary: {name} test image",
+        "homepage: https://wsx-test.example",
+        "license: Apache-2.0",
+        f'version: "{version}"',
+        "versions:",
+        f'  "{version}":',
+    ]
     lines += [f"    {arch}: {entry}" for arch, entry in arches.items()]
     lines += ["install:", f"  - {install}", "smoke:"] + [f"  - {c!r}" for c in smoke]
     return "\n".join(lines) + "\n"
@@ -55,32 +68,59 @@ def write_vm_recipes(directory: Path, mirror: Mirror, work: Path) -> None:
     """
     wazero = tar_bytes({"wazero": (wazero_binary().read_bytes(), 0o755)}, compression="gz")
     sha = pin(mirror, WAZERO_URL, wazero)
-    (directory / "wazero.yaml").write_text(_recipe(
-        "wazero", WAZERO_VERSION, {"x86-64": f'{{url: "{WAZERO_URL}", sha256: "{sha}"}}',
-                                   "arm64": '{unavailable: "test recipe: x86-64 only"}'},
-        '{from: "wazero", to: /usr/bin/wazero, mode: "0755"}',
-        ["wazero version", "wazero run {hello_wasm}"]))
+    (directory / "wazero.yaml").write_text(
+        _recipe(
+            "wazero",
+            WAZERO_VERSION,
+            {
+                "x86-64": f'{{url: "{WAZERO_URL}", sha256: "{sha}"}}',
+                "arm64": '{unavailable: "test recipe: x86-64 only"}',
+            },
+            '{from: "wazero", to: /usr/bin/wazero, mode: "0755"}',
+            ["wazero version", "wazero run {hello_wasm}"],
+        )
+    )
 
-    needslib = tar_bytes({"needslib": (missing_library_program(work).read_bytes(), 0o755)},
-                         compression="gz")
+    needslib = tar_bytes(
+        {"needslib": (missing_library_program(work).read_bytes(), 0o755)}, compression="gz"
+    )
     url = f"{TEST_HOST}/needslib-1.0.tar.gz"
     sha = pin(mirror, url, needslib)
-    (directory / "needslib.yaml").write_text(_recipe(
-        "needslib", "1.0", {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},
-        '{from: "needslib", to: /usr/bin/needslib, mode: "0755"}', ["needslib"]))
+    (directory / "needslib.yaml").write_text(
+        _recipe(
+            "needslib",
+            "1.0",
+            {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},
+            '{from: "needslib", to: /usr/bin/needslib, mode: "0755"}',
+            ["needslib"],
+        )
+    )
 
     note = tar_bytes({"README": b"test payload\n"}, compression="gz")
     url = f"{TEST_HOST}/note-1.0.tar.gz"
     sha = pin(mirror, url, note)
     for name in ("impostor", "misnamed"):
-        (directory / f"{name}.yaml").write_text(_recipe(
-            name, "1.0", {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},
-            f'{{from: "README", to: /usr/share/{name}/README}}',
-            [f"cat /usr/share/{name}/README"]))
-    (directory / "wrongarch.yaml").write_text(_recipe(
-        "wrongarch", "1.0", {"x86-64": '{unavailable: "test recipe: arm64 only"}',
-                             "arm64": f'{{url: "{url}", sha256: "{sha}"}}'},
-        '{from: "README", to: /usr/share/wrongarch/README}', ["cat /usr/share/wrongarch/README"]))
+        (directory / f"{name}.yaml").write_text(
+            _recipe(
+                name,
+                "1.0",
+                {"x86-64": f'{{url: "{url}", sha256: "{sha}"}}'},
+                f'{{from: "README", to: /usr/share/{name}/README}}',
+                [f"cat /usr/share/{name}/README"],
+            )
+        )
+    (directory / "wrongarch.yaml").write_text(
+        _recipe(
+            "wrongarch",
+            "1.0",
+            {
+                "x86-64": '{unavailable: "test recipe: arm64 only"}',
+                "arm64": f'{{url: "{url}", sha256: "{sha}"}}',
+            },
+            '{from: "README", to: /usr/share/wrongarch/README}',
+            ["cat /usr/share/wrongarch/README"],
+        )
+    )
 
 
 def rename_impostor(out: Path) -> None:

@@ -30,9 +30,9 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 _log = log.get("oci")
 
-RETRIES = 5          # attempts per request (or per blob upload) on 5xx/429/connection errors
-BACKOFF = 0.5        # seconds, doubled after each failed attempt
-MAX_WAIT = 10.0      # cap on one wait, also for Retry-After
+RETRIES = 5  # attempts per request (or per blob upload) on 5xx/429/connection errors
+BACKOFF = 0.5  # seconds, doubled after each failed attempt
+MAX_WAIT = 10.0  # cap on one wait, also for Retry-After
 TIMEOUT = (15, 120)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -91,6 +91,7 @@ def docker_config_auth(registry: str) -> tuple[str, str] | None:
 @dataclass
 class Client:
     """A Distribution API client for the repositories under REGISTRY/NAMESPACE."""
+
     repository: str
     insecure: bool = False
     username: str | None = None
@@ -104,11 +105,14 @@ class Client:
     def __post_init__(self) -> None:
         self.registry, _, self.namespace = self.repository.strip("/").partition("/")
         if not self.registry or self.repository != self.repository.lower():
-            raise PipelineError(f"--repository {self.repository!r}: expected lowercase "
-                                "REGISTRY[/NAMESPACE]")
+            raise PipelineError(
+                f"--repository {self.repository!r}: expected lowercase REGISTRY[/NAMESPACE]"
+            )
         if self.username and self.password is None:
-            raise PipelineError("--username: needs --password FILE|env:VAR (or --password-env "
-                                "VAR, --password-file FILE)")
+            raise PipelineError(
+                "--username: needs --password FILE|env:VAR (or --password-env "
+                "VAR, --password-file FILE)"
+            )
         if not self.username:
             found = docker_config_auth(self.registry)
             if found:
@@ -133,28 +137,40 @@ class Client:
             schemes = ("https", "http") if self.insecure else ("https",)
             for scheme in schemes:
                 try:
-                    self._session.get(f"{scheme}://{self.registry}/v2/", timeout=TIMEOUT,
-                                      verify=self.verify)
+                    self._session.get(
+                        f"{scheme}://{self.registry}/v2/", timeout=TIMEOUT, verify=self.verify
+                    )
                 except requests.exceptions.SSLError as err:
                     if scheme == schemes[-1]:
-                        raise PipelineError(f"https://{self.registry}/v2/: TLS failed "
-                                            f"({type(err).__name__}); use --insecure for a test "
-                                            "registry or trust its CA") from None
+                        raise PipelineError(
+                            f"https://{self.registry}/v2/: TLS failed "
+                            f"({type(err).__name__}); use --insecure for a test "
+                            "registry or trust its CA"
+                        ) from None
                     continue
                 except requests.exceptions.ConnectionError:
                     if scheme == schemes[-1]:
-                        raise PipelineError(f"{scheme}://{self.registry}/v2/: cannot connect"
-                                            ) from None
+                        raise PipelineError(
+                            f"{scheme}://{self.registry}/v2/: cannot connect"
+                        ) from None
                     continue
                 self._base = f"{scheme}://{self.registry}"
                 break
         assert self._base is not None
         return self._base
 
-    def request(self, method: str, url: str, scope: str, *, ok: tuple[int, ...],
-                headers: dict[str, str] | None = None,
-                body: bytes | Callable[[], IO[bytes]] | None = None,
-                stream: bool = False, retry: bool = True) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        *,
+        ok: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        body: bytes | Callable[[], IO[bytes]] | None = None,
+        stream: bool = False,
+        retry: bool = True,
+    ) -> requests.Response:
         """One API call with auth and bounded retries; `url` may be relative to the registry."""
         full = urljoin(self.base() + "/", url)
         shown = full.split("?", 1)[0]
@@ -164,10 +180,14 @@ class Client:
             try:
                 resp = self._send(method, full, scope, headers or {}, body, stream)
                 if resp.status_code == 401:
-                    raise PipelineError(f"{method} {shown}: 401 Unauthorized: "
-                                        + ("check --username/--password-env or the Docker "
-                                           "config" if self.username else
-                                           "credentials needed (--username/--password-env)"))
+                    raise PipelineError(
+                        f"{method} {shown}: 401 Unauthorized: "
+                        + (
+                            "check --username/--password-env or the Docker config"
+                            if self.username
+                            else "credentials needed (--username/--password-env)"
+                        )
+                    )
                 if resp.status_code == 403:
                     raise PipelineError(f"{method} {shown}: 403 Forbidden for {self.username!r}")
                 if resp.status_code in ok:
@@ -177,23 +197,35 @@ class Client:
                     if wait.isdigit():
                         delay = min(float(wait), MAX_WAIT)
                     raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
-                raise PipelineError(f"{method} {shown}: HTTP {resp.status_code} {resp.reason}: "
-                                    f"{_error_text(resp)}")
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as err:
+                raise PipelineError(
+                    f"{method} {shown}: HTTP {resp.status_code} {resp.reason}: {_error_text(resp)}"
+                )
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as err:
                 problem = f"connection failed ({type(err).__name__})"
             except _Retry as err:
                 problem = str(err)
             if attempt == attempts:
-                raise TransientError(f"{method} {shown}: {problem} "
-                                    f"(gave up after {attempts} attempt(s))")
+                raise TransientError(
+                    f"{method} {shown}: {problem} (gave up after {attempts} attempt(s))"
+                )
             _log.info(f"{method} {shown}: {problem}; retry in {delay:.1f}s")
             time.sleep(delay)
             delay = min(delay * 2, MAX_WAIT)
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, url: str, scope: str, headers: dict[str, str],
-              body: bytes | Callable[[], IO[bytes]] | None, stream: bool) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: dict[str, str],
+        body: bytes | Callable[[], IO[bytes]] | None,
+        stream: bool,
+    ) -> requests.Response:
         resp = self._send_once(method, url, scope, headers, body, stream)
         if resp.status_code != 401:
             return resp
@@ -203,15 +235,29 @@ class Client:
         self._auth[scope] = self._authorize(challenge, scope)
         return self._send_once(method, url, scope, headers, body, stream)
 
-    def _send_once(self, method: str, url: str, scope: str, headers: dict[str, str],
-                   body: bytes | Callable[[], IO[bytes]] | None,
-                   stream: bool) -> requests.Response:
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: dict[str, str],
+        body: bytes | Callable[[], IO[bytes]] | None,
+        stream: bool,
+    ) -> requests.Response:
         data = body() if callable(body) else body
         try:
             return self._session.request(
-                method, url, data=data, stream=stream, timeout=TIMEOUT, verify=self.verify,
-                headers={**headers, **({"Authorization": self._auth[scope]}
-                                       if scope in self._auth else {})})
+                method,
+                url,
+                data=data,
+                stream=stream,
+                timeout=TIMEOUT,
+                verify=self.verify,
+                headers={
+                    **headers,
+                    **({"Authorization": self._auth[scope]} if scope in self._auth else {}),
+                },
+            )
         finally:
             if data is not None and not isinstance(data, bytes):
                 data.close()
@@ -220,8 +266,10 @@ class Client:
         kind, _, params = challenge.partition(" ")
         if kind.lower() == "basic":
             if not self.username:
-                raise PipelineError(f"{self.registry}: 401 Unauthorized: credentials needed "
-                                    "(--username/--password-env or Docker config)")
+                raise PipelineError(
+                    f"{self.registry}: 401 Unauthorized: credentials needed "
+                    "(--username/--password-env or Docker config)"
+                )
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             return f"Basic {token}"
         if kind.lower() != "bearer":
@@ -232,20 +280,26 @@ class Client:
         realm = urlsplit(fields["realm"])
         if realm.scheme != "https" and not self.insecure:
             # Credentials go to the realm: never in the clear, whatever the registry says.
-            raise PipelineError(f"{self.registry}: token realm {fields['realm']!r} is not "
-                                "https://; refusing to send credentials to it (--insecure "
-                                "allows it for a test registry)")
+            raise PipelineError(
+                f"{self.registry}: token realm {fields['realm']!r} is not "
+                "https://; refusing to send credentials to it (--insecure "
+                "allows it for a test registry)"
+            )
         query = {"service": fields.get("service", ""), "scope": scope}
         auth = (self.username, self.password or "") if self.username else None
         try:
-            resp = self._session.get(fields["realm"], params=query, auth=auth, timeout=TIMEOUT,
-                                     verify=self.verify)
+            resp = self._session.get(
+                fields["realm"], params=query, auth=auth, timeout=TIMEOUT, verify=self.verify
+            )
         except requests.exceptions.RequestException as err:
-            raise PipelineError(f"{fields['realm']}: token request failed "
-                                f"({type(err).__name__})") from None
+            raise PipelineError(
+                f"{fields['realm']}: token request failed ({type(err).__name__})"
+            ) from None
         if resp.status_code != 200:
-            raise PipelineError(f"{fields['realm']}: token request: HTTP {resp.status_code} "
-                                f"{resp.reason} (check --username/--password-env)")
+            raise PipelineError(
+                f"{fields['realm']}: token request: HTTP {resp.status_code} "
+                f"{resp.reason} (check --username/--password-env)"
+            )
         try:
             payload = resp.json()
             token = payload.get("token") or payload["access_token"]
@@ -256,12 +310,12 @@ class Client:
     # -- blobs and manifests -----------------------------------------------------------------
 
     def has_blob(self, repo: str, digest: str) -> bool:
-        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", _scope(repo, "pull"),
-                            ok=(200, 404))
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{digest}", _scope(repo, "pull"), ok=(200, 404)
+        )
         return resp.status_code == 200
 
-    def push_blob(self, repo: str, digest: str, size: int,
-                  opener: Callable[[], IO[bytes]]) -> bool:
+    def push_blob(self, repo: str, digest: str, size: int, opener: Callable[[], IO[bytes]]) -> bool:
         """Upload a blob unless the repository has it; True if uploaded.
 
         Monolithic POST-then-PUT. A failure mid-way abandons that upload session and starts a
@@ -272,17 +326,30 @@ class Client:
         scope = _scope(repo, "pull,push")
         delay = BACKOFF
         for attempt in range(1, RETRIES + 1):
-            start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope, ok=(202,),
-                                 headers={"Content-Length": "0"})
+            start = self.request(
+                "POST",
+                f"/v2/{repo}/blobs/uploads/",
+                scope,
+                ok=(202,),
+                headers={"Content-Length": "0"},
+            )
             location = start.headers.get("Location")
             if not location:
                 raise PipelineError(f"POST /v2/{repo}/blobs/uploads/: no Location header")
             sep = "&" if "?" in location else "?"
             try:
-                self.request("PUT", f"{location}{sep}digest={digest}", scope, ok=(201,),
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Length": str(size)},
-                             body=opener, retry=False)
+                self.request(
+                    "PUT",
+                    f"{location}{sep}digest={digest}",
+                    scope,
+                    ok=(201,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                    body=opener,
+                    retry=False,
+                )
                 return True
             except TransientError:
                 if attempt == RETRIES:
@@ -293,39 +360,69 @@ class Client:
         raise AssertionError("unreachable")
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
-        resp = self.request("HEAD", f"/v2/{repo}/manifests/{reference}", _scope(repo, "pull"),
-                            ok=(200, 404), headers={"Accept": f"{MANIFEST}, {INDEX}"})
+        resp = self.request(
+            "HEAD",
+            f"/v2/{repo}/manifests/{reference}",
+            _scope(repo, "pull"),
+            ok=(200, 404),
+            headers={"Accept": f"{MANIFEST}, {INDEX}"},
+        )
         return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
-    def put_manifest(self, repo: str, reference: str, body: bytes,
-                     media_type: str) -> requests.Response:
-        resp = self.request("PUT", f"/v2/{repo}/manifests/{reference}", _scope(repo, "pull,push"),
-                            ok=(201,), headers={"Content-Type": media_type}, body=body)
+    def put_manifest(
+        self, repo: str, reference: str, body: bytes, media_type: str
+    ) -> requests.Response:
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            _scope(repo, "pull,push"),
+            ok=(201,),
+            headers={"Content-Type": media_type},
+            body=body,
+        )
         returned = resp.headers.get("Docker-Content-Digest")
         if returned and returned != digest_of(body):
-            raise PipelineError(f"PUT /v2/{repo}/manifests/{reference}: registry stored digest "
-                                f"{returned}, expected {digest_of(body)}")
+            raise PipelineError(
+                f"PUT /v2/{repo}/manifests/{reference}: registry stored digest "
+                f"{returned}, expected {digest_of(body)}"
+            )
         return resp
 
     def delete_tag(self, repo: str, tag: str) -> None:
         """Remove a tag (OCI distribution 1.1 tag deletion; not every registry has it)."""
-        self.request("DELETE", f"/v2/{repo}/manifests/{tag}", _scope(repo, "pull,push,delete"),
-                     ok=(202,), retry=False)
+        self.request(
+            "DELETE",
+            f"/v2/{repo}/manifests/{tag}",
+            _scope(repo, "pull,push,delete"),
+            ok=(202,),
+            retry=False,
+        )
 
-    def get_manifest(self, repo: str, reference: str,
-                     accept: str = f"{MANIFEST}, {INDEX}") -> tuple[bytes, str] | None:
+    def get_manifest(
+        self, repo: str, reference: str, accept: str = f"{MANIFEST}, {INDEX}"
+    ) -> tuple[bytes, str] | None:
         """(bytes, digest) of a manifest, checked against the digest asked for; None if 404."""
-        resp = self.request("GET", f"/v2/{repo}/manifests/{reference}", _scope(repo, "pull"),
-                            ok=(200, 404), headers={"Accept": accept})
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            _scope(repo, "pull"),
+            ok=(200, 404),
+            headers={"Accept": accept},
+        )
         if resp.status_code == 404:
             return None
         body = resp.content
         digest = digest_of(body)
-        expected = reference if DIGEST_RE.match(reference) else \
-            resp.headers.get("Docker-Content-Digest", digest)
+        expected = (
+            reference
+            if DIGEST_RE.match(reference)
+            else resp.headers.get("Docker-Content-Digest", digest)
+        )
         if digest != expected:
-            raise PipelineError(f"{self.registry}/{repo}@{reference}: manifest digest {digest} "
-                                f"does not match {expected}")
+            raise PipelineError(
+                f"{self.registry}/{repo}@{reference}: manifest digest {digest} "
+                f"does not match {expected}"
+            )
         return body, digest
 
     def get_blob(self, repo: str, digest: str, size: int, out: IO[bytes]) -> None:
@@ -336,8 +433,13 @@ class Client:
             hasher = hashlib.sha256()
             done = 0
             try:
-                with self.request("GET", f"/v2/{repo}/blobs/{digest}", _scope(repo, "pull"),
-                                  ok=(200,), stream=True) as resp:
+                with self.request(
+                    "GET",
+                    f"/v2/{repo}/blobs/{digest}",
+                    _scope(repo, "pull"),
+                    ok=(200,),
+                    stream=True,
+                ) as resp:
                     for chunk in resp.iter_content(1 << 20):
                         hasher.update(chunk)
                         out.write(chunk)
@@ -346,20 +448,29 @@ class Client:
                             break
             except requests.exceptions.RequestException:
                 if attempt == RETRIES:
-                    raise PipelineError(f"{self.registry}/{repo}@{digest}: download failed "
-                                        f"(gave up after {RETRIES} attempts)") from None
+                    raise PipelineError(
+                        f"{self.registry}/{repo}@{digest}: download failed "
+                        f"(gave up after {RETRIES} attempts)"
+                    ) from None
                 continue
             if done != size or "sha256:" + hasher.hexdigest() != digest:
-                raise PipelineError(f"{self.registry}/{repo}@{digest}: blob has sha256:"
-                                    f"{hasher.hexdigest()} ({done} bytes), expected {digest} "
-                                    f"({size} bytes)")
+                raise PipelineError(
+                    f"{self.registry}/{repo}@{digest}: blob has sha256:"
+                    f"{hasher.hexdigest()} ({done} bytes), expected {digest} "
+                    f"({size} bytes)"
+                )
             return
         raise AssertionError("unreachable")
 
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
         """Referrer descriptors of `digest`: the referrers API, else the sha256-<hex> tag."""
-        resp = self.request("GET", f"/v2/{repo}/referrers/{digest}", _scope(repo, "pull"),
-                            ok=(200, 404, 400, 405), headers={"Accept": INDEX})
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/referrers/{digest}",
+            _scope(repo, "pull"),
+            ok=(200, 404, 400, 405),
+            headers={"Accept": INDEX},
+        )
         if resp.status_code == 200 and resp.headers.get("Content-Type", "").startswith(INDEX):
             return list(resp.json().get("manifests", []))
         found = self.get_manifest(repo, referrers_tag(digest), accept=INDEX)

@@ -32,14 +32,20 @@ ARTIFACT_TYPE = "application/vnd.wasm-sysexts.sysext.v1"
 LAYER_TYPE = "application/vnd.wasm-sysexts.sysext.layer.v1.raw"
 SIGNATURE_TYPE = "application/vnd.wasm-sysexts.signature.v1"
 # An image's SBOM and signed provenance, attached as referrers with their usual media types.
-ATTACHMENT_TYPES = {SBOM_SUFFIX: "application/spdx+json",
-                    PROVENANCE_SUFFIX: "application/vnd.dsse.envelope.v1+json"}
+ATTACHMENT_TYPES = {
+    SBOM_SUFFIX: "application/spdx+json",
+    PROVENANCE_SUFFIX: "application/vnd.dsse.envelope.v1+json",
+}
 SUMS_TYPE = "application/vnd.wasm-sysexts.sha256sums.v1"
 PGP_TYPE = "application/pgp-signature"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
-EMPTY_DESCRIPTOR = {"mediaType": EMPTY_TYPE, "size": 2, "data": "e30=",
-                    "digest": "sha256:" + hashlib.sha256(EMPTY).hexdigest()}
+EMPTY_DESCRIPTOR = {
+    "mediaType": EMPTY_TYPE,
+    "size": 2,
+    "data": "e30=",
+    "digest": "sha256:" + hashlib.sha256(EMPTY).hexdigest(),
+}
 ANNOTATION = "dev.wasm-sysexts.sysext"  # prefix of our own annotation keys
 TITLE = "org.opencontainers.image.title"
 _log = log.get("oci")
@@ -71,8 +77,9 @@ def _push_bytes(client: Client, repo: str, data: bytes, state: _Pushed) -> str:
     return digest
 
 
-def _push_manifest(client: Client, repo: str, manifest: dict[str, Any],
-                   media_type: str) -> tuple[bytes, str, requests.Response | None]:
+def _push_manifest(
+    client: Client, repo: str, manifest: dict[str, Any], media_type: str
+) -> tuple[bytes, str, requests.Response | None]:
     body = canonical(manifest)
     digest = digest_of(body)
     if client.manifest_digest(repo, digest) == digest:
@@ -80,8 +87,9 @@ def _push_manifest(client: Client, repo: str, manifest: dict[str, Any],
     return body, digest, client.put_manifest(repo, digest, body, media_type)
 
 
-def publish_oci(src: Path, client: Client, tag_latest: bool = False,
-                keyring: Path | None = None) -> list[dict[str, str]]:
+def publish_oci(
+    src: Path, client: Client, tag_latest: bool = False, keyring: Path | None = None
+) -> list[dict[str, str]]:
     """Push every image of `src`; returns [{reference, digest}] of the tags it set."""
 
     images, sums, signature = load_input(src, read_keyring(keyring) if keyring else None)
@@ -91,48 +99,81 @@ def publish_oci(src: Path, client: Client, tag_latest: bool = False,
         repo = client.repo(name)
         for version in sorted({i.version for i in images if i.name == name}):
             entries = []
-            for image in sorted((i for i in images if i.name == name and i.version == version),
-                                key=lambda i: i.arch):
+            for image in sorted(
+                (i for i in images if i.name == name and i.version == version), key=lambda i: i.arch
+            ):
                 with log.labelled(f"{name} {version} {image.arch}"):
-                    _log.info(f"pushing {image.file} ({human_size(image.size)}) to "
-                              f"{client.registry}/{repo}")
+                    _log.info(
+                        f"pushing {image.file} ({human_size(image.size)}) to "
+                        f"{client.registry}/{repo}"
+                    )
                 _push_bytes(client, repo, EMPTY, state)
                 layer = "sha256:" + image.sha256
                 if client.push_blob(repo, layer, image.size, _opener(image.source)):
                     state.uploaded += 1
                 meta = image.meta
-                source = (meta.recipe.get("homepage") or
-                          next((i.url for i in meta.inputs), "")) if meta else ""
-                annotations = {f"{ANNOTATION}.name": name, f"{ANNOTATION}.version": version,
-                               f"{ANNOTATION}.arch": str(image.arch), TITLE: image.file,
-                               "org.opencontainers.image.version": version}
+                source = (
+                    (meta.recipe.get("homepage") or next((i.url for i in meta.inputs), ""))
+                    if meta
+                    else ""
+                )
+                annotations = {
+                    f"{ANNOTATION}.name": name,
+                    f"{ANNOTATION}.version": version,
+                    f"{ANNOTATION}.arch": str(image.arch),
+                    TITLE: image.file,
+                    "org.opencontainers.image.version": version,
+                }
                 if source:
                     annotations[f"{ANNOTATION}.source"] = source
                     annotations["org.opencontainers.image.source"] = source
                 manifest = {
-                    "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": ARTIFACT_TYPE,
+                    "schemaVersion": 2,
+                    "mediaType": MANIFEST,
+                    "artifactType": ARTIFACT_TYPE,
                     "config": EMPTY_DESCRIPTOR,
-                    "layers": [_descriptor(LAYER_TYPE, layer, image.size,
-                                           annotations={TITLE: image.file})],
+                    "layers": [
+                        _descriptor(LAYER_TYPE, layer, image.size, annotations={TITLE: image.file})
+                    ],
                     "annotations": annotations,
                 }
                 body, digest, _ = _push_manifest(client, repo, manifest, MANIFEST)
                 subject = _descriptor(MANIFEST, digest, len(body))
                 _attach_signature(client, repo, subject, sums, signature, state)
                 for item in image.attachments:  # SBOM, provenance: byte-identical blobs
-                    kind = ATTACHMENT_TYPES[next(s for s in ATTACHMENT_TYPES
-                                                 if item.file.endswith(s))]
-                    _attach(client, repo, subject, kind, [(kind, item.source.read_bytes(),
-                                                           item.file)], state)
-                entries.append(_descriptor(MANIFEST, digest, len(body), artifactType=ARTIFACT_TYPE,
-                                           platform=image.arch.oci_platform,
-                                           annotations={TITLE: image.file}))
+                    kind = ATTACHMENT_TYPES[
+                        next(s for s in ATTACHMENT_TYPES if item.file.endswith(s))
+                    ]
+                    _attach(
+                        client,
+                        repo,
+                        subject,
+                        kind,
+                        [(kind, item.source.read_bytes(), item.file)],
+                        state,
+                    )
+                entries.append(
+                    _descriptor(
+                        MANIFEST,
+                        digest,
+                        len(body),
+                        artifactType=ARTIFACT_TYPE,
+                        platform=image.arch.oci_platform,
+                        annotations={TITLE: image.file},
+                    )
+                )
                 state.tags.append((repo, f"{version}-{image.arch}", body, MANIFEST))
-            index = {"schemaVersion": 2, "mediaType": INDEX, "artifactType": ARTIFACT_TYPE,
-                     "manifests": entries,
-                     "annotations": {f"{ANNOTATION}.name": name,
-                                     f"{ANNOTATION}.version": version,
-                                     "org.opencontainers.image.version": version}}
+            index = {
+                "schemaVersion": 2,
+                "mediaType": INDEX,
+                "artifactType": ARTIFACT_TYPE,
+                "manifests": entries,
+                "annotations": {
+                    f"{ANNOTATION}.name": name,
+                    f"{ANNOTATION}.version": version,
+                    "org.opencontainers.image.version": version,
+                },
+            }
             body, _, _ = _push_manifest(client, repo, index, INDEX)
             state.tags.append((repo, version, body, INDEX))
         if tag_latest:
@@ -141,8 +182,7 @@ def publish_oci(src: Path, client: Client, tag_latest: bool = False,
     # Every blob and manifest is in place: only now do tags move.
     _move_tags(client, state.tags)
     for repo, tag, body, _ in state.tags:
-        result.append({"reference": f"{client.registry}/{repo}:{tag}",
-                       "digest": digest_of(body)})
+        result.append({"reference": f"{client.registry}/{repo}:{tag}", "digest": digest_of(body)})
     _log.info(f"{len(result)} tag(s) set, {state.uploaded} blob(s) uploaded")
     return result
 
@@ -187,25 +227,53 @@ def _newest(repo: str, state: _Pushed) -> tuple[str, str, bytes, str]:
     return max(indexes, key=lambda t: version_key(t[1]))
 
 
-def _attach_signature(client: Client, repo: str, subject: dict[str, Any], sums: bytes,
-                      signature: bytes, state: _Pushed) -> None:
+def _attach_signature(
+    client: Client,
+    repo: str,
+    subject: dict[str, Any],
+    sums: bytes,
+    signature: bytes,
+    state: _Pushed,
+) -> None:
     """Attach SHA256SUMS + SHA256SUMS.gpg as a referrer of the image manifest `subject`."""
-    _attach(client, repo, subject, SIGNATURE_TYPE,
-            [(SUMS_TYPE, sums, SUMS), (PGP_TYPE, signature, SIGNATURE)], state)
+    _attach(
+        client,
+        repo,
+        subject,
+        SIGNATURE_TYPE,
+        [(SUMS_TYPE, sums, SUMS), (PGP_TYPE, signature, SIGNATURE)],
+        state,
+    )
 
 
-def _attach(client: Client, repo: str, subject: dict[str, Any], artifact_type: str,
-            layers: list[tuple[str, bytes, str]], state: _Pushed) -> None:
+def _attach(
+    client: Client,
+    repo: str,
+    subject: dict[str, Any],
+    artifact_type: str,
+    layers: list[tuple[str, bytes, str]],
+    state: _Pushed,
+) -> None:
     """Push an artifact of `layers` (media type, bytes, title) whose `subject` is the manifest
     `subject`, and make it discoverable: the registry's referrers API when it indexes the
     subject itself (OCI-Subject), else the referrers tag schema's index."""
     _push_bytes(client, repo, EMPTY, state)
-    descriptors = [_descriptor(media_type, _push_bytes(client, repo, data, state), len(data),
-                               annotations={TITLE: title})
-                   for media_type, data, title in layers]
+    descriptors = [
+        _descriptor(
+            media_type,
+            _push_bytes(client, repo, data, state),
+            len(data),
+            annotations={TITLE: title},
+        )
+        for media_type, data, title in layers
+    ]
     manifest = {
-        "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": artifact_type,
-        "config": EMPTY_DESCRIPTOR, "layers": descriptors, "subject": subject,
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": artifact_type,
+        "config": EMPTY_DESCRIPTOR,
+        "layers": descriptors,
+        "subject": subject,
         "annotations": {TITLE: layers[0][2]},
     }
     body, digest, resp = _push_manifest(client, repo, manifest, MANIFEST)
@@ -218,7 +286,14 @@ def _attach(client: Client, repo: str, subject: dict[str, Any], artifact_type: s
     manifests: list[dict[str, Any]] = list(index.get("manifests", []))
     if any(m.get("digest") == digest for m in manifests):
         return
-    manifests.append(_descriptor(MANIFEST, digest, len(body), artifactType=artifact_type,
-                                 annotations={TITLE: layers[0][2]}))
+    manifests.append(
+        _descriptor(
+            MANIFEST,
+            digest,
+            len(body),
+            artifactType=artifact_type,
+            annotations={TITLE: layers[0][2]},
+        )
+    )
     index.update({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
     client.put_manifest(repo, tag, canonical(index), INDEX)

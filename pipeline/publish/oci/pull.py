@@ -33,8 +33,14 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
     doc = json.loads(body)
     if doc.get("mediaType") == INDEX or "manifests" in doc:
         goarch = arch.goarch
-        entry = next((m for m in doc.get("manifests", [])
-                      if m.get("platform", {}).get("architecture") == goarch), None)
+        entry = next(
+            (
+                m
+                for m in doc.get("manifests", [])
+                if m.get("platform", {}).get("architecture") == goarch
+            ),
+            None,
+        )
         if entry is None:
             raise PipelineError(f"{shown}: index has no {arch} ({goarch}) image")
         found = client.get_manifest(repo, entry["digest"], accept=MANIFEST)
@@ -53,8 +59,7 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
     if not DIGEST_RE.match(str(layer.get("digest"))):
         raise PipelineError(f"{shown}: layer digest {layer.get('digest')!r} is not sha256")
     out.mkdir(parents=True, exist_ok=True)
-    sums, signature = _verified_signature(client, repo, digest, file, layer["digest"], ring,
-                                          shown)
+    sums, signature = _verified_signature(client, repo, digest, file, layer["digest"], ring, shown)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{file}.", dir=out)
     try:
         with os.fdopen(fd, "wb") as tmp:
@@ -69,8 +74,9 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
     return out / file
 
 
-def _verified_signature(client: Client, repo: str, subject: str, file: str, layer: str,
-                        ring: bytes, shown: str) -> tuple[bytes, bytes]:
+def _verified_signature(
+    client: Client, repo: str, subject: str, file: str, layer: str, ring: bytes, shown: str
+) -> tuple[bytes, bytes]:
     """(SHA256SUMS, signature) of a referrer that verifies and lists `file` with `layer`."""
     problems = []
     for ref in client.referrers(repo, subject):
@@ -101,9 +107,12 @@ def _verified_signature(client: Client, repo: str, subject: str, file: str, laye
                 problems.append(str(err).replace(str(sig_path), f"referrer {ref['digest']}"))
                 continue
         if listed is None or "sha256:" + listed != layer:
-            problems.append(f"referrer {ref['digest']}: SHA256SUMS does not list {file} with "
-                            f"{layer}")
+            problems.append(
+                f"referrer {ref['digest']}: SHA256SUMS does not list {file} with {layer}"
+            )
             continue
         return blobs[SUMS], blobs[SIGNATURE]
-    raise PipelineError(f"{shown}: no valid signature: "
-                        + ("; ".join(problems) if problems else "no signature referrer found"))
+    raise PipelineError(
+        f"{shown}: no valid signature: "
+        + ("; ".join(problems) if problems else "no signature referrer found")
+    )
