@@ -19,6 +19,7 @@ class Boot:
     stopped_at: str
     merge_output: str = ""
     sysext_status: str = ""
+    first_boot_died: str = ""  # why a first boot was discarded before its script started
 
 
 @dataclass
@@ -136,6 +137,11 @@ def render(report: SmokeReport) -> str:
     out = [
         f"smoke test on {report.os} {b.arch} ({b.accel}, {b.seconds:.1f}s)"
         + (f": TIMED OUT {b.stopped_at}" if b.timed_out else "")
+        + (
+            f" (booted twice: the first guest died before its script, {b.first_boot_died})"
+            if b.first_boot_died
+            else ""
+        )
         for b in report.boots
     ]
     for r in report.images:

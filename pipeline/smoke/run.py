@@ -138,6 +138,7 @@ def _boot_arch(
         result.stopped_at,
         merge_output,
         status,
+        result.first_boot_died,
     )
 
 

@@ -36,6 +36,7 @@ with the CLI (the tool runner's parent-death signal).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import importlib.resources
 import json
@@ -132,6 +133,13 @@ class BootResult:
     stopped_at: str
     accel: str
     seconds: float
+    # Why the first boot was discarded (the guest died before its script started), if it was.
+    first_boot_died: str = ""
+
+    @property
+    def started(self) -> bool:
+        """Whether the guest script started (the harness's first frame arrived)."""
+        return any(f.get("event") == "guest-start" for f in self.frames)
 
     @property
     def finished(self) -> bool:
@@ -312,6 +320,15 @@ def boot(
         _log.info(f"{_KVM_FAILED[vm.arch]}; booting again under TCG, software emulation, slow")
         result = _boot(vm, payload_dir, guest_script, timeout, net_forward, on_frame, "tcg")
     assert result is not None
+    if not result.started:
+        # The guest died before the script began (under TCG a guest kernel has oopsed early
+        # now and then): nothing of the script ran, so one more boot is an honest retry.
+        # A guest that dies again, or at any point once its script started, is reported.
+        died = result.stopped_at or "no frame received"
+        _log.info(f"the guest died before its script started ({died}); booting once more")
+        again = _boot(vm, payload_dir, guest_script, timeout, net_forward, on_frame, result.accel)
+        if again is not None:  # None: KVM failed this time; the first result stands
+            result = dataclasses.replace(again, first_boot_died=died)
     return result
 
 
