@@ -219,3 +219,22 @@ def test_missing_image_tool_is_named(mirror: Mirror, tmp_path: Path) -> None:
         "mksquashfs: not found on PATH (install the Debian package squashfs-tools)" in proc.stderr
     )
     assert_nothing_left(tmp_path / "out2")
+
+
+def test_symlink_loop_in_the_image_is_one_line(mirror: Mirror, tmp_path: Path) -> None:
+    """Found by the fuzz test: a link loop among installed files was an internal error."""
+    data = tar_with(
+        member("tiny/lib/a", tarfile.SYMTYPE, link="b"),
+        member("tiny/lib/b", tarfile.SYMTYPE, link="a"),
+    )
+    url = "https://example.org/loop/loop.tar.gz"
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    write_recipe(
+        recipes,
+        "loop",
+        f'    x86-64: {{url: "{url}", sha256: "{serve(mirror, url, data)}"}}\n',
+        '  - {from: "tiny/lib", to: /usr/lib/loop}\n',
+    )
+    error = build_fails(mirror, recipes, "loop", tmp_path)
+    assert error.endswith("loop.yaml: install: /usr/lib/loop/a -> b is a symlink loop"), error

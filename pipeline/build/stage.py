@@ -152,7 +152,12 @@ def _check_links(recipe: Recipe, tree: Tree) -> None:
         target = tree.readlink(entry.path)
         rel = f"/{entry.path}"
         # Resolving only reads (readlink/lstat); nothing is written through a link.
-        resolved = (real_root / entry.path.parent / target).resolve()
+        try:
+            resolved = (real_root / entry.path.parent / target).resolve()
+        except (RuntimeError, OSError):  # a loop: RuntimeError up to 3.12, OSError after
+            raise PipelineError(
+                f"{recipe.path}: install: {rel} -> {target} is a symlink loop"
+            ) from None
         if target.startswith("/") or not resolved.is_relative_to(real_root):
             raise PipelineError(f"{recipe.path}: install: {rel} links outside the image ({target})")
         if not resolved.exists():
