@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import run_cli
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 
 
-def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *extra: str) -> dict:
+def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *extra: str) -> dict[str, Any]:
     proc = run_cli(
         "build",
         "wasmtime",
@@ -40,6 +41,7 @@ def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *extra: str) ->
         *extra,
         check=True,
     )
+    result: dict[str, Any]
     [result] = json.loads(proc.stdout)
     return result
 
@@ -50,7 +52,7 @@ def built(
     tmp_path_factory: pytest.TempPathFactory,
     recipes: Path,
     mirror: Mirror,
-) -> tuple[str, Path, dict]:
+) -> tuple[str, Path, dict[str, Any]]:
     fmt = request.param
     base = tmp_path_factory.mktemp(fmt)
     result = build(recipes, mirror, base / "cache", base / "out", "--format", fmt)
@@ -67,7 +69,7 @@ def extract(fmt: str, image: Path, dest: Path) -> None:
 
 
 def test_image_runs_wasm_and_carries_extension_release(
-    built: tuple[str, Path, dict], hello_wasm: Path, tmp_path: Path
+    built: tuple[str, Path, dict[str, Any]], hello_wasm: Path, tmp_path: Path
 ) -> None:
     fmt, base, result = built
     assert result["status"] == "built" and result["image"] == IMAGE
@@ -92,7 +94,7 @@ def test_image_runs_wasm_and_carries_extension_release(
     assert run.stdout.strip() == HELLO_OUTPUT
 
 
-def test_image_is_root_owned_with_fixed_times(built: tuple[str, Path, dict]) -> None:
+def test_image_is_root_owned_with_fixed_times(built: tuple[str, Path, dict[str, Any]]) -> None:
     fmt, base, _ = built
     image = base / "out" / IMAGE
     if fmt == "squashfs":
@@ -118,7 +120,7 @@ def test_image_is_root_owned_with_fixed_times(built: tuple[str, Path, dict]) -> 
 
 
 def test_metadata_and_sums_describe_the_image(
-    built: tuple[str, Path, dict], recipes: Path, mirror: Mirror
+    built: tuple[str, Path, dict[str, Any]], recipes: Path, mirror: Mirror
 ) -> None:
     fmt, base, result = built
     out = base / "out"
@@ -137,7 +139,7 @@ def test_metadata_and_sums_describe_the_image(
 
 
 def test_rebuild_in_fresh_cache_is_byte_identical(
-    built: tuple[str, Path, dict], recipes: Path, mirror: Mirror, tmp_path: Path
+    built: tuple[str, Path, dict[str, Any]], recipes: Path, mirror: Mirror, tmp_path: Path
 ) -> None:
     fmt, _, first = built
     again = build(recipes, mirror, tmp_path / "cache", tmp_path / "out", "--format", fmt)
@@ -146,7 +148,7 @@ def test_rebuild_in_fresh_cache_is_byte_identical(
 
 
 def test_unchanged_image_is_skipped_without_download(
-    built: tuple[str, Path, dict], recipes: Path, mirror: Mirror
+    built: tuple[str, Path, dict[str, Any]], recipes: Path, mirror: Mirror
 ) -> None:
     fmt, base, first = built
     hits = sum(mirror.hits.values())
@@ -156,7 +158,7 @@ def test_unchanged_image_is_skipped_without_download(
 
 
 def test_offline_build_uses_the_cache(
-    built: tuple[str, Path, dict], recipes: Path, mirror: Mirror, tmp_path: Path
+    built: tuple[str, Path, dict[str, Any]], recipes: Path, mirror: Mirror, tmp_path: Path
 ) -> None:
     fmt, base, first = built
     again = build(recipes, mirror, base / "cache", tmp_path / "out", "--format", fmt, "--offline")

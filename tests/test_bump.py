@@ -15,6 +15,7 @@ from support.mirror import Mirror
 from support.payloads import tar_bytes
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.vocab import Arch
 from pipeline.recipe import load
 from pipeline.recipe.bump import add_version, entry_for
 from pipeline.recipe.load import default_recipes_dir, load_all
@@ -117,6 +118,7 @@ def inserted(before: str, after: str) -> str:
 def cli(
     github: FakeGitHub, mirror: Mirror, tmp_path: Path, *args: str | Path
 ) -> tuple[int, str, str]:
+    cache: list[str | Path] = ["--cache", tmp_path / "cache"] if args[0] == "bump" else []
     proc = run_cli(
         *args,
         "--recipes",
@@ -125,7 +127,7 @@ def cli(
         github.url,
         "--mirror",
         mirror.url,
-        *(["--cache", tmp_path / "cache"] if args[0] == "bump" else []),
+        *cache,
         env={"GITHUB_TOKEN": TOKEN, "GOPROXY": "https://proxy.golang.org,direct"},
     )
     assert TOKEN not in proc.stdout + proc.stderr
@@ -278,7 +280,7 @@ def test_bump_adds_the_release_locks_it_and_makes_it_the_default(
     text = path.read_text()
     recipe = load(path)
     assert recipe.version == "1.1" and recipe.pinned("1.1") and recipe.pinned("1.0")
-    assert [i.sha256 for i in recipe.inputs("1.1", "x86-64")] == [new["tiny-1.1-x86_64.tar.gz"]]
+    assert [i.sha256 for i in recipe.inputs("1.1", Arch.X86_64)] == [new["tiny-1.1-x86_64.tar.gz"]]
     # Only the default and the new entry changed; comments and layout are kept.
     assert 'version: "1.1"  # the default\n' in text
     assert inserted(before, text.replace('version: "1.1"', 'version: "1.0"')).startswith(
@@ -313,7 +315,7 @@ def test_bump_keeps_unavailable_arches_and_an_older_version_is_not_the_default(
     assert "tiny: default stays 1.0: 0.9 is older" in out
     recipe = load(path)
     assert recipe.version == "1.0" and recipe.pinned("0.9")
-    assert recipe.unavailable("0.9", "arm64") == "upstream builds x86-64 only"
+    assert recipe.unavailable("0.9", Arch.ARM64) == "upstream builds x86-64 only"
 
     code, out, err = cli(github, mirror, tmp_path, "bump", "tiny", "--json")
     assert code == 0, err
@@ -480,6 +482,8 @@ def test_a_new_entry_is_templated_from_the_default_version(tmp_path: Path) -> No
         others = [u for u in new_urls if f"/{upstream.owner}/{upstream.repo}/" not in u]
         assert others == [u for u in urls if u not in ours]  # nats-server, as it was
         assert all(
-            i.sha256 is None for i in bumped.inputs(new, "x86-64") if f"/{upstream.repo}/" in i.url
+            i.sha256 is None
+            for i in bumped.inputs(new, Arch.X86_64)
+            if f"/{upstream.repo}/" in i.url
         )
         assert inserted(recipe.path.read_text(), text).startswith(f'  "{new}":\n')

@@ -9,6 +9,7 @@ from support.cli import run_cli
 from support.mirror import Mirror
 from support.recipes import pinned_tiny, serve, tiny_tarball, write_recipe
 
+from pipeline.core.vocab import Arch
 from pipeline.recipe import load
 
 
@@ -24,7 +25,7 @@ def test_build_all_builds_the_rest_when_one_fails(mirror: Mirror, tmp_path: Path
         f'sha256: "{"3" * 64}"}}\n'
         '    arm64: {unavailable: "no upstream arm64 build"}\n',
     )
-    base = [
+    base: list[str | Path] = [
         "--recipes",
         recipes,
         "--mirror",
@@ -121,7 +122,7 @@ def test_lock_pins_inputs_checked_against_upstream_checksums(
     text = path.read_text()
     assert f'sha256: "{x86}"}}  # keep me' in text and "# test recipe locky" in text
     recipe = load(path)
-    assert [i.sha256 for i in recipe.inputs("1.0", "arm64")] == [arm]
+    assert [i.sha256 for i in recipe.inputs("1.0", Arch.ARM64)] == [arm]
     build = run_cli(
         "build",
         "locky",
@@ -164,7 +165,7 @@ def test_new_scaffolds_a_recipe_that_validates(tmp_path: Path) -> None:
     proc = run_cli("new", "my-runtime", "--recipes", tmp_path, check=True)
     assert "wasm-sysexts lock my-runtime" in proc.stdout
     recipe = load(tmp_path / "my-runtime.yaml")
-    assert recipe.name == "my-runtime" and recipe.inputs("0.0.0", "x86-64")[0].sha256 is None
+    assert recipe.name == "my-runtime" and recipe.inputs("0.0.0", Arch.X86_64)[0].sha256 is None
     again = run_cli("new", "my-runtime", "--recipes", tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = run_cli("new", "Bad Name", "--recipes", tmp_path)

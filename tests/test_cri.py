@@ -19,6 +19,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cache import VM_CACHE
@@ -46,7 +47,7 @@ def unsquash(image: Path, dest: Path) -> Path:
     return dest
 
 
-def rewrite_image(image: Path, change: Callable[[Path], None]) -> None:
+def rewrite_image(image: Path, change: Callable[[Path], object]) -> None:
     """Unpack `image`, apply `change` to its tree, pack it again in place (metadata updated):
     a broken image as a faulty build or a bad hand edit would leave it."""
     tree = unsquash(image, image.with_suffix(".tree"))
@@ -143,7 +144,7 @@ def noreg_recipes(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror) -> P
     return directory
 
 
-def smoke(images: Path, recipes: Path) -> tuple[int, dict[str, dict[str, object]]]:
+def smoke(images: Path, recipes: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     proc = run_cli(
         "smoke-test",
         images,
@@ -198,7 +199,7 @@ def test_cri_wasm_pod_runs_with_the_shims_handler(
     wasmtime = images[SHIM]
     steps = {
         s["command"].split()[2]: s
-        for s in wasmtime["steps"]  # type: ignore[union-attr]
+        for s in wasmtime["steps"]
         if s["command"].startswith("sh /run/wsx/cri.sh")
     }
     assert wasmtime["status"] == "passed", json.dumps(wasmtime, indent=2)
@@ -213,11 +214,7 @@ def test_cri_wasm_pod_runs_with_the_shims_handler(
 
     noreg = images["containerd-shim-wsxnoreg"]
     assert code == 1 and noreg["status"] == "failed"
-    failed = next(
-        s
-        for s in noreg["steps"]  # type: ignore[union-attr]
-        if s["status"] == "failed"
-    )
+    failed = next(s for s in noreg["steps"] if s["status"] == "failed")
     assert failed["command"].endswith("handler wsxnoreg io.containerd.wsxnoreg.v1")
     assert (
         "handler wsxnoreg (io.containerd.wsxnoreg.v1) is not registered with containerd's "
@@ -255,7 +252,7 @@ def test_cri_broken_config_fails_with_containerds_reason(
     code, images = smoke(out, noreg_recipes)
     image = images["containerd-shim-wsxbadcfg"]
     assert code == 1 and image["status"] == "failed"
-    up = image["steps"][0]  # type: ignore[index]
+    up = image["steps"][0]
     assert up["command"] == "sh /run/wsx/cri.sh up" and up["status"] == "failed"
     assert "containerd did not start: " in up["reason"], up
     # containerd's own words about the root config, not systemd's about the unit.

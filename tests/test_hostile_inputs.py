@@ -16,7 +16,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -119,7 +119,7 @@ def test_cve_2025_4517_archive_is_refused(mirror: Mirror, sandbox: Path) -> None
 
 
 def test_symlinked_image_is_refused_by_sign_and_publish(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     host_file = tmp_path / "host-secret"
     host_file.write_text("not an image\n")
@@ -236,7 +236,7 @@ def test_content_encoding_gzip_is_stored_as_sent(mirror: Mirror, tmp_path: Path)
 
 
 def test_sign_hashes_its_own_copy_while_the_source_changes(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     src = copy_input(signed_images[V1], tmp_path / "images")
     big = src / f"{NAME}-3.0.0-x86-64.raw"
@@ -298,7 +298,7 @@ def test_credentials_never_go_to_a_plain_http_token_realm() -> None:
 
 
 def test_edited_metadata_cannot_relabel_a_signed_image(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     d = copy_input(signed_images[V1], tmp_path / "images")
     meta_path = d / f"{NAME}-{V1}-x86-64.raw.json"
@@ -342,7 +342,9 @@ def sha256_of_file(path: Path) -> str:
 # --- low ----------------------------------------------------------------------------------
 
 
-def test_base_url_cannot_inject_lines(tmp_path: Path, signed_images, publish_key) -> None:
+def test_base_url_cannot_inject_lines(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
     for url in (
         "https://u.example/x\nVerify=no",
         "https://u.example/x\r\n[Source]",
@@ -548,9 +550,9 @@ def test_lock_pins_the_right_key_and_refuses_a_login_page(mirror: Mirror, tmp_pa
     ids=["spec-in-to", "huge-width", "conversion", "dot-component", "duplicate-key", "not-utf8"],
 )
 def test_recipe_problems_are_one_line_each(
-    change,
+    change: Callable[[str], str | bytes],
     expected: str,
-    mirror: Mirror,  # type: ignore[no-untyped-def]
+    mirror: Mirror,
     tmp_path: Path,
 ) -> None:
     path = pinned_tiny(mirror, tmp_path, "odd")

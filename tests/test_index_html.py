@@ -466,7 +466,7 @@ HOSTILE = '<script>document.body.setAttribute("data-pwned","1")</script>"\'&amp;
 @pytest.mark.browser
 def test_hostile_index_values_stay_text(tmp_path: Path) -> None:
     name = f"evil{HOSTILE}"
-    image = {
+    image: dict[str, Any] = {
         "file": f"{name}-1.raw",
         "url": f"javascript:alert(1)//{HOSTILE}",
         "size": 4096,

@@ -14,11 +14,13 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from support.cli import run_cli
 from support.gotools import oras_binary
+from support.mirror import Mirror
 from support.registry import FaultProxy, Registry
 from support.registry_images import NAME, V1, V2, make_key
 
@@ -56,7 +58,7 @@ def push(
     )
 
 
-def manifest(host: str, ref: str) -> tuple[dict, str]:
+def manifest(host: str, ref: str) -> tuple[dict[str, Any], str]:
     resp = requests.get(
         f"http://{host}/v2/wsx/{NAME}/manifests/{ref}",
         headers={"Accept": f"{MANIFEST}, {INDEX}"},
@@ -67,7 +69,10 @@ def manifest(host: str, ref: str) -> tuple[dict, str]:
 
 
 def test_push_then_pull_with_our_client_skopeo_and_oras(
-    tmp_path: Path, registry: Registry, signed_images, publish_key
+    tmp_path: Path,
+    registry: Registry,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
 ) -> None:
     push(registry.host, signed_images[V1], "--keyring", str(publish_key[1]))
     proc = push(registry.host, signed_images[V2], "--tag-latest", "--json")
@@ -170,7 +175,7 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(
     assert blob.read_bytes() == original
 
     # The oras Python SDK.
-    import oras.client
+    import oras.client  # type: ignore[import-untyped]  # the oras SDK ships no py.typed
 
     files = oras.client.OrasClient(hostname=registry.host, insecure=True).pull(
         target=f"{registry.host}/wsx/{NAME}:{V2}-x86-64", outdir=str(tmp_path / "oras")
@@ -180,7 +185,10 @@ def test_push_then_pull_with_our_client_skopeo_and_oras(
 
 
 def test_pull_refuses_wrong_key_and_corrupt_blob(
-    tmp_path: Path, registry: Registry, signed_images, publish_key
+    tmp_path: Path,
+    registry: Registry,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
 ) -> None:
     push(registry.host, signed_images[V1])
     _, other = make_key(tmp_path / "other-key")
@@ -201,7 +209,9 @@ def test_pull_refuses_wrong_key_and_corrupt_blob(
     assert not list((tmp_path / "b").glob("*.raw"))
 
 
-def test_second_push_uploads_nothing(registry: Registry, proxy: FaultProxy, signed_images) -> None:
+def test_second_push_uploads_nothing(
+    registry: Registry, proxy: FaultProxy, signed_images: dict[str, Path]
+) -> None:
     push(proxy.host, signed_images[V1])
     first = proxy.count("POST", r"/blobs/uploads/$")
     # empty config, two images, SHA256SUMS, its signature, two SBOMs, two provenance files
@@ -214,7 +224,11 @@ def test_second_push_uploads_nothing(registry: Registry, proxy: FaultProxy, sign
 
 
 def test_transient_faults_are_retried(
-    tmp_path: Path, registry: Registry, proxy: FaultProxy, signed_images, publish_key
+    tmp_path: Path,
+    registry: Registry,
+    proxy: FaultProxy,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
 ) -> None:
     image = f"{NAME}-{V1}-x86-64.raw"
     layer = read_sums(signed_images[V1] / "SHA256SUMS")[image]
@@ -254,7 +268,7 @@ def test_transient_faults_are_retried(
 
 
 def test_persistent_failure_leaves_tags_alone(
-    registry: Registry, proxy: FaultProxy, signed_images
+    registry: Registry, proxy: FaultProxy, signed_images: dict[str, Path]
 ) -> None:
     push(proxy.host, signed_images[V1], "--tag-latest")
     latest = manifest(registry.host, "latest")[1]
@@ -269,13 +283,19 @@ def test_persistent_failure_leaves_tags_alone(
 
 
 def test_htpasswd_over_tls_docker_config_and_wrong_password(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     secret = "pa55-w0rd-never-shown"
     with Registry(tmp_path / "reg", tls=True, users={"alice": secret}) as reg:
         assert reg.ca is not None
         env = {"REQUESTS_CA_BUNDLE": str(reg.ca), "REG_PW": secret}
-        args = ["publish", "oci", signed_images[V1], "--repository", f"{reg.host}/wsx"]
+        args: list[str | Path] = [
+            "publish",
+            "oci",
+            signed_images[V1],
+            "--repository",
+            f"{reg.host}/wsx",
+        ]
         proc = run_cli(*args, "--username", "alice", "--password-env", "REG_PW", env=env)
         assert proc.returncode == 0, proc.stderr
         assert secret not in proc.stdout + proc.stderr
@@ -322,7 +342,12 @@ def test_htpasswd_over_tls_docker_config_and_wrong_password(
         assert proc.returncode == 0, proc.stderr
 
 
-def test_bearer_token_auth(tmp_path: Path, registry: Registry, signed_images, publish_key) -> None:
+def test_bearer_token_auth(
+    tmp_path: Path,
+    registry: Registry,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
+) -> None:
     with FaultProxy(registry.host, token_user=("bob", "tok-secret")) as proxy:
         proc = push(
             proxy.host,
@@ -356,7 +381,12 @@ def test_docker_registry_lacks_referrers_api(registry: Registry) -> None:
 
 
 def test_failed_tag_write_puts_moved_tags_back(
-    tmp_path: Path, registry: Registry, proxy: FaultProxy, mirror, signed_images, publish_key
+    tmp_path: Path,
+    registry: Registry,
+    proxy: FaultProxy,
+    mirror: Mirror,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
 ) -> None:
     from support.registry_images import sign_into, write_recipe
 
@@ -411,7 +441,7 @@ def test_failed_tag_write_puts_moved_tags_back(
 
 @pytest.mark.gotool
 def test_sbom_and_provenance_are_referrers_oras_discovers(
-    tmp_path: Path, registry: Registry, signed_images
+    tmp_path: Path, registry: Registry, signed_images: dict[str, Path]
 ) -> None:
     """Each image manifest has its SBOM and its signed provenance attached as referrers: the
     real oras CLI lists them (through the referrers tag schema this registry needs) and pulls

@@ -50,7 +50,9 @@ def snapshot(dest: Path) -> dict[str, object]:
     return {"link": os.readlink(dest) if dest.is_symlink() else None, "files": files}
 
 
-def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publish_key) -> None:
+def test_publish_v1_then_v2(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
     dest = tmp_path / "www" / "ext"
     proc = publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     assert proc.stdout.strip() == f"{NAME}: {V1}"
@@ -143,7 +145,9 @@ def test_publish_v1_then_v2(tmp_path: Path, signed_images: dict[str, Path], publ
     assert sorted(p.name for p in (dest.parent / ".ext.generations").iterdir()) == generations
 
 
-def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, publish_key) -> None:
+def test_keep_prunes_oldest_by_sysupdate_order(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     publish(signed_images[V2], dest, publish_key, "--keep", "1")
@@ -156,7 +160,7 @@ def test_keep_prunes_oldest_by_sysupdate_order(tmp_path: Path, signed_images, pu
 
 
 def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     dest = tmp_path / "ext"
     # No --gpg-key: v1 alone merges into exactly its signed manifest, whose signature is kept.
@@ -186,7 +190,7 @@ def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
 
 @pytest.mark.parametrize("damage", ["image", "signature", "unlisted"])
 def test_tampered_input_refused_before_anything_is_written(
-    tmp_path: Path, signed_images, publish_key, damage: str
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path], damage: str
 ) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
@@ -218,7 +222,7 @@ def test_tampered_input_refused_before_anything_is_written(
 
 
 def test_killed_publish_leaves_previous_tree_intact(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
@@ -262,7 +266,9 @@ def test_killed_publish_leaves_previous_tree_intact(
     assert f"{NAME}-2.0.0-x86-64.raw" in read_sums(dest / NAME / "SHA256SUMS")
 
 
-def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publish_key) -> None:
+def test_concurrent_publishes_are_serialized(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
     dest = tmp_path / "ext"
     publish(signed_images[V1], dest, publish_key, "--base-url", BASE)
     lock = open(tmp_path / ".ext.lock", "a")  # noqa: SIM115 - held across the check below
@@ -334,7 +340,7 @@ def test_concurrent_publishes_are_serialized(tmp_path: Path, signed_images, publ
 
 
 def test_plain_directory_dest_is_swapped_atomically(
-    tmp_path: Path, signed_images, publish_key
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
 ) -> None:
     first = tmp_path / "first"
     publish(signed_images[V1], first, publish_key, "--base-url", BASE)
@@ -347,7 +353,9 @@ def test_plain_directory_dest_is_swapped_atomically(
     assert len(previous) == 1 and (previous[0] / NAME / f"{NAME}-{V1}-x86-64.raw").is_file()
 
 
-def test_first_publish_needs_base_url(tmp_path: Path, signed_images, publish_key) -> None:
+def test_first_publish_needs_base_url(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
     proc = publish(signed_images[V1], tmp_path / "ext", publish_key, check=False)
     assert proc.returncode == 1
     assert "--base-url: required" in proc.stderr

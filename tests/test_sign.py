@@ -9,8 +9,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 from support.cache import VM_CACHE
@@ -232,7 +234,8 @@ def test_keys_have_safe_modes_and_printed_fingerprints(keys: Keys, tmp_path: Pat
         text=True,
         check=True,
     )
-    digest = re.search(r"Fingerprint=([0-9A-F:]+)", cert.stdout).group(1)  # type: ignore[union-attr]
+    found = cast(re.Match[str], re.search(r"Fingerprint=([0-9A-F:]+)", cert.stdout))
+    digest = found.group(1)
     assert digest.replace(":", "").lower() in keys.output
     assert "Public-Key: (3072 bit)" in cert.stdout and "rsaEncryption" in cert.stdout
 
@@ -350,9 +353,9 @@ def add_unlisted_image(d: Path, other: Keys) -> None:
     ids=["flipped-byte", "edited-sums", "other-key", "no-signature", "unlisted-image"],
 )
 def test_tampering_is_refused(
-    tamper,
+    tamper: Callable[[Path, Keys], None],
     culprits: dict[str, str],
-    signed: Path,  # type: ignore[no-untyped-def]
+    signed: Path,
     keys: Keys,
     other_keys: Keys,
     tmp_path: Path,

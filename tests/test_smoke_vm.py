@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cache import VM_CACHE
@@ -55,7 +56,7 @@ def build(recipes: Path, mirror: Mirror, out: Path, *args: str) -> None:
 @pytest.fixture(scope="module")
 def smoke(
     tmp_path_factory: pytest.TempPathFactory, recipes: Path, mirror: Mirror, hello_wasm: Path
-) -> tuple[int, dict[str, object], str]:
+) -> tuple[int, dict[str, Any], str]:
     work = tmp_path_factory.mktemp("smoke")
     write_vm_recipes(recipes, mirror, work / "c")
     out = work / "out"
@@ -82,14 +83,14 @@ def smoke(
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
-def by_name(report: dict[str, object]) -> dict[str, dict[str, object]]:
-    return {str(i["name"]): i for i in report["images"]}  # type: ignore[index, union-attr]
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(i["name"]): i for i in report["images"]}
 
 
-def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) -> None:
+def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, Any], str]) -> None:
     code, report, stderr = smoke
     assert code == 1, "broken images are in the run, so the command must fail"
-    [boot] = report["boots"]  # type: ignore[misc]  # every image is named x86-64
+    [boot] = report["boots"]  # every image is named x86-64
     assert not boot["timed_out"] and boot["arch"] == "x86-64"
     images = by_name(report)
     for name in ("wasmtime", "wazero"):
@@ -106,7 +107,7 @@ def test_runtimes_merge_and_run_wasm(smoke: tuple[int, dict[str, object], str]) 
     assert images["wasmtime"]["steps"][0]["output"] == host_output(wasmtime_binary(), "--version")
 
 
-def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], str]) -> None:
+def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, Any], str]) -> None:
     _, report, _ = smoke
     images = by_name(report)
     misnamed, wrongarch, needslib = images["misnamed"], images["wrongarch"], images["needslib"]
@@ -125,16 +126,16 @@ def test_broken_images_fail_with_reasons(smoke: tuple[int, dict[str, object], st
     assert step["exit"] == 127 and "libwsxmissing.so" in step["reason"], step
 
 
-def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, object], str]) -> None:
+def test_human_report(tmp_path: Path, smoke: tuple[int, dict[str, Any], str]) -> None:
     from pipeline.smoke.plan import ImageReport, Step
     from pipeline.smoke.report import Boot, SmokeReport, render
 
     _, report, _ = smoke
     images = [
         ImageReport(**{**i, "steps": [Step(**s) for s in i["steps"]]}) for i in report["images"]
-    ]  # type: ignore[union-attr]
-    boots = [Boot(**b) for b in report["boots"]]  # type: ignore[union-attr]
-    text = render(SmokeReport(**{**report, "images": images, "boots": boots}))  # type: ignore[arg-type]
+    ]
+    boots = [Boot(**b) for b in report["boots"]]
+    text = render(SmokeReport(**{**report, "images": images, "boots": boots}))
     assert text.startswith("smoke test on reference x86-64 (")
     assert "PASS  wasmtime-" in text and "FAIL  misnamed-1.0-x86-64.raw" in text
     assert "2/5 images passed" in text

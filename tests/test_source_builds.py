@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -48,7 +49,9 @@ def source_recipes(tmp_path_factory: pytest.TempPathFactory, pins: dict[str, str
     return directory
 
 
-def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *names: str) -> list[dict]:
+def build(
+    recipes: Path, mirror: Mirror, cache: Path, out: Path, *names: str
+) -> list[dict[str, Any]]:
     proc = run_cli(
         "build",
         *names,
@@ -75,7 +78,7 @@ def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *names: str) ->
 @pytest.fixture(scope="module")
 def built(
     tmp_path_factory: pytest.TempPathFactory, source_recipes: Path, mirror: Mirror
-) -> tuple[Path, list[dict]]:
+) -> tuple[Path, list[dict[str, Any]]]:
     base = tmp_path_factory.mktemp("source-built")
     results = build(source_recipes, mirror, base / "cache", base / "out", "wazero", "wamr")
     return base / "out", results
@@ -95,7 +98,7 @@ def file_type(path: Path) -> str:
 
 
 def test_source_go_wazero_for_both_arches(
-    built: tuple[Path, list[dict]], tmp_path: Path, hello_wasm: Path
+    built: tuple[Path, list[dict[str, Any]]], tmp_path: Path, hello_wasm: Path
 ) -> None:
     out, results = built
     assert {(r["name"], r["arch"]): r["status"] for r in results if r["name"] == "wazero"} == {
@@ -125,7 +128,7 @@ def test_source_go_wazero_for_both_arches(
 
 
 def test_source_cmake_wamr_for_both_arches(
-    built: tuple[Path, list[dict]], tmp_path: Path, hello_wasm: Path
+    built: tuple[Path, list[dict[str, Any]]], tmp_path: Path, hello_wasm: Path
 ) -> None:
     out, _ = built
     x86 = unpack(out / f"wamr-{WAMR_VERSION}-x86-64.raw", tmp_path / "x86") / "usr/bin/iwasm"
@@ -150,7 +153,7 @@ def test_source_cmake_wamr_for_both_arches(
 @pytest.mark.arm64_vm
 @pytest.mark.debroot
 def test_source_arm64_images_boot_in_the_arm64_vm(
-    built: tuple[Path, list[dict]], source_recipes: Path, tmp_path: Path
+    built: tuple[Path, list[dict[str, Any]]], source_recipes: Path, tmp_path: Path
 ) -> None:
     """The arm64 half of a release executed: wazero and WAMR cross-built above merge in an
     arm64 reference VM (qemu-system-aarch64) and run the hello module there."""
@@ -192,7 +195,7 @@ def test_source_arm64_images_boot_in_the_arm64_vm(
 
 
 def test_source_rebuild_is_byte_identical(
-    built: tuple[Path, list[dict]], source_recipes: Path, mirror: Mirror, tmp_path: Path
+    built: tuple[Path, list[dict[str, Any]]], source_recipes: Path, mirror: Mirror, tmp_path: Path
 ) -> None:
     _, first = built
     again = build(source_recipes, mirror, tmp_path / "cache", tmp_path / "out", "wazero", "wamr")

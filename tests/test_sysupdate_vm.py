@@ -16,10 +16,12 @@ import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cache import VM_CACHE
 from support.cli import run_cli
+from support.mirror import Mirror
 from support.registry_images import NAME, V1, V2, build_signed, make_key
 from support.relay import relay_command
 
@@ -98,7 +100,7 @@ run status systemd-sysext status
 
 
 def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
-    tmp_path: Path, mirror, http_root: tuple[Path, int]
+    tmp_path: Path, mirror: Mirror, http_root: tuple[Path, int]
 ) -> None:
     # The reference VM carries systemd-pull (systemd-container) and gpg, as Flatcar does.
     image = reference_vm(VM_CACHE)
@@ -146,7 +148,7 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     result = qemu.boot(
         image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, relay_command(port))
     )
-    steps = {str(f["step"]): f for f in result.frames if "step" in f}
+    steps: dict[str, dict[str, Any]] = {str(f["step"]): f for f in result.frames if "step" in f}
     detail = "\n".join(f"{k}: rc={v['rc']} {v.get('out', '')}" for k, v in steps.items())
     assert result.finished, f"{result.stopped_at}\n{detail}\n{result.console[-3000:]}"
 

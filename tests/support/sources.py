@@ -238,4 +238,5 @@ def shim_image(mirror: Mirror) -> Path:
     )
     [result] = json.loads(proc.stdout)
     assert result["status"] in ("built", "unchanged"), result
-    return SHIM_OUT / result["image"]
+    image: str = result["image"]
+    return SHIM_OUT / image
