@@ -53,16 +53,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = [i for i in items if not _slow(i)]
-    # Under pytest-xdist (--dist loadgroup), every slow test runs on one worker, one after
-    # another (VMs under TCG and compilers each want the whole machine; a fixture they share
-    # is made once), while the other workers take the fast tests a module at a time.
-    for item in items:
-        item.add_marker(
-            pytest.mark.xdist_group("slow-tiers" if _slow(item) else item.nodeid.split("::")[0])
-        )
-    # The arm64 reference VM's root takes longest to make: its test goes last, and the
-    # worker running the slow tests starts making the root with its first one (below).
+    # The arm64 reference VM's root takes longest to make: its test goes last, and the first
+    # slow test starts making the root in the background (below).
     items.sort(key=lambda item: bool(item.get_closest_marker(prefetch.MARKER)))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject.toml): the fast tier spreads over a worker per core, a module per
+    worker at a time; a run that chose tests itself runs in one process, in order, because
+    a TCG VM or a compiler wants the whole machine and the slow tests share fixtures."""
+    return 0 if _chosen(config) else None
 
 
 @pytest.fixture(autouse=True)

