@@ -5,8 +5,11 @@ test_cri.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -153,6 +156,35 @@ def test_hung_guest_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.M
     assert result.timed_out and not result.finished
     assert [f["event"] for f in result.frames] == ["guest-start", "about-to-hang"]
     assert "about-to-hang" in result.stopped_at
-    assert "Linux version" in result.console or "systemd" in result.console
+    # systemd's greeting on the serial console: the guest booted its own userspace.
+    assert "Welcome to Debian GNU/Linux 13 (trixie)!" in plain(result.console), result.console
     assert qemu_children(os.getpid()) == []
     assert list(temp.iterdir()) == [], "disks, logs and firmware copies are removed"
+
+
+def plain(console: str) -> str:
+    """The console transcript without its terminal colour sequences."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", console)
+
+
+def test_guest_dying_before_its_script_is_booted_once_more(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guest whose kernel dies before the harness's script starts (here: init exits at
+    once, so the kernel panics and QEMU stops) is booted a second time, and only once; the
+    result says why the first boot was discarded."""
+    image = dataclasses.replace(
+        reference_vm(VM_CACHE), append=f"{reference_vm(VM_CACHE).append} init=/bin/false"
+    )
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    with caplog.at_level(logging.INFO, logger="wsx"):
+        result = qemu.boot(image, payload, 'wsx_frame \'{"event": "never"}\'\n', timeout=300)
+    assert not result.started and not result.timed_out
+    assert result.first_boot_died.startswith("VM stopped (qemu exit 0)"), result.first_boot_died
+    assert result.stopped_at.startswith("VM stopped (qemu exit 0)"), result.stopped_at
+    assert "Attempted to kill init!" in result.console, result.console[-2000:]
+    retries = [r.getMessage() for r in caplog.records if "booting once more" in r.getMessage()]
+    assert retries == [
+        f"the guest died before its script started ({result.first_boot_died}); booting once more"
+    ]
