@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args))
     except PipelineError as err:
         for line in str(err).splitlines() or ["error"]:
-            print(f"wasm-sysexts: error: {line}", file=sys.stderr)
+            print(f"wasm-sysexts: error: {log.printable(line)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # flushed at exit
         return 141
     except OSError as err:  # a full or read-only disk, a missing directory...
-        print(f"wasm-sysexts: error: {os_error_line(err)}", file=sys.stderr)
+        print(f"wasm-sysexts: error: {log.printable(os_error_line(err))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as err:
         print(f"wasm-sysexts: interrupted ({err or 'SIGINT'})", file=sys.stderr)

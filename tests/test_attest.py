@@ -222,6 +222,38 @@ def test_tampered_provenance_is_refused(
     assert proc.returncode == 1 and "not made by a key in" in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no-subject", "provenance: the signed statement names no subject"),
+        ("twice", f"provenance: subject {SBOM} is named twice"),
+        ("not-its-image", f"provenance: the signed statement does not name {IMAGE}, the image"),
+    ],
+)
+def test_statement_must_name_its_own_image_once(
+    signed: Path, key: tuple[Path, Path], tmp_path: Path, case: str, expected: str
+) -> None:
+    """Signed by our own key, yet wrong: no subject, one named twice (the last would win), or
+    a statement that does not attest the image this file sits beside."""
+    from pipeline.attest.provenance import envelope
+    from pipeline.core.secret import SecretSpec
+    from pipeline.sign.openpgp import Signer
+
+    forged = copy_signed(signed, tmp_path / case)
+    body = statement_of(forged / PROVENANCE)
+    subjects = body["subject"]
+    body["subject"] = {
+        "no-subject": [],
+        "twice": [*subjects, *[s for s in subjects if s["name"] == SBOM]],
+        "not-its-image": [s for s in subjects if s["name"] != IMAGE],
+    }[case]
+    signer = Signer(SecretSpec("--gpg-key", file=key[0]))
+    (forged / PROVENANCE).write_bytes(envelope(body, signer, "test statement"))
+    proc = run_cli("verify", forged / PROVENANCE, "--keyring", key[1])
+    assert proc.returncode == 1
+    assert f"{PROVENANCE}: FAILED: {expected}" in proc.stdout, proc.stdout
+
+
 def test_engines_come_from_the_package_dependency_graph_not_the_whole_workspace() -> None:
     """runwasi's workspace lock holds every shim's engine; each shim embeds only its own."""
     import tarfile

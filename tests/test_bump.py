@@ -487,3 +487,45 @@ def test_a_new_entry_is_templated_from_the_default_version(tmp_path: Path) -> No
             if f"/{upstream.repo}/" in i.url
         )
         assert inserted(recipe.path.read_text(), text).startswith(f'  "{new}":\n')
+
+
+def test_a_servers_words_reach_the_terminal_as_text(
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
+    """Terminal escapes and a carriage return in GitHub's message are shown, not obeyed; a
+    rate-limit reset no calendar holds is named, not a traceback."""
+    shouty, limited = "example/tiny-shouty", "example/tiny-limited"
+    github.refusals[shouty] = (404, "Not Found\x1b]0;pwned\x07\x1b[2J\rok")
+    write_tiny(tmp_path / "recipes", shouty, "1.0", None)
+    code, out, err = cli(github, mirror, tmp_path, "outdated")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"wasm-sysexts: error: {github.url}/repos/{shouty}/releases?per_page=100: HTTP 404 "
+        "Not Found: Not Found\\x1b]0;pwned\\x07\\x1b[2J ok"  # white space folds to one
+    ], err
+
+    github.rate_limited.add(limited)
+    github.rate_limit_reset = "1" + "0" * 20
+    write_tiny(tmp_path / "recipes", limited, "1.0", None)
+    code, _, err = cli(github, mirror, tmp_path, "outdated")
+    assert code == 1 and err.splitlines() == [
+        f"wasm-sysexts: error: {github.url}/repos/{limited}/releases?per_page=100: HTTP 403 "
+        f"Forbidden: API rate limit exceeded until 1{'0' * 19} (not a date)"
+    ], err
+
+
+def test_the_token_never_travels_in_clear_text(mirror: Mirror, tmp_path: Path) -> None:
+    write_tiny(tmp_path / "recipes", "example/tiny", "1.0", None)
+    proc = run_cli(
+        "outdated",
+        "--recipes",
+        tmp_path / "recipes",
+        "--github-api",
+        "http://192.0.2.1/api",
+        env={"GITHUB_TOKEN": TOKEN},
+    )
+    assert proc.returncode == 1 and TOKEN not in proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "wasm-sysexts: error: --github-api http://192.0.2.1/api: plain http, which would carry "
+        "GITHUB_TOKEN in clear text; use https:// (or unset the token)"
+    ], proc.stderr

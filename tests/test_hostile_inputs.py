@@ -29,6 +29,7 @@ from support.registry_images import NAME, V1, copy_input
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.secret import SecretSpec
+from pipeline.core.vocab import NAME_MAX, NAME_PATTERN
 from pipeline.publish.oci.client import Client
 from pipeline.sign.openpgp import Signer
 
@@ -686,3 +687,423 @@ def test_cleanup_never_descends_into_a_mount_a_killed_tool_left(tmp_path: Path) 
     )
     assert f"{scratch}: not removed, {scratch}/root/dev is still mounted inside it" in proc.stderr
     assert proc.stdout.splitlines() == ["exit 1", "keep"], proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- archives, ELF, recipes
+
+
+def test_archive_listing_its_own_top_directory_builds(mirror: Mirror, tmp_path: Path) -> None:
+    """`tar -C dir -czf a.tgz .` writes `./` first: nothing to create, not an unsafe member."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("./", "./tiny/", "./tiny/bin/"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("./tiny/bin/tiny")
+        info.size, info.mode = 5, 0o755
+        tar.addfile(info, io.BytesIO(b"#!/bin/sh\n"[:5]))
+    pinned_tiny(mirror, tmp_path, "dotted", buf.getvalue())
+    proc = run_cli(
+        "build",
+        "dotted",
+        "--recipes",
+        tmp_path,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--arch",
+        "x86-64",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["status"] for r in json.loads(proc.stdout)] == ["built"]
+
+
+def test_non_utf8_member_name_is_refused(mirror: Mirror, tmp_path: Path) -> None:
+    """An undecodable byte would reach the SBOM as a lone surrogate (invalid Unicode)."""
+    data = tar_with(member("tiny/bin/caf\udce9"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert "tiny/bin/caf\udce9" in tar.getnames()  # the byte 0xe9 is really in the archive
+    pinned_tiny(mirror, tmp_path, "latin1", data)
+    error = build_fails(mirror, tmp_path, "latin1", tmp_path)
+    assert error.endswith(
+        "unsafe member 'tiny/bin/caf\\udce9': name is not UTF-8 (the SBOM and the image's "
+        "users need text)"
+    ), error
+
+
+def test_elf_offset_past_any_file_is_one_line(mirror: Mirror, tmp_path: Path) -> None:
+    """An x86-64 ELF header whose program headers sit at 2^63 + 5."""
+    import struct
+
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    offset = (1 << 63) + 5
+    elf = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, offset, 0, 0, 64, 56, 1, 64, 0, 0)
+    url = "https://example.org/badelf/badelf.tar.gz"
+    tarball = tar_with(member("tiny/bin/badelf", mode=0o755, data=elf))
+    write_recipe(
+        tmp_path,
+        "badelf",
+        f'    x86-64: {{url: "{url}", sha256: "{serve(mirror, url, tarball)}"}}\n',
+        '  - {from: "tiny/bin/badelf", to: /usr/bin/badelf, mode: "0755"}\n',
+    )
+    error = build_fails(mirror, tmp_path, "badelf", tmp_path)
+    assert error.endswith(f"badelf.yaml: /usr/bin/badelf: offset {offset} outside any file"), error
+
+
+def test_recipe_name_is_never_a_path(tmp_path: Path) -> None:
+    (tmp_path / "evil.yaml").write_text("name: evil\n")
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    proc = run_cli("build", "../evil", "--recipes", recipes, "--out", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: recipe name '../evil' must match {NAME_PATTERN} (at most "
+        f"{NAME_MAX} characters)"
+    ], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_oversized_recipe_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\n" + "# padding\n" * 40_000)
+    proc = run_cli("list", "--recipes", tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {path}: file: larger than 262144 bytes"
+    ], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("directory", "problem"),
+    [
+        ("/etc", "must be a relative path inside the source tree"),
+        ("src/../../elsewhere", "must be a relative path inside the source tree"),
+    ],
+)
+def test_source_directory_stays_inside_the_pinned_tree(
+    tmp_path: Path, directory: str, problem: str
+) -> None:
+    (tmp_path / "outside.yaml").write_text(f"""\
+name: outside
+summary: builds elsewhere
+homepage: https://example.org/outside
+license: MIT
+version: "1.0"
+source:
+  kind: make
+  directory: "{directory}"
+  outputs: {{outside: outside}}
+  versions:
+    "1.0":
+      archive: {{url: "https://example.org/outside-1.0.tar.gz", sha256: "{"0" * 64}"}}
+install:
+  - {{from: "outside", to: /usr/bin/outside, mode: "0755"}}
+""")
+    proc = run_cli("list", "--recipes", tmp_path)
+    assert proc.returncode == 1
+    assert f"outside.yaml: source.directory: {problem}" in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------- Go modules
+
+
+def go_module_zip(files: dict[str, bytes], module: str = "example.org/gomod") -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(f"{module}@v1.0.0/{name}", data)
+    return buf.getvalue()
+
+
+def go_recipe(mirror: Mirror, recipes: Path, zipped: bytes, h1: str) -> None:
+    recipes.mkdir(exist_ok=True)
+    mirror.put("https://proxy.golang.org/example.org/gomod/@v/v1.0.0.zip", zipped)
+    (recipes / "gomod.yaml").write_text(f"""\
+name: gomod
+summary: a Go module
+homepage: https://example.org/gomod
+license: MIT
+version: "1.0.0"
+source:
+  kind: go
+  module: example.org/gomod
+  packages: {{gomod: .}}
+  versions:
+    "1.0.0": {{h1: "{h1}"}}
+install:
+  - {{from: "gomod", to: /usr/bin/gomod, mode: "0755"}}
+""")
+
+
+def test_module_zip_declaring_a_huge_member_is_refused_before_hashing(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    """A few hundred bytes of zip that declare a 3 GiB member: refused from the declared
+    sizes, before anything is read (it used to be read whole into memory)."""
+    zipped = bytearray(go_module_zip({"go.mod": b"module example.org/gomod\n", "big": b"x" * 64}))
+    central = zipped.index(b"PK\x01\x02")  # the central directory's entry of "big"
+    while not zipped[central + 46 :].startswith(b"example.org/gomod@v1.0.0/big"):
+        central = zipped.index(b"PK\x01\x02", central + 4)
+    zipped[central + 24 : central + 28] = (3 << 30).to_bytes(4, "little")
+    go_recipe(mirror, tmp_path / "recipes", bytes(zipped), "h1:" + "A" * 43 + "=")
+    error = build_fails(mirror, tmp_path / "recipes", "gomod", tmp_path, version="1.0.0")
+    assert error == (
+        "https://proxy.golang.org/example.org/gomod/@v/v1.0.0.zip: member "
+        "'example.org/gomod@v1.0.0/big' of 3221225472 bytes is past the unpack limits "
+        f"({2 << 30} per member, {4 << 30} in all)"
+    ), error
+
+
+def test_pinned_module_replacing_a_dependency_with_a_directory_is_refused(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    from pipeline.build.source import go_h1
+
+    zipped = go_module_zip(
+        {
+            "go.mod": b"module example.org/gomod\n\ngo 1.21\n\n"
+            b"require example.org/dep v1.0.0\n\nreplace example.org/dep => ../dep\n",
+            "main.go": b"package main\n\nfunc main() {}\n",
+        }
+    )
+    (tmp_path / "m.zip").write_bytes(zipped)
+    go_recipe(mirror, tmp_path / "recipes", zipped, go_h1(tmp_path / "m.zip"))
+    error = build_fails(mirror, tmp_path / "recipes", "gomod", tmp_path, version="1.0.0")
+    assert error.endswith(
+        "gomod.yaml: source: go.mod replaces example.org/dep with the directory '../dep'; a "
+        "pinned module must not build code from outside itself"
+    ), error
+
+
+# ---------------------------------------------------------------- pull oci from a hostile registry
+
+
+class HostileRegistry:
+    """A registry on 127.0.0.1 that serves whatever documents a test sets: manifests by
+    reference, referrers indexes by subject digest, blobs by digest (whose declared size may
+    lie). Every request path is recorded."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, bytes] = {}
+        self.referrers: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                registry.requests.append(self.path)
+                kind, _, ref = self.path.partition("/wsx/img/")[2].partition("/")
+                table = {
+                    "manifests": registry.manifests,
+                    "referrers": registry.referrers,
+                    "blobs": registry.blobs,
+                }.get(kind, {})
+                body = table.get(ref)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                ctype = (
+                    "application/vnd.oci.image.index.v1+json"
+                    if kind == "referrers"
+                    else ("application/vnd.oci.image.manifest.v1+json")
+                )
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile_registry() -> Iterator[HostileRegistry]:
+    registry = HostileRegistry()
+    yield registry
+    registry.close()
+
+
+def oci_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def image_manifest() -> bytes:
+    layer = b"not really an image"
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.wasm-sysexts.sysext.v1",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": oci_digest(b"{}"),
+                "size": 2,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/octet-stream",
+                    "digest": oci_digest(layer),
+                    "size": len(layer),
+                    "annotations": {"org.opencontainers.image.title": "x-1-x86-64.raw"},
+                }
+            ],
+        }
+    ).encode()
+
+
+def pull(
+    registry: HostileRegistry, tmp_path: Path, keyring: Path
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "pull",
+        "oci",
+        f"{registry.host}/wsx/img:1",
+        "--out",
+        tmp_path / "out",
+        "--keyring",
+        keyring,
+        "--insecure",
+        "--arch",
+        "x86-64",
+    )
+
+
+def test_pull_refuses_a_manifest_that_is_not_json(
+    hostile_registry: HostileRegistry, tmp_path: Path, publish_key: tuple[Path, Path]
+) -> None:
+    hostile_registry.manifests["1"] = b"<html>a captive portal</html>"
+    proc = pull(hostile_registry, tmp_path, publish_key[1])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {hostile_registry.host}/wsx/img:1: manifest is not JSON"
+    ], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_pull_skips_referrers_that_are_not_descriptors(
+    hostile_registry: HostileRegistry, tmp_path: Path, publish_key: tuple[Path, Path]
+) -> None:
+    manifest = image_manifest()
+    hostile_registry.manifests["1"] = manifest
+    hostile_registry.referrers[oci_digest(manifest)] = json.dumps(
+        {"schemaVersion": 2, "manifests": ["a string", 7, None, []]}
+    ).encode()
+    proc = pull(hostile_registry, tmp_path, publish_key[1])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {hostile_registry.host}/wsx/img:1: no valid signature: no "
+        "signature referrer found"
+    ], proc.stderr
+    assert not list((tmp_path / "out").glob("*.raw"))
+
+
+def test_pull_refuses_a_huge_signature_blob_before_downloading_it(
+    hostile_registry: HostileRegistry, tmp_path: Path, publish_key: tuple[Path, Path]
+) -> None:
+    manifest = image_manifest()
+    subject = oci_digest(manifest)
+    huge = "sha256:" + "ab" * 32
+    signature = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.wasm-sysexts.signature.v1",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": oci_digest(b"{}"),
+                "size": 2,
+            },
+            "subject": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": subject,
+                "size": len(manifest),
+            },
+            "layers": [
+                {
+                    "mediaType": "text/plain",
+                    "digest": huge,
+                    "size": 2 << 30,
+                    "annotations": {"org.opencontainers.image.title": "SHA256SUMS"},
+                }
+            ],
+        }
+    ).encode()
+    hostile_registry.manifests["1"] = manifest
+    hostile_registry.manifests[oci_digest(signature)] = signature
+    hostile_registry.referrers[subject] = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "artifactType": "application/vnd.wasm-sysexts.signature.v1",
+                    "digest": oci_digest(signature),
+                    "size": len(signature),
+                }
+            ],
+        }
+    ).encode()
+    proc = pull(hostile_registry, tmp_path, publish_key[1])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {hostile_registry.host}/wsx/img:1: referrer "
+        f"{oci_digest(signature)} layer {huge} declares {2 << 30} bytes; a signature or "
+        f"SHA256SUMS is at most {1 << 20}"
+    ], proc.stderr
+    assert not any("/blobs/" in r for r in hostile_registry.requests)  # nothing downloaded
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://user:hunter2@[::1/", "not a URL (Invalid IPv6 URL)"),
+        ("ftp://user:hunter2@mirror.example/", "not an http:// or https:// URL with a host"),
+    ],
+)
+def test_a_refused_mirror_url_never_shows_its_password(
+    recipes: Path, tmp_path: Path, url: str, why: str
+) -> None:
+    proc = run_cli(
+        "build", "wasmtime", "--recipes", recipes, "--mirror", url, "--out", tmp_path / "out"
+    )
+    assert proc.returncode == 1 and "hunter2" not in proc.stdout + proc.stderr
+    shown = url.replace("user:hunter2@", "***@")
+    assert proc.stderr.splitlines() == [f"wasm-sysexts: error: --mirror {shown!r}: {why}"]
+
+
+def test_homepage_and_license_are_checked_before_they_reach_an_sbom(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path, "html", '    x86-64: {url: "https://example.org/a.tar.gz", sha256: null}\n', TINY
+    )
+    path.write_text(
+        path.read_text()
+        .replace("homepage: https://example.org/html", 'homepage: "javascript:alert(1)"')
+        .replace("license: MIT", "license: <b onclick=x>MIT</b>")
+    )
+    proc = run_cli("list", "--recipes", tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {path}: homepage: 'javascript:alert(1)' must be an https:// URL "
+        "(no spaces or control characters)",
+        f"wasm-sysexts: error: {path}: license: '<b onclick=x>MIT</b>' is not an SPDX license "
+        "expression (e.g. Apache-2.0 WITH LLVM-exception)",
+    ], proc.stderr

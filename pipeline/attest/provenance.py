@@ -28,6 +28,7 @@ from pipeline import __version__
 from pipeline.core.artifacts import ImageMeta
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file
+from pipeline.core.vocab import IMAGE_SUFFIX, PROVENANCE_SUFFIX
 from pipeline.sign.openpgp import Signer, verify_detached
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -171,11 +172,22 @@ def verify_envelope(path: Path, keyring: bytes, keyring_name: str) -> Verified:
         raise PipelineError(f"signature: {problems[0]}")
     try:
         body = json.loads(payload)
-        subjects = {s["name"]: s["digest"]["sha256"] for s in body["subject"]}
+        named = [(s["name"], s["digest"]["sha256"]) for s in body["subject"]]
+        if not all(isinstance(n, str) and isinstance(d, str) for n, d in named):
+            raise TypeError
     except (ValueError, KeyError, TypeError):
         raise PipelineError("the signed payload is not an in-toto statement") from None
     if body.get("_type") != STATEMENT_TYPE or body.get("predicateType") != PREDICATE_TYPE:
         raise PipelineError(f"the signed statement is not {STATEMENT_TYPE} with {PREDICATE_TYPE}")
+    subjects = dict(named)
+    if not subjects:
+        raise PipelineError("the signed statement names no subject")
+    if len(subjects) != len(named):
+        twice = next(n for n, _ in named if [m for m, _ in named].count(n) > 1)
+        raise PipelineError(f"subject {twice} is named twice")
+    own = path.name.removesuffix(PROVENANCE_SUFFIX) + IMAGE_SUFFIX
+    if path.name.endswith(PROVENANCE_SUFFIX) and own not in subjects:
+        raise PipelineError(f"the signed statement does not name {own}, the image it attests")
     for name, digest in subjects.items():
         subject = path.parent / name
         if "/" in name or not subject.is_file():

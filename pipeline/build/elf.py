@@ -75,7 +75,7 @@ def read_elf(f: BinaryIO) -> ElfInfo:
         raise NotElf("implausible program header table")
     segments = []
     for i in range(phnum):
-        f.seek(phoff + i * phentsize)
+        _seek(f, phoff + i * phentsize)
         raw = f.read(phdr.size)
         if len(raw) < phdr.size:
             raise NotElf("truncated program header table")
@@ -88,9 +88,17 @@ def read_elf(f: BinaryIO) -> ElfInfo:
     interpreter = None
     for p_type, offset, _, size in segments:
         if p_type == PT_INTERP:
-            f.seek(offset)
+            _seek(f, offset)
             interpreter = f.read(min(size, 4096)).split(b"\0", 1)[0].decode(errors="replace")
     return ElfInfo(machine, interpreter, _needed(f, segments, wide, order))
+
+
+def _seek(f: BinaryIO, offset: int) -> None:
+    """Seek to an offset the file itself names: one past what a file can hold is a bad ELF."""
+    try:
+        f.seek(offset)
+    except (OverflowError, OSError, ValueError):
+        raise NotElf(f"offset {offset} outside any file") from None
 
 
 def _needed(
@@ -100,7 +108,7 @@ def _needed(
     if dynamic is None:
         return ()
     entry = struct.Struct(order + ("qQ" if wide else "iI"))
-    f.seek(dynamic[1])
+    _seek(f, dynamic[1])
     raw = f.read(min(dynamic[3], MAX_ENTRIES * entry.size))
     tags: list[tuple[int, int]] = []
     for start in range(0, len(raw) - entry.size + 1, entry.size):
@@ -116,7 +124,7 @@ def _needed(
     load = next((s for s in segments if s[0] == PT_LOAD and s[2] <= strtab < s[2] + s[3]), None)
     if load is None:
         raise NotElf("dynamic string table outside every loaded segment")
-    f.seek(load[1] + strtab - load[2])
+    _seek(f, load[1] + strtab - load[2])
     table = f.read(min(strsz, 1 << 20))
     names = []
     for tag, value in tags:

@@ -30,7 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from pipeline.build.tree import Tree, UnsafePath, check_path, copy_bytes, link_target_inside
+from pipeline.build.tree import (
+    Tree,
+    UnsafePath,
+    check_path,
+    copy_bytes,
+    is_top,
+    link_target_inside,
+)
 from pipeline.core import run
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import CHUNK, os_problem
@@ -179,6 +186,8 @@ def _untar(stream: BinaryIO, tree: Tree, label: str, limit: int) -> None:
             if count > MAX_MEMBERS:
                 raise PipelineError(f"{label}: more than {MAX_MEMBERS} members")
             name = member.name
+            if member.isdir() and is_top(name):
+                continue
             try:
                 path = check_path(name)
                 if member.isdev() or member.isfifo():
@@ -223,6 +232,8 @@ def _unzip(source: Path, tree: Tree, label: str, limit: int) -> None:
         for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
+            if info.is_dir() and is_top(name):
+                continue
             try:
                 path = check_path(name)
                 if (

@@ -38,21 +38,23 @@ DEADLINE = 1800.0  # seconds, per file and attempt
 
 
 def check_base_url(url: str, option: str) -> str:
-    """`url` if it is a plain http(s)://HOST[/PATH] URL; PipelineError naming `option`."""
+    """`url` if it is a plain http(s)://HOST[/PATH] URL; PipelineError naming `option` (and
+    the URL without its credentials)."""
+    shown = redact(url)
     try:
         parts = urlsplit(url)
     except ValueError as err:
-        raise PipelineError(f"{option} {url!r}: not a URL ({err})") from None
+        raise PipelineError(f"{option} {shown!r}: not a URL ({err})") from None
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise PipelineError(f"{option} {url!r}: contains white space or control characters")
+        raise PipelineError(f"{option} {shown!r}: contains white space or control characters")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PipelineError(f"{option} {url!r}: not an http:// or https:// URL with a host")
+        raise PipelineError(f"{option} {shown!r}: not an http:// or https:// URL with a host")
     try:
         parts.port  # noqa: B018  # raises on a malformed port
     except ValueError:
-        raise PipelineError(f"{option} {url!r}: bad port") from None
+        raise PipelineError(f"{option} {shown!r}: bad port") from None
     if parts.query or parts.fragment:
-        raise PipelineError(f"{option} {url!r}: must not have a query or fragment")
+        raise PipelineError(f"{option} {shown!r}: must not have a query or fragment")
     return url
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import os
 import shutil
 import tomllib
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.build.extract import MAX_MEMBER_BYTES, MAX_MEMBERS, MAX_TOTAL_BYTES
 from pipeline.build.fetch import Fetcher, mirror_url
 from pipeline.core import log, run
 from pipeline.core.errors import PipelineError
@@ -125,13 +127,34 @@ def go_zip_url(module: str, version: str) -> str:
     return f"{GO_PROXY}/{go_module_escape(module)}/@v/{go_module_escape(version)}.zip"
 
 
-def go_h1(zip_path: Path) -> str:
-    """The module zip's h1: hash (golang.org/x/mod/sumdb/dirhash.HashZip)."""
-    lines = []
-    with zipfile.ZipFile(zip_path) as archive:
-        for name in sorted(archive.namelist()):
-            digest = hashlib.sha256(archive.read(name)).hexdigest()
-            lines.append(f"{digest}  {name}\n")
+def go_h1(zip_path: Path, limit: int = MAX_TOTAL_BYTES, label: str = "") -> str:
+    """The module zip's h1: hash (golang.org/x/mod/sumdb/dirhash.HashZip), read in chunks
+    after the zip's declared sizes pass the unpack limits (a small zip can declare a member of
+    gigabytes: nothing is held in memory whole)."""
+    label = label or zip_path.name
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise PipelineError(f"{label}: more than {MAX_MEMBERS} members")
+            total = 0
+            for info in infos:
+                total += info.file_size
+                if info.file_size > min(limit, MAX_MEMBER_BYTES) or total > limit:
+                    raise PipelineError(
+                        f"{label}: member {info.filename!r} of {info.file_size} bytes is past "
+                        f"the unpack limits ({min(limit, MAX_MEMBER_BYTES)} per member, "
+                        f"{limit} in all)"
+                    )
+            lines = []
+            for info in sorted(infos, key=lambda i: i.filename):
+                digest = hashlib.sha256()
+                with archive.open(info) as member:
+                    while chunk := member.read(1 << 20):
+                        digest.update(chunk)
+                lines.append(f"{digest.hexdigest()}  {info.filename}\n")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise PipelineError(f"{label}: not a valid module zip ({err})") from None
     summary = hashlib.sha256("".join(lines).encode()).digest()
     return "h1:" + base64.b64encode(summary).decode()
 
@@ -223,7 +246,7 @@ def _go_module(fetcher: Fetcher, source: Source, pin: SourcePin, version: str) -
     url = go_zip_url(source.module, go_version)
 
     def check(path: Path) -> None:
-        actual = go_h1(path)
+        actual = go_h1(path, fetcher.max_unpack, redact(url))
         if actual != pin.h1:
             raise PipelineError(
                 f"{redact(url)}: module hash {actual} does not match the pinned {pin.h1}"
@@ -311,6 +334,11 @@ def build_from_source(
         return recipe.expand(text, version, arch, **values)
 
     directory = src / expand(source.directory)
+    if not directory.resolve().is_relative_to(src.resolve()) or not directory.is_dir():
+        raise PipelineError(
+            f"{recipe.path}: source.directory {expand(source.directory)!r} is not a directory "
+            "of the source tree"
+        )
     for i, step in enumerate(source.prepare):
         _log.info(f"prepare: {expand(step)}")
         run.run(
@@ -440,6 +468,7 @@ def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[s
 
 
 def _go(job: _Job) -> dict[str, Path]:
+    _no_local_replace(job)
     built = {}
     ldflags = job.expand(job.source.ldflags)
     for name, package in job.source.packages.items():
@@ -453,6 +482,25 @@ def _go(job: _Job) -> dict[str, Path]:
         )
         built[name] = target
     return built
+
+
+def _no_local_replace(job: _Job) -> None:
+    """Refuse a go.mod `replace` that points at a directory: it would compile code from
+    outside the pinned module in (`go install mod@version` refuses it for that reason)."""
+    proc = run.run(
+        ["go", "mod", "edit", "-json"],
+        cwd=job.directory,
+        env=job.env,
+        what=f"go mod edit -json ({job.recipe.path})",
+    )
+    for replace in json.loads(proc.stdout).get("Replace") or []:
+        new = replace.get("New", {})
+        if not new.get("Version"):  # a path, not a module version
+            raise PipelineError(
+                f"{job.recipe.path}: source: go.mod replaces {replace['Old']['Path']} with the "
+                f"directory {new.get('Path')!r}; a pinned module must not build code from "
+                "outside itself"
+            )
 
 
 def _cargo(job: _Job) -> dict[str, Path]:

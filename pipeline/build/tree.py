@@ -49,7 +49,17 @@ def check_path(name: str) -> PurePosixPath:
         raise UnsafePath(f"a name longer than {MAX_NAME} bytes")
     if any("\0" in p for p in parts):
         raise UnsafePath("NUL in path")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile keeps undecodable bytes as lone surrogates
+        raise UnsafePath("name is not UTF-8 (the SBOM and the image's users need text)") from None
     return PurePosixPath(*parts)
+
+
+def is_top(name: str) -> bool:
+    """Whether `name` is the archive's own top directory (`.` or `./`, as
+    `tar -C dir -czf a.tgz .` writes it): nothing to create."""
+    return not name.startswith("/") and all(p in ("", ".") for p in name.split("/"))
 
 
 def link_target_inside(link: PurePosixPath, target: str) -> bool:

@@ -11,6 +11,7 @@ redraws one line on a terminal and is silent elsewhere.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -55,7 +56,7 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         label = getattr(record, "wsx_label", "") or record.name.removeprefix(f"{ROOT}.")
-        text = record.getMessage()
+        text = printable(record.getMessage())
         line = f"[{label}] {text}" if label and label != ROOT else text
         with self.guard:
             self._end_live()
@@ -113,9 +114,21 @@ def progress(done: int, total: int | None, started: float) -> None:
     _handler.progress(f"{text} {human_size(rate)}/s")
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: each line's control and other non-printable characters
+    (a server's ESC sequences, a carriage return rewriting the line) shown as escapes."""
+    return "\n".join(
+        "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line)
+        for line in text.split("\n")
+    )
+
+
 def redact(url: str) -> str:
-    """The URL without any user:password@ part, for display."""
-    parts = urlsplit(url)
+    """The URL without any user:password@ part, for display (also when it does not parse)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a bad IPv6 host: hide whatever stands before an @
+        return re.sub(r"^([^:/]*://)?[^/]*@", lambda m: f"{m.group(1) or ''}***@", url)
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

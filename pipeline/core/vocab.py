@@ -171,3 +171,60 @@ ENGINE_CRATES = (
     "wamr-sys",
     "spin-core",
 )
+
+
+# An SPDX license expression (SPDX spec, annex D): ids joined by AND/OR, an id WITH an
+# exception, parentheses; checked for shape, so only license text reaches SBOMs.
+_SPDX_TOKEN_RE = re.compile(r"\(|\)|[A-Za-z0-9.+:-]+|\S")
+_SPDX_ID_RE = re.compile(
+    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*\+?|(?:DocumentRef-[A-Za-z0-9.-]+:)?LicenseRef-[A-Za-z0-9.-]+)$"
+)
+
+
+def license_problem(value: str) -> str | None:
+    """Why `value` is not an SPDX license expression, or None."""
+    tokens = _SPDX_TOKEN_RE.findall(value)
+    pos = 0
+
+    def expression() -> bool:
+        nonlocal pos
+        if not term():
+            return False
+        while pos < len(tokens) and tokens[pos] in ("AND", "OR"):
+            pos += 1
+            if not term():
+                return False
+        return True
+
+    def term() -> bool:
+        nonlocal pos
+        if pos < len(tokens) and tokens[pos] == "(":
+            pos += 1
+            if not expression() or pos >= len(tokens) or tokens[pos] != ")":
+                return False
+            pos += 1
+        elif (
+            pos < len(tokens)
+            and _SPDX_ID_RE.match(tokens[pos])
+            and tokens[pos] not in ("AND", "OR", "WITH")
+        ):
+            pos += 1
+        else:
+            return False
+        if pos < len(tokens) and tokens[pos] == "WITH":
+            pos += 1
+            if pos >= len(tokens) or not _SPDX_ID_RE.match(tokens[pos]):
+                return False
+            pos += 1
+        return True
+
+    if len(value) > 500 or not expression() or pos != len(tokens):
+        return f"{value!r} is not an SPDX license expression (e.g. Apache-2.0 WITH LLVM-exception)"
+    return None
+
+
+def homepage_problem(value: str) -> str | None:
+    """Why `value` is not a homepage link for an SBOM and an OCI annotation, or None."""
+    if not re.match(r"^https://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[!-~]*)?$", value) or len(value) > 500:
+        return f"{value!r} must be an https:// URL (no spaces or control characters)"
+    return None

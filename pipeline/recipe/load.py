@@ -15,7 +15,15 @@ import yaml
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.resources import recipes_dir
-from pipeline.core.vocab import OS_FIELD_RE, SHA256_RE, Arch, name_problem, version_problem
+from pipeline.core.vocab import (
+    OS_FIELD_RE,
+    SHA256_RE,
+    Arch,
+    homepage_problem,
+    license_problem,
+    name_problem,
+    version_problem,
+)
 from pipeline.recipe.containerd import HANDLER_RE, OPTION_RE, RUNTIME_TYPE_RE, shim_binary
 from pipeline.recipe.containerd import files as containerd_files
 from pipeline.recipe.model import (
@@ -90,6 +98,8 @@ def load_all(recipes_dir: Path) -> list[Recipe]:
 
 
 def find(recipes_dir: Path, name: str) -> Recipe:
+    if problem := name_problem(name):  # a name, never a path (`build ../evil`)
+        raise PipelineError(f"recipe name {problem}")
     path = recipes_dir / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(recipes_dir.glob("*.yaml"))) or "none"
@@ -112,9 +122,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# A recipe is a page of YAML; anything near this size is not one (and YAML's aliases make a
+# big file expensive to load).
+MAX_RECIPE_BYTES = 256 << 10
+
+
 def load(path: Path) -> Recipe:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError([f"{path}: file: larger than {MAX_RECIPE_BYTES} bytes"])
+        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except OSError as err:
         raise RecipeError([f"{path}: cannot read: {err.strerror}"]) from err
     except UnicodeDecodeError as err:
@@ -160,7 +179,11 @@ class _Validator:
             self.bad("name", f"{name!r} must equal the file name {self.path.stem!r}")
         summary = self.text(data, "summary")
         homepage = self.text(data, "homepage")
+        if homepage and (problem := homepage_problem(homepage)):
+            self.bad("homepage", problem)
         license_ = self.text(data, "license")
+        if license_ and (problem := license_problem(license_)):
+            self.bad("license", problem)
         version = data.get("version")
         if isinstance(version, (int, float)):
             self.bad("version", "must be a quoted string (YAML reads 1.10 as the number 1.1)")
@@ -333,6 +356,10 @@ class _Validator:
         }
         if kind is SourceKind.GO and not strings["module"]:
             self.bad(f"{where}.module", "missing (the Go module path)")
+        directory = strings["directory"]
+        if directory.startswith("/") or ".." in directory.split("/"):
+            # The pin names every byte a build starts from: nothing outside the pinned tree.
+            self.bad(f"{where}.directory", "must be a relative path inside the source tree")
         lists = {
             k: self.string_list(f"{where}.{k}", data.get(k), allowed_placeholders)
             for k in ("prepare", "features", "configure", "tags")

@@ -106,7 +106,7 @@ def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
     with labelled(f"{recipe.name} {version} source"):
         if source.kind is SourceKind.GO and not pin.h1:
             url = go_zip_url(source.module, f"v{version}")
-            h1 = go_h1(fetcher.fetch(url, None))
+            h1 = go_h1(fetcher.fetch(url, None), fetcher.max_unpack, redact(url))
             lookup = f"{GO_PROXY}/sumdb/sum.golang.org/lookup/{source.module}@v{version}"
             record = fetcher.fetch(lookup, None).read_text(encoding="utf-8", errors="replace")
             if f"{source.module} v{version} {h1}" not in record.splitlines():

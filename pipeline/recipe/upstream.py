@@ -234,9 +234,20 @@ class Client:
         check_base_url(api, "--github-api")
         if mirror:
             check_base_url(mirror, "--mirror")
+        token = os.environ.get(TOKEN_ENV) or None
+        parts = urlsplit(api)
+        if (
+            token
+            and parts.scheme == "http"
+            and parts.hostname not in ("127.0.0.1", "::1", "localhost")
+        ):
+            raise PipelineError(
+                f"--github-api {redact(api)}: plain http, which would carry {TOKEN_ENV} in "
+                "clear text; use https:// (or unset the token)"
+            )
         return cls(
             github_api=api.rstrip("/"),
-            token=os.environ.get(TOKEN_ENV) or None,
+            token=token,
             mirror=mirror or None,
             go_proxy=_go_proxy(),
         )
@@ -391,9 +402,12 @@ class Client:
             when = ""
             reset = resp.headers.get("X-RateLimit-Reset", "")
             if reset.isdigit():
-                when = " until " + datetime.fromtimestamp(int(reset), UTC).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ"
-                )
+                try:
+                    when = " until " + datetime.fromtimestamp(int(reset), UTC).strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    )
+                except (ValueError, OverflowError, OSError):  # no date a calendar holds
+                    when = f" until {reset[:20]} (not a date)"
             elif resp.headers.get("Retry-After", "").isdigit():
                 when = f" for {resp.headers['Retry-After']} s"
             hint = "" if self.token else f"; set {TOKEN_ENV} for a higher limit"

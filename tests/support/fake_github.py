@@ -21,6 +21,9 @@ class FakeGitHub:
     def __init__(self) -> None:
         self.repos: dict[str, list[dict[str, Any]]] = {}
         self.rate_limited: set[str] = set()
+        self.rate_limit_reset = "1900000000"  # X-RateLimit-Reset of a rate-limited answer
+        # repo -> (status, message): an error answer whose message the test chooses
+        self.refusals: dict[str, tuple[int, str]] = {}
         self.bad_json: set[str] = set()
         self.page_size = 100
         self.requests: list[tuple[str, str | None]] = []
@@ -96,9 +99,12 @@ class FakeGitHub:
                         {
                             "X-RateLimit-Limit": "60",
                             "X-RateLimit-Remaining": "0",
-                            "X-RateLimit-Reset": "1900000000",
+                            "X-RateLimit-Reset": fake.rate_limit_reset,
                         },
                     )
+                if repo in fake.refusals:
+                    status, message = fake.refusals[repo]
+                    return self.answer(status, {"message": message})
                 if repo in fake.bad_json:
                     return self.answer(200, b"<html>not the API</html>")
                 if repo not in fake.repos:

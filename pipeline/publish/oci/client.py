@@ -35,6 +35,7 @@ BACKOFF = 0.5  # seconds, doubled after each failed attempt
 MAX_WAIT = 10.0  # cap on one wait, also for Retry-After
 TIMEOUT = (15, 120)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_MANIFEST = 4 << 20  # what registries accept as a manifest (distribution's own limit)
 
 
 class _Retry(Exception):
@@ -399,19 +400,30 @@ class Client:
         )
 
     def get_manifest(
-        self, repo: str, reference: str, accept: str = f"{MANIFEST}, {INDEX}"
+        self,
+        repo: str,
+        reference: str,
+        accept: str = f"{MANIFEST}, {INDEX}",
+        max_bytes: int = MAX_MANIFEST,
     ) -> tuple[bytes, str] | None:
-        """(bytes, digest) of a manifest, checked against the digest asked for; None if 404."""
+        """(bytes, digest) of a manifest, checked against the digest asked for; None if 404.
+        A body over `max_bytes` is refused without reading it whole."""
         resp = self.request(
             "GET",
             f"/v2/{repo}/manifests/{reference}",
             _scope(repo, "pull"),
             ok=(200, 404),
             headers={"Accept": accept},
+            stream=True,
         )
-        if resp.status_code == 404:
-            return None
-        body = resp.content
+        with resp:
+            if resp.status_code == 404:
+                return None
+            body = resp.raw.read(max_bytes + 1, decode_content=True)
+        if len(body) > max_bytes:
+            raise PipelineError(
+                f"{self.registry}/{repo}@{reference}: manifest larger than {max_bytes} bytes"
+            )
         digest = digest_of(body)
         expected = (
             reference
@@ -462,7 +474,7 @@ class Client:
             return
         raise AssertionError("unreachable")
 
-    def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
+    def referrers(self, repo: str, digest: str) -> list[Any]:
         """Referrer descriptors of `digest`: the referrers API, else the sha256-<hex> tag."""
         resp = self.request(
             "GET",
@@ -470,11 +482,26 @@ class Client:
             _scope(repo, "pull"),
             ok=(200, 404, 400, 405),
             headers={"Accept": INDEX},
+            stream=True,
         )
-        if resp.status_code == 200 and resp.headers.get("Content-Type", "").startswith(INDEX):
-            return list(resp.json().get("manifests", []))
-        found = self.get_manifest(repo, referrers_tag(digest), accept=INDEX)
-        return list(json.loads(found[0]).get("manifests", [])) if found else []
+        with resp:
+            api = resp.status_code == 200 and resp.headers.get("Content-Type", "").startswith(INDEX)
+            body = resp.raw.read(MAX_MANIFEST + 1, decode_content=True) if api else b""
+        if not api:
+            found = self.get_manifest(repo, referrers_tag(digest), accept=INDEX)
+            if found is None:
+                return []
+            body = found[0]
+        try:
+            index = json.loads(body) if len(body) <= MAX_MANIFEST else None
+        except ValueError:
+            index = None
+        entries = index.get("manifests") if isinstance(index, dict) else None
+        if not isinstance(entries, list):
+            raise PipelineError(
+                f"{self.registry}/{repo}: referrers of {digest} are not an OCI index"
+            )
+        return entries
 
 
 def _scope(repo: str, actions: str) -> str:

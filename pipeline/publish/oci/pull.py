@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pipeline.core import log
 from pipeline.core.artifacts import read_sums
@@ -21,49 +22,49 @@ from pipeline.sign.openpgp import read_keyring
 _log = log.get("oci")
 
 
+# What a registry may hand back before we read it: manifests are small JSON (registries
+# themselves cap them at 4 MiB), and a signature referrer holds SHA256SUMS and its signature.
+MAX_MANIFEST = 4 << 20
+MAX_SIGNATURE_BLOB = 1 << 20
+
+
 def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Path) -> Path:
     """Fetch one image, check every digest and its signature; returns the image's path."""
     repo = client.repo()
     shown = f"{client.repository}:{reference}"
     ring = read_keyring(keyring)
-    found = client.get_manifest(repo, reference)
+    found = client.get_manifest(repo, reference, max_bytes=MAX_MANIFEST)
     if found is None:
         raise PipelineError(f"{shown}: not found")
     body, digest = found
-    doc = json.loads(body)
+    doc = _object(body, f"{shown}: manifest")
     if doc.get("mediaType") == INDEX or "manifests" in doc:
         goarch = arch.goarch
+        entries = [_descriptor(m, f"{shown}: index entry") for m in _list(doc, "manifests", shown)]
         entry = next(
-            (
-                m
-                for m in doc.get("manifests", [])
-                if m.get("platform", {}).get("architecture") == goarch
-            ),
-            None,
+            (m for m in entries if _field(m, "platform").get("architecture") == goarch), None
         )
         if entry is None:
             raise PipelineError(f"{shown}: index has no {arch} ({goarch}) image")
-        found = client.get_manifest(repo, entry["digest"], accept=MANIFEST)
+        found = client.get_manifest(repo, entry["digest"], accept=MANIFEST, max_bytes=MAX_MANIFEST)
         if found is None:
             raise PipelineError(f"{shown}: index entry {entry['digest']} not found")
         body, digest = found
-        doc = json.loads(body)
-    kind = doc.get("artifactType") or doc.get("config", {}).get("mediaType")
-    layers = doc.get("layers", [])
+        doc = _object(body, f"{shown}: manifest {digest}")
+    kind = doc.get("artifactType") or _field(doc, "config").get("mediaType")
+    layers = _list(doc, "layers", shown)
     if kind != ARTIFACT_TYPE or len(layers) != 1:
         raise PipelineError(f"{shown}: not a wasm-sysexts image (artifactType {kind!r})")
-    layer = layers[0]
-    file = str(layer.get("annotations", {}).get(TITLE, ""))
+    layer = _descriptor(layers[0], f"{shown}: layer")
+    file = str(_field(layer, "annotations").get(TITLE, ""))
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.raw$", file):
         raise PipelineError(f"{shown}: layer title {file!r} is not an image file name")
-    if not DIGEST_RE.match(str(layer.get("digest"))):
-        raise PipelineError(f"{shown}: layer digest {layer.get('digest')!r} is not sha256")
     out.mkdir(parents=True, exist_ok=True)
     sums, signature = _verified_signature(client, repo, digest, file, layer["digest"], ring, shown)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{file}.", dir=out)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            client.get_blob(repo, layer["digest"], int(layer["size"]), tmp)
+            client.get_blob(repo, layer["digest"], layer["size"], tmp)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, out / file)
     finally:
@@ -74,26 +75,72 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
     return out / file
 
 
+def _object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise PipelineError(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise PipelineError(f"{what} is not a JSON object")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """An optional object field; anything else there counts as absent."""
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(doc: dict[str, Any], key: str, shown: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise PipelineError(f"{shown}: {key} is not a list")
+    return value
+
+
+def _descriptor(value: object, what: str) -> dict[str, Any]:
+    """A descriptor whose digest and size can be used: an object, sha256, a size >= 0."""
+    if not isinstance(value, dict):
+        raise PipelineError(f"{what} is not an object")
+    if not isinstance(value.get("digest"), str) or not DIGEST_RE.match(value["digest"]):
+        raise PipelineError(f"{what}: digest {value.get('digest')!r} is not sha256")
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise PipelineError(f"{what}: size {size!r} is not a byte count")
+    return value
+
+
 def _verified_signature(
     client: Client, repo: str, subject: str, file: str, layer: str, ring: bytes, shown: str
 ) -> tuple[bytes, bytes]:
     """(SHA256SUMS, signature) of a referrer that verifies and lists `file` with `layer`."""
     problems = []
-    for ref in client.referrers(repo, subject):
-        if ref.get("artifactType") != SIGNATURE_TYPE:
+    for value in client.referrers(repo, subject):
+        if not isinstance(value, dict) or value.get("artifactType") != SIGNATURE_TYPE:
             continue
-        found = client.get_manifest(repo, ref["digest"], accept=MANIFEST)
+        ref = _descriptor(value, f"{shown}: referrer")
+        if ref["size"] > MAX_MANIFEST:
+            problems.append(f"referrer {ref['digest']}: manifest of {ref['size']} bytes")
+            continue
+        found = client.get_manifest(repo, ref["digest"], accept=MANIFEST, max_bytes=MAX_MANIFEST)
         if found is None:
             continue
-        doc = json.loads(found[0])
-        if doc.get("subject", {}).get("digest") != subject:
+        doc = _object(found[0], f"{shown}: referrer {ref['digest']}")
+        if _field(doc, "subject").get("digest") != subject:
             continue
         blobs = {}
-        for item in doc.get("layers", []):
+        for item in _list(doc, "layers", f"{shown}: referrer {ref['digest']}"):
+            blob = _descriptor(item, f"{shown}: referrer {ref['digest']} layer")
+            if blob["size"] > MAX_SIGNATURE_BLOB:
+                raise PipelineError(
+                    f"{shown}: referrer {ref['digest']} layer {blob['digest']} declares "
+                    f"{blob['size']} bytes; a signature or SHA256SUMS is at most "
+                    f"{MAX_SIGNATURE_BLOB}"
+                )
             with tempfile.TemporaryFile() as tmp:
-                client.get_blob(repo, item["digest"], int(item["size"]), tmp)
+                client.get_blob(repo, blob["digest"], blob["size"], tmp)
                 tmp.seek(0)
-                blobs[item.get("annotations", {}).get(TITLE)] = tmp.read()
+                blobs[_field(blob, "annotations").get(TITLE)] = tmp.read()
         if SUMS not in blobs or SIGNATURE not in blobs:
             continue
         with tempfile.TemporaryDirectory() as work:
