@@ -17,6 +17,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -1107,3 +1108,70 @@ def test_homepage_and_license_are_checked_before_they_reach_an_sbom(tmp_path: Pa
         f"wasm-sysexts: error: {path}: license: '<b onclick=x>MIT</b>' is not an SPDX license "
         "expression (e.g. Apache-2.0 WITH LLVM-exception)",
     ], proc.stderr
+
+
+def test_cli_killed_while_signing_leaves_no_gpg_agent_and_the_next_run_cleans_up(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
+    """gpg starts its agent detached, out of reach of a death signal; the CLI runs the agent
+    as its own child instead, so a kill -9 of the CLI takes the agent with it."""
+    import tempfile
+
+    src = copy_input(signed_images[V1], tmp_path / "images")
+    temp = Path(tempfile.mkdtemp(prefix="t5-"))  # short: the agent's sockets live there
+    env = {**os.environ, "TMPDIR": str(temp)}
+    try:
+        for attempt in range(30):  # until the kill lands while the agent runs
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "sign",
+                    str(src),
+                    "--out",
+                    str(tmp_path / f"out{attempt}"),
+                    "--gpg-key",
+                    str(publish_key[0]),
+                    "--quiet",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while proc.poll() is None and not agents_in(temp):
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+        else:
+            pytest.fail("30 signing runs ended before their agent was seen")
+        time.sleep(1)
+        assert agents_in(temp) == [], "gpg-agent outlived the CLI"
+        assert tools_writing(temp) == [], "a tool outlived the CLI"
+        assert list(temp.glob(".~wsx-gpg-*")), "the killed CLI's gpg home is still there"
+        time.sleep(2.5)  # older than a sweep's minimum age
+        run_cli(
+            "sign",
+            src,
+            "--out",
+            tmp_path / "again",
+            "--gpg-key",
+            publish_key[0],
+            env={"TMPDIR": str(temp)},
+            check=True,
+        )
+        assert list(temp.iterdir()) == [], "the next run swept the home"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def agents_in(temp: Path) -> list[int]:
+    """PIDs of gpg-agents with a home under `temp`."""
+    found = []
+    for pid in tools_writing(temp):
+        with suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "gpg-agent":
+                found.append(pid)
+    return found

@@ -146,6 +146,7 @@ def spawn(
     stderr: int | IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start a tool the caller waits on (and kills on every exit path)."""
     return subprocess.Popen(
@@ -155,6 +156,7 @@ def spawn(
         stderr=stderr,
         cwd=cwd,
         env=dict(env) if env is not None else None,
+        pass_fds=tuple(pass_fds),
     )
 
 

@@ -9,8 +9,9 @@ never as arguments, and gpg's own messages are not echoed (they can quote user I
 from __future__ import annotations
 
 import re
-import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +20,18 @@ from pathlib import Path
 
 from pipeline.core import run
 from pipeline.core.errors import PipelineError
-from pipeline.core.fs import os_problem
+from pipeline.core.fs import os_problem, scratch_dir, sweep
 from pipeline.core.secret import SecretSpec
 
-BASE = ["--batch", "--no-tty", "--no-options", "--no-auto-key-locate", "--no-permission-warning"]
+# --no-autostart: the home's agent is the one throwaway_home runs, never a detached one.
+BASE = [
+    "--batch",
+    "--no-tty",
+    "--no-options",
+    "--no-auto-key-locate",
+    "--no-permission-warning",
+    "--no-autostart",
+]
 
 
 def _gpg_why(stderr: bytes, code: int) -> str:
@@ -67,18 +76,44 @@ def _fingerprints(colons: bytes, kind: str) -> list[str]:
 MAX_HOME = 80
 
 
+_SUPERVISE = """\
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="std")
+os.execvp("gpg-agent", ["gpg-agent", "--homedir", sys.argv[2], "--supervised"])
+"""
+
+
 @contextmanager
 def throwaway_home() -> Iterator[Home]:
-    parent = tempfile.gettempdir()
-    if len(parent) > MAX_HOME - 30:
-        parent = "/tmp"
-    path = Path(tempfile.mkdtemp(prefix="wasm-sysexts-gpg-", dir=parent))
-    try:
-        yield Home(path)
-    finally:
-        # Stop the agent first: it holds sockets (and unlocked keys) in the home.
-        run.run(["gpgconf", "--homedir", str(path), "--kill", "all"], check=False)
-        shutil.rmtree(path, ignore_errors=True)
+    """A private gpg home with its own agent. gpg starts its agent as a forked daemon, where
+    no death signal reaches it (a CLI killed while signing left agents running for good).
+    Here the agent runs supervised, in the foreground, as the CLI's child on a socket the CLI
+    made, so it dies with the CLI; the next run sweeps the home."""
+    parent = Path(tempfile.gettempdir())
+    if len(str(parent)) > MAX_HOME - 30:
+        parent = Path("/tmp")
+    sweep(parent)  # homes of CLIs killed while signing
+    with scratch_dir(parent, "gpg") as path:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(path / "S.gpg-agent"))
+            listener.listen(16)
+            # systemd's socket-activation protocol, which `gpg-agent --supervised` speaks: the
+            # socket as fd 3, LISTEN_PID the agent's own pid (a Python exec wrapper sets both).
+            agent = run.spawn(
+                [sys.executable, "-c", _SUPERVISE, str(listener.fileno()), str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(listener.fileno(),),
+            )
+        # Only the agent holds the socket now: if it dies, gpg is refused at once, not left
+        # waiting on a connection nobody accepts.
+        try:
+            yield Home(path)
+        finally:
+            # Stop the agent first: it holds sockets (and unlocked keys) in the home.
+            agent.kill()
+            agent.wait()
 
 
 def generate(uid: str) -> tuple[str, bytes, bytes]:
