@@ -1175,3 +1175,61 @@ def agents_in(temp: Path) -> list[int]:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "gpg-agent":
                 found.append(pid)
     return found
+
+
+def test_lock_refuses_a_module_whose_hash_only_an_unsigned_record_vouches_for(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    """Whoever serves the module zip can serve a lookup answer to match; lock asks `go` to
+    check the hash against the signed checksum database instead (here: through the Go module
+    proxy, which serves sum.golang.org)."""
+    from pipeline.build.source import go_h1
+
+    module, version = "github.com/tetratelabs/wazero", "1.9.0"
+    forged = go_module_zip(
+        {"go.mod": f"module {module}\n".encode(), "main.go": b"package main\n"}, module=module
+    ).replace(b"v1.0.0", f"v{version}".encode())
+    (tmp_path / "forged.zip").write_bytes(forged)
+    h1 = go_h1(tmp_path / "forged.zip")
+    mirror.put(f"https://proxy.golang.org/{module}/@v/v{version}.zip", forged)
+    mirror.put(
+        f"https://proxy.golang.org/sumdb/sum.golang.org/lookup/{module}@v{version}",
+        f"1\n{module} v{version} {h1}\n\n".encode(),
+    )  # a matching, unsigned record
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "wazero.yaml").write_text(f"""\
+name: wazero
+summary: wazero from its Go module
+homepage: https://wazero.io
+license: Apache-2.0
+version: "{version}"
+source:
+  kind: go
+  module: {module}
+  packages: {{wazero: ./cmd/wazero}}
+  versions:
+    "{version}": {{h1: null}}
+install:
+  - {{from: "wazero", to: /usr/bin/wazero, mode: "0755"}}
+""")
+    before = (recipes / "wazero.yaml").read_text()
+    proc = run_cli(
+        "lock",
+        "wazero",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--from",
+        "source",
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        f"wasm-sysexts: error: https://proxy.golang.org/{module}/@v/v{version}.zip: module hash "
+        f"{h1} is not what the checksum database records "
+        "(h1:IcZ56OuxrtaEz8UYNRHBrUa9bYeX9oVY93KspZZBf/I=)"
+    ), proc.stderr
+    assert (recipes / "wazero.yaml").read_text() == before
