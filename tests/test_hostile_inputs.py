@@ -1233,3 +1233,62 @@ install:
         "(h1:IcZ56OuxrtaEz8UYNRHBrUa9bYeX9oVY93KspZZBf/I=)"
     ), proc.stderr
     assert (recipes / "wazero.yaml").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        (
+            "containerd",
+            {
+                "handler": "wsx\n[Unit]\nDescription=pwned",
+                "runtime_type": "io.containerd.wasmtime.v1",
+            },
+            "containerd.handler 'wsx\\n[Unit]\\nDescription=pwned' is not a DNS label",
+        ),
+        (
+            "containerd",
+            {"handler": "wsx=true --anonymous-auth", "runtime_type": "io.containerd.wasmtime.v1"},
+            "containerd.handler 'wsx=true --anonymous-auth' is not a DNS label",
+        ),
+        (
+            "homepage",
+            "javascript:alert(1)",
+            "'javascript:alert(1)' must be an https:// URL (no spaces or control characters)",
+        ),
+    ],
+)
+def test_unsigned_metadata_never_reaches_what_publish_writes(
+    tmp_path: Path,
+    signed_images: dict[str, Path],
+    publish_key: tuple[Path, Path],
+    field: str,
+    value: object,
+    problem: str,
+) -> None:
+    """<image>.json is not signed (SHA256SUMS does not list it), yet publish copies its
+    containerd handler into every node's Butane and its homepage into OCI annotations."""
+    src = copy_input(signed_images[V1], tmp_path / "images")
+    meta_path = src / f"{NAME}-{V1}-x86-64.raw.json"
+    meta = json.loads(meta_path.read_text())
+    meta["recipe"][field] = value
+    meta_path.write_text(json.dumps(meta))
+    dest = tmp_path / "site"
+    proc = run_cli(
+        "publish",
+        "static",
+        src,
+        "--dest",
+        dest,
+        "--gpg-key",
+        publish_key[0],
+        "--keyring",
+        publish_key[1],
+        "--base-url",
+        "https://updates.example.org",
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"wasm-sysexts: error: {meta_path}: recipe: {problem}"], (
+        proc.stderr
+    )
+    assert not dest.exists() or list(dest.iterdir()) == []

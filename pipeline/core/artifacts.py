@@ -44,6 +44,9 @@ from pipeline.core.vocab import (
     Arch,
     ImageFormat,
     attestation_name,
+    containerd_record_problem,
+    homepage_problem,
+    license_problem,
 )
 
 _ARCHES = "|".join(re.escape(a) for a in Arch)
@@ -232,6 +235,16 @@ class ImageMeta:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise PipelineError(f"{where}: not valid image metadata ({_what(err)})") from None
+        # The metadata is not signed, yet publish copies these fields into the Butane, index.json
+        # and OCI annotations: they pass the checks the recipe passed, or nothing is published.
+        recipe = meta.recipe
+        problems = [
+            homepage_problem(str(recipe["homepage"])) if "homepage" in recipe else None,
+            license_problem(str(recipe["license"])) if "license" in recipe else None,
+            containerd_record_problem(recipe["containerd"]) if "containerd" in recipe else None,
+        ]
+        if problem := next((p for p in problems if p), None):
+            raise PipelineError(f"{where}: recipe: {problem}")
         if image.get("file") != meta.image.file:
             raise PipelineError(
                 f"{where}: image.file {image.get('file')!r} does not match "

@@ -228,3 +228,22 @@ def homepage_problem(value: str) -> str | None:
     if not re.match(r"^https://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[!-~]*)?$", value) or len(value) > 500:
         return f"{value!r} must be an https:// URL (no spaces or control characters)"
     return None
+
+
+# A containerd runtime: the shim's type, and the CRI handler a RuntimeClass names (a DNS label,
+# as Kubernetes requires). Recipes are checked against these, and so is image metadata, which
+# is unsigned and reaches the Butane and index.json that publish writes.
+RUNTIME_TYPE_RE = re.compile(r"^io\.containerd\.([a-z0-9]+(?:-[a-z0-9]+)*)\.(v[0-9]+)$")
+HANDLER_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def containerd_record_problem(value: object) -> str | None:
+    """Why `value` is not a {handler, runtime_type} record of a shim, or None."""
+    if not isinstance(value, dict) or set(value) != {"handler", "runtime_type"}:
+        return "containerd must hold exactly handler and runtime_type"
+    handler, runtime_type = value["handler"], value["runtime_type"]
+    if not isinstance(handler, str) or not HANDLER_RE.match(handler):
+        return f"containerd.handler {handler!r} is not a DNS label"
+    if not isinstance(runtime_type, str) or not RUNTIME_TYPE_RE.match(runtime_type):
+        return f"containerd.runtime_type {runtime_type!r} is not io.containerd.<name>.v<N>"
+    return None

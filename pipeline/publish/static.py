@@ -45,6 +45,7 @@ from pipeline.core.vocab import (
     SUMS,
     Arch,
     attestation_name,
+    containerd_record_problem,
 )
 from pipeline.publish import html
 from pipeline.publish.sysupdate import Installed, butane, transfer
@@ -283,7 +284,11 @@ def _handler(kept: list[Image], old_entry: dict[str, Any]) -> dict[str, str] | N
         if image.meta and image.meta.recipe.get("containerd"):
             return dict(image.meta.recipe["containerd"])
     found = old_entry.get("containerd")
-    return dict(found) if isinstance(found, dict) else None
+    if found is None:
+        return None
+    if problem := containerd_record_problem(found):  # index.json of the live tree: re-checked
+        raise PipelineError(f"{INDEX} of the published tree: {problem}")
+    return dict(found)
 
 
 def _prune(images: list[Image], keep: int) -> list[Image]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 
+from pipeline.core.vocab import RUNTIME_TYPE_RE
 from pipeline.recipe.model import ContainerdRuntime, ExtraFile
 
 CONFIG_DIR = "/usr/share/wasm-sysexts/containerd"
@@ -27,8 +28,6 @@ FRAGMENTS = f"{CONFIG_DIR}/conf.d"
 FLATCAR_CONFIG = "/usr/share/containerd/config.toml"
 DROPIN = "/usr/lib/systemd/system/containerd.service.d/05-wasm-sysexts.conf"
 RUNTIMES = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
-RUNTIME_TYPE_RE = re.compile(r"^io\.containerd\.([a-z0-9]+(?:-[a-z0-9]+)*)\.(v[0-9]+)$")
-HANDLER_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as Kubernetes
 OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 

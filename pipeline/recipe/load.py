@@ -16,7 +16,9 @@ import yaml
 from pipeline.core.errors import PipelineError
 from pipeline.core.resources import recipes_dir
 from pipeline.core.vocab import (
+    HANDLER_RE,
     OS_FIELD_RE,
+    RUNTIME_TYPE_RE,
     SHA256_RE,
     Arch,
     homepage_problem,
@@ -24,7 +26,7 @@ from pipeline.core.vocab import (
     name_problem,
     version_problem,
 )
-from pipeline.recipe.containerd import HANDLER_RE, OPTION_RE, RUNTIME_TYPE_RE, shim_binary
+from pipeline.recipe.containerd import OPTION_RE, shim_binary
 from pipeline.recipe.containerd import files as containerd_files
 from pipeline.recipe.model import (
     PLACEHOLDERS,

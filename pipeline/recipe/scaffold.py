@@ -13,7 +13,7 @@ TEMPLATE = """\
 name: {name}
 summary: TODO one line saying what {name} is
 homepage: https://example.org/{name}
-license: TODO SPDX expression, e.g. Apache-2.0
+license: LicenseRef-TODO          # the upstream SPDX expression, e.g. Apache-2.0
 version: "0.0.0"                    # the version build-all builds
 # checksums: "https://github.com/OWNER/REPO/releases/download/v{{version}}/checksums.txt"
 versions:
