@@ -1292,3 +1292,44 @@ def test_unsigned_metadata_never_reaches_what_publish_writes(
         proc.stderr
     )
     assert not dest.exists() or list(dest.iterdir()) == []
+
+
+def test_an_image_replaced_without_its_sums_is_hashed_again_by_the_next_build(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    """A rebuild killed between replacing its image and rewriting SHA256SUMS: the next,
+    unrelated build into the same directory lists the image's real hash, not the stale one."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for name in ("first", "second"):
+        pinned_tiny(mirror, recipes, name)
+    out = tmp_path / "out"
+
+    def build(name: str) -> None:
+        run_cli(
+            "build",
+            name,
+            "--recipes",
+            recipes,
+            "--mirror",
+            mirror.url,
+            "--cache",
+            tmp_path / "cache",
+            "--out",
+            out,
+            "--arch",
+            "x86-64",
+            "--quiet",
+            check=True,
+        )
+
+    build("first")
+    build("second")
+    image = out / "first-1.0-x86-64.raw"
+    replacement = out / ".replacement"
+    replacement.write_bytes(image.read_bytes() + b"\0" * 4096)  # what a new build wrote
+    os.replace(replacement, image)
+    (out / "second-1.0-x86-64.raw").unlink()  # the next build has work to do
+    build("second")
+    sums = dict(line.split()[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert sums[image.name] == hashlib.sha256(image.read_bytes()).hexdigest()

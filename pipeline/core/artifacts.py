@@ -386,8 +386,16 @@ class ImageDir:
 
     def _update_sums(self, known: dict[str, str]) -> dict[str, str]:
         old = self.sums()
+        written = self.sums_path.stat().st_mtime_ns if self.sums_path.is_file() else 0
+
+        def listed(path: Path) -> str | None:
+            """The old entry, while the file is unchanged since SHA256SUMS was written: an
+            image replaced later (a rebuild killed before it updated SHA256SUMS) has a newer
+            ctime, which no tool can set back."""
+            return old.get(path.name) if path.stat().st_ctime_ns <= written else None
+
         images = self.image_files()
-        sums = {p.name: known.get(p.name) or old.get(p.name) or sha256_file(p) for p in images}
+        sums = {p.name: known.get(p.name) or listed(p) or sha256_file(p) for p in images}
         # Attestations are small and rewritten in place by a rebuild: always hashed afresh.
         sums.update(
             {
