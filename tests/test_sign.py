@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -687,3 +690,69 @@ def test_host_merges_only_images_signed_by_our_cert(
         assert cases[name]["merge"] != 0 and cases[name]["run"] != 0, cases[name]
     assert "Image does not match image policy" in str(cases["unsigned"]["merge_out"])
     assert "Failed to merge" in str(cases["other-key"]["merge_out"])
+
+
+def mkfs_descendants(root: int) -> list[int]:
+    """PIDs of mksquashfs/mkfs.erofs processes below process `root`."""
+    parent: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid, rest = int(entry.name), stat.rsplit(")", 1)
+        names[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parent[pid] = int(rest[1].split()[1])
+
+    def below(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    return [p for p, n in names.items() if n in ("mksquashfs", "mkfs.erofs") and below(p)]
+
+
+@pytest.mark.debroot
+def test_cli_killed_while_repart_builds_a_ddi_leaves_no_mkfs_running(
+    plain: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """systemd-repart starts mksquashfs itself, out of reach of the death signal the CLI
+    gives its own children; the PID namespace it runs in takes its children along."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "sign",
+            str(plain),
+            "--out",
+            str(tmp_path / "out"),
+            "--gpg-key",
+            str(keys.gpg),
+            "--verity-key",
+            str(keys.verity_key),
+            "--verity-cert",
+            str(keys.cert),
+            "--cache",
+            str(VM_CACHE),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    found: list[int] = []
+    while proc.poll() is None and time.monotonic() < deadline and not found:
+        found = mkfs_descendants(proc.pid)
+        time.sleep(0.02)
+    assert found, "repart's mkfs was never seen running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    alive = [pid for pid in found if Path(f"/proc/{pid}").exists()]
+    assert alive == [], "mkfs outlived the CLI"

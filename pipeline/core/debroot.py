@@ -115,11 +115,17 @@ def run_in_root(
         script += [f'mkdir -p "$r{inside}"', f'mount --bind "${{B{i}}}" "$r{inside}"']
         bind_args.append(f"B{i}={host}")
     script.append('exec chroot "$r" "$@"')
+    # A private PID namespace too, whose init unshare kills when it dies itself (it dies with
+    # the CLI, like every tool): the kernel then kills everything in the namespace, so the
+    # mkfs that systemd-repart started cannot outlive a killed CLI.
     command = [
         "unshare",
         "--mount",
         "--propagation",
         "private",
+        "--pid",
+        "--fork",
+        "--kill-child",
         "--",
         "env",
         *bind_args,
