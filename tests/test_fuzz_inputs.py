@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support.mirror import Mirror
 from support.recipes import write_recipe
+from support.registry_images import NAME, V1
 
 from pipeline.cli import main
 
@@ -245,3 +246,119 @@ def test_random_archives_and_install_maps_never_escape(
             failed = [ln for ln in err.splitlines() if "FAILED: " in ln]
             assert len(failed) == 1 and FAILED_LINE.search(failed[0]), err
             assert not list(out.glob("*.raw"))
+
+
+# ---------------------------------------------------------------- unsigned metadata
+
+FIELD_TEXT = st.lists(
+    st.sampled_from([*"wsx-.:/=\n\r\t\"'#&<>[] ", "true", "--flag", "https://", "\x1b", "[Unit]"]),
+    max_size=12,
+).map("".join)
+BASELINE = "baselinehandler"  # a valid handler the random one is compared with
+# Values of each field that pass, so that half the cases reach the written Butane.
+VALID = {
+    "handler": st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True),
+    "homepage": st.from_regex(r"https://[a-z]{1,8}\.example(/[a-z?=&#%-]{0,8})?", fullmatch=True),
+    "license": st.sampled_from(["MIT", "Apache-2.0 OR MIT", "(MIT AND BSD-3-Clause)", "GPL-2.0+"]),
+}
+
+
+@st.composite
+def field_values(draw: st.DrawFn) -> tuple[str, str]:
+    field = draw(st.sampled_from(sorted(VALID)))
+    return field, draw(st.one_of(VALID[field], FIELD_TEXT))
+
+
+def publish_with(
+    src: Path, dest: Path, key: tuple[Path, Path], **recipe: object
+) -> tuple[int, list[str]]:
+    """`publish static` (in-process) of `src` after `recipe` fields are set in the x86-64
+    image's unsigned metadata: (exit code, stderr lines)."""
+    import json
+
+    from support.registry_images import NAME, V1
+
+    meta_path = src / f"{NAME}-{V1}-x86-64.raw.json"
+    meta = json.loads(meta_path.read_text())
+    meta["recipe"].update(recipe)
+    meta_path.write_text(json.dumps(meta))
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = main(
+            [
+                "publish",
+                "static",
+                str(src),
+                "--dest",
+                str(dest),
+                "--gpg-key",
+                str(key[0]),
+                "--keyring",
+                str(key[1]),
+                "--base-url",
+                "https://updates.example.org",
+                "--quiet",
+            ]
+        )
+    return code, stderr.getvalue().splitlines()
+
+
+def butanes(dest: Path) -> dict[str, object]:
+    """Every Butane publish wrote, parsed as YAML."""
+    import yaml
+
+    site = dest.resolve()
+    return {str(p.relative_to(site)): yaml.safe_load(p.read_text()) for p in site.rglob("*.bu")}
+
+
+@settings(
+    max_examples=int(os.environ.get("WASM_SYSEXTS_FUZZ_META_EXAMPLES", "40")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=field_values())
+def test_unsigned_metadata_is_refused_or_stays_data(
+    case: tuple[str, str], signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
+    """Random text in <image>.json (unsigned) for a field publish copies out: publish refuses
+    it in one line naming the file and writes nothing, or every Butane it writes is the one
+    of a plain value with only that value changed (no unit, file or flag added)."""
+    import json
+    import shutil
+
+    field, text = case
+    plain = {"homepage": "https://example.org", "license": "MIT", "handler": BASELINE}
+    chosen = {**plain, field: text}
+    with tempfile.TemporaryDirectory(prefix="wsx-fuzz-meta-") as tmp:
+        work = Path(tmp)
+        sites = {}
+        for label, values in (("plain", plain), ("random", chosen)):
+            shutil.copytree(signed_images[V1], work / label)
+            code, lines = publish_with(
+                work / label,
+                work / f"{label}-site",
+                publish_key,
+                homepage=values["homepage"],
+                license=values["license"],
+                containerd={
+                    "handler": values["handler"],
+                    "runtime_type": "io.containerd.wasmtime.v1",
+                },
+            )
+            sites[label] = (code, lines)
+        assert sites["plain"] == (0, []), sites["plain"]
+        code, lines = sites["random"]
+        event(f"{field}: exit {code}")
+        if code != 0:
+            assert code == 1 and len(lines) == 1, lines
+            assert lines[0].startswith(
+                f"wasm-sysexts: error: {work / 'random'}/{NAME}-{V1}-x86-64.raw.json: recipe: "
+            ), lines
+            assert not (work / "random-site").exists()
+            return
+        expected = json.dumps(butanes(work / "plain-site"))
+        if field == "handler":
+            expected = expected.replace(BASELINE, text)
+        assert json.dumps(butanes(work / "random-site")) == expected
