@@ -881,6 +881,10 @@ def test_pinned_module_replacing_a_dependency_with_a_directory_is_refused(
         "gomod.yaml: source: go.mod replaces example.org/dep with the directory '../dep'; a "
         "pinned module must not build code from outside itself"
     ), error
+    # go's telemetry child used to write $HOME/.config/go/telemetry into the work directory
+    # after go, the CLI and the removal of the directory were all done.
+    time.sleep(2)
+    assert_nothing_left(tmp_path / "out")
 
 
 # ---------------------------------------------------------------- pull oci from a hostile registry

@@ -438,7 +438,7 @@ def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[s
     """A clean environment: only what the toolchains need, every path a build embeds under
     `work` mapped to /build."""
     home = work / "home"
-    home.mkdir()
+    go_telemetry_off(home)
     cache = fetcher.cache_dir / "toolchains"
     prefix = f"-ffile-prefix-map={work}=/build"
     return {
@@ -482,6 +482,16 @@ def _go(job: _Job) -> dict[str, Path]:
         )
         built[name] = target
     return built
+
+
+def go_telemetry_off(home: Path) -> None:
+    """Make `home` (a private HOME) one where `go` keeps no telemetry: otherwise every go
+    command starts a detached child that writes $HOME/.config/go/telemetry after go exited,
+    outliving the CLI and recreating files in a work directory already removed. The mode
+    file is the switch; GOTELEMETRY in the environment is not."""
+    mode = home / ".config" / "go" / "telemetry" / "mode"
+    mode.parent.mkdir(parents=True)
+    mode.write_text("off\n")
 
 
 def _no_local_replace(job: _Job) -> None:

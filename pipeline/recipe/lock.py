@@ -143,12 +143,13 @@ def checksum_database_h1(module: str, version: str) -> str:
     """`module@version`'s h1 as the Go checksum database records it, verified by `go` itself:
     the signed tree head against the key go embeds and the record's inclusion proof. A bare
     lookup answer is unsigned; whoever serves the module zip could serve a matching one."""
-    from pipeline.build.source import GO_PROXY
+    from pipeline.build.source import GO_PROXY, go_telemetry_off
 
     gosumdb = os.environ.get("GOSUMDB") or f"sum.golang.org {GO_PROXY}/sumdb/sum.golang.org"
     if gosumdb.split()[0] == "off":
         raise PipelineError("GOSUMDB=off: lock needs the checksum database to vouch for a hash")
     with tempfile.TemporaryDirectory(prefix="wsx-gosumdb-") as tmp:
+        go_telemetry_off(Path(tmp))
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": tmp,
