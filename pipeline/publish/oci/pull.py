@@ -14,7 +14,7 @@ from pipeline.core.artifacts import read_sums
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import write_atomic
 from pipeline.core.vocab import SIGNATURE, SUMS, Arch
-from pipeline.publish.oci.client import DIGEST_RE, INDEX, MANIFEST, Client
+from pipeline.publish.oci.client import DIGEST_RE, INDEX, MANIFEST, MAX_MANIFEST, Client
 from pipeline.publish.oci.layout import ARTIFACT_TYPE, SIGNATURE_TYPE, TITLE
 from pipeline.publish.static import verify_signature
 from pipeline.sign.openpgp import read_keyring
@@ -22,9 +22,8 @@ from pipeline.sign.openpgp import read_keyring
 _log = log.get("oci")
 
 
-# What a registry may hand back before we read it: manifests are small JSON (registries
-# themselves cap them at 4 MiB), and a signature referrer holds SHA256SUMS and its signature.
-MAX_MANIFEST = 4 << 20
+# A signature referrer holds SHA256SUMS and its signature: small files, so a layer declaring
+# more is refused before it is downloaded (manifests are bounded by the client, MAX_MANIFEST).
 MAX_SIGNATURE_BLOB = 1 << 20
 
 
@@ -33,7 +32,7 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
     repo = client.repo()
     shown = f"{client.repository}:{reference}"
     ring = read_keyring(keyring)
-    found = client.get_manifest(repo, reference, max_bytes=MAX_MANIFEST)
+    found = client.get_manifest(repo, reference)
     if found is None:
         raise PipelineError(f"{shown}: not found")
     body, digest = found
@@ -46,7 +45,7 @@ def pull_oci(client: Client, reference: str, out: Path, arch: Arch, keyring: Pat
         )
         if entry is None:
             raise PipelineError(f"{shown}: index has no {arch} ({goarch}) image")
-        found = client.get_manifest(repo, entry["digest"], accept=MANIFEST, max_bytes=MAX_MANIFEST)
+        found = client.get_manifest(repo, entry["digest"], accept=MANIFEST)
         if found is None:
             raise PipelineError(f"{shown}: index entry {entry['digest']} not found")
         body, digest = found
@@ -122,7 +121,7 @@ def _verified_signature(
         if ref["size"] > MAX_MANIFEST:
             problems.append(f"referrer {ref['digest']}: manifest of {ref['size']} bytes")
             continue
-        found = client.get_manifest(repo, ref["digest"], accept=MANIFEST, max_bytes=MAX_MANIFEST)
+        found = client.get_manifest(repo, ref["digest"], accept=MANIFEST)
         if found is None:
             continue
         doc = _object(found[0], f"{shown}: referrer {ref['digest']}")
