@@ -160,8 +160,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--verity-cert",
         type=Path,
+        action="append",
+        default=[],
         metavar="FILE",
-        help="PEM certificate that must have signed every image's verity root hash",
+        help="PEM certificate that must have signed every image's verity root hash "
+        "(repeat it during a key rotation: either may have signed)",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.set_defaults(func=cmd_verify)

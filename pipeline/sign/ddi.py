@@ -26,7 +26,7 @@ import struct
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,10 +206,11 @@ def _signature_json(raw: bytes, name: str) -> tuple[str, bytes]:
         ) from None
 
 
-def check_pkcs7(root_hash: str, signature: bytes, cert: Path) -> None:
-    """The PKCS#7 `signature` must sign the hex root hash (what the kernel checks) with the key
-    of exactly `cert`: -nointern ignores certificates carried in the signature itself. Validity
-    dates are not checked, as the kernel does not check them either."""
+def _cms_verify(root_hash: str, signature: bytes, cert: Path) -> bool | None:
+    """True if the PKCS#7 `signature` signs the hex root hash (what the kernel checks) with the
+    key of exactly `cert` (-nointern ignores certificates carried in the signature itself);
+    False if another key signed it, None if it does not verify at all. Validity dates are not
+    checked, as the kernel does not check them either."""
     with tempfile.TemporaryDirectory(prefix="wasm-sysexts-p7-") as tmp:
         (Path(tmp) / "sig.der").write_bytes(signature)
         (Path(tmp) / "roothash").write_text(root_hash, encoding="ascii")
@@ -238,17 +239,29 @@ def check_pkcs7(root_hash: str, signature: bytes, cert: Path) -> None:
             ],
             check=False,
         )
-    if proc.returncode != 0:
-        why = (
-            "signer is not this certificate"
-            if b"signer certificate not found" in proc.stderr
-            else "signature does not verify"
-        )
-        raise PipelineError(f"verity signature: {why} ({cert.name})")
+    if proc.returncode == 0:
+        return True
+    return False if b"signer certificate not found" in proc.stderr else None
 
 
-def check_ddi(path: Path, cert: Path | None) -> DdiCheck:
-    """Check a DDI's verity tree and root hash signature; raises naming the fault."""
+def check_pkcs7(root_hash: str, signature: bytes, certs: Sequence[Path]) -> Path:
+    """The one of `certs` whose key made `signature` over the root hash (hosts trust any
+    certificate in /etc/verity.d/, so during a rotation an image may be signed by either)."""
+    verdicts = [_cms_verify(root_hash, signature, cert) for cert in certs]
+    for cert, verdict in zip(certs, verdicts, strict=True):
+        if verdict:
+            return cert
+    names = ", ".join(c.name for c in certs)
+    if None in verdicts:
+        raise PipelineError(f"verity signature: signature does not verify ({names})")
+    if len(certs) == 1:
+        raise PipelineError(f"verity signature: signer is not this certificate ({names})")
+    raise PipelineError(f"verity signature: signer is none of these certificates ({names})")
+
+
+def check_ddi(path: Path, certs: Sequence[Path] = ()) -> DdiCheck:
+    """Check a DDI's verity tree and root hash signature (by one of `certs`, when given);
+    raises naming the fault."""
     name = path.name
     if not is_gpt(path):
         raise PipelineError(f"{name}: not a DDI (no GUID partition table)")
@@ -264,11 +277,12 @@ def check_ddi(path: Path, cert: Path | None) -> DdiCheck:
             f"{name}: signature partition is for root hash {signed_hash[:16]}…, "
             f"the verity partitions give {root[:16]}…"
         )
-    if cert is not None:
+    subject = None
+    if certs:
         try:
-            check_pkcs7(root, signature, cert)
+            signer = check_pkcs7(root, signature, certs)
         except PipelineError as err:
             raise PipelineError(f"{name}: {err}") from None
+        subject = load_cert(signer, "--verity-cert").subject.rfc4514_string()
     arch = (data.arch_role or ("?", "?"))[0]
-    subject = load_cert(cert, "--verity-cert").subject.rfc4514_string() if cert else None
     return DdiCheck(arch, root, subject)

@@ -179,7 +179,7 @@ def _verity(
     name = art.name.file
     if is_gpt(target):
         try:
-            ddi = check_ddi(target, cert)
+            ddi = check_ddi(target, [cert])
         except PipelineError as err:
             raise PipelineError(f"{err}; rebuild the plain image and sign again") from None
         _log.info(f"{name}: already a DDI signed by this cert")
@@ -195,6 +195,6 @@ def _verity(
     _log.info(f"{name}: making a verity-signed DDI")
     ddi_path = work / f"{name}.ddi"
     make_signed_ddi(target, ddi_path, key_pem, cert_pem, cache_dir)
-    ddi = check_ddi(ddi_path, cert)  # what hosts will check, before it replaces anything
+    ddi = check_ddi(ddi_path, [cert])  # what hosts will check, before it replaces anything
     ddi_path.replace(target)
     return VerityState.CONVERTED, VerityRecord(ddi.root_hash, cert_sha, fmt, source_sha)

@@ -17,6 +17,7 @@ Each file gets one OK or FAILED line; any failure makes the exit status 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,12 @@ def _check_provenance(path: Path, keyring: bytes, keyring_name: str, prefix: str
 
 
 def _check_file(
-    directory: Path, name: str, digest: str, cert: Path | None, keyring: bytes, keyring_name: str
+    directory: Path,
+    name: str,
+    digest: str,
+    certs: Sequence[Path],
+    keyring: bytes,
+    keyring_name: str,
 ) -> Check:
     path = directory / name
     if not path.is_file():
@@ -82,11 +88,11 @@ def _check_file(
     except PipelineError as err:
         return Check(name, False, str(err).replace(str(directory / name), name))
     if not is_gpt(path):
-        if cert is not None:
+        if certs:
             return Check(name, False, "not a verity-signed DDI (--verity-cert requires one)")
         return Check(name, True, "sha256 matches")
     try:
-        ddi = check_ddi(path, cert)
+        ddi = check_ddi(path, certs)
     except PipelineError as err:
         return Check(name, False, str(err).removeprefix(f"{name}: "))
     trust = (
@@ -99,7 +105,7 @@ def _check_file(
     )
 
 
-def verify_directory(directory: Path, keyring: Path, cert: Path | None) -> list[Check]:
+def verify_directory(directory: Path, keyring: Path, certs: Sequence[Path] = ()) -> list[Check]:
     """The checks above for a directory, or for one provenance file (`*.intoto.jsonl`, its
     subjects beside it) as downloaded from an update server or pulled from a registry."""
     ring = read_keyring(keyring)
@@ -107,7 +113,7 @@ def verify_directory(directory: Path, keyring: Path, cert: Path | None) -> list[
         return [_check_provenance(directory, ring, keyring.name)]
     if not directory.is_dir():
         raise PipelineError(f"{directory}: not a directory (or a *{PROVENANCE_SUFFIX} file)")
-    if cert is not None:
+    for cert in certs:
         load_cert(cert, "--verity-cert")  # a bad cert is a usage error, not a failed image
     checks = [_check_signature(directory, ring, keyring.name)]
     try:
@@ -116,7 +122,7 @@ def verify_directory(directory: Path, keyring: Path, cert: Path | None) -> list[
         checks.append(Check(SUMS, False, str(err).removeprefix(f"{directory / SUMS}: ")))
         sums = {}
     for name, digest in sorted(sums.items()):
-        checks.append(_check_file(directory, name, digest, cert, ring, keyring.name))
+        checks.append(_check_file(directory, name, digest, certs, ring, keyring.name))
     for pattern in ("*.raw", *(f"*{suffix}" for suffix in ATTESTATION_SUFFIXES)):
         for found in sorted(directory.glob(pattern)):
             if found.name not in sums:
