@@ -309,6 +309,7 @@ def test_dagger_sign_verify_and_publish(
                 "https://updates.example/sysexts",
                 gpg_key=gpg_key,
                 keyring=host_dir(keys).file("import-pubring.gpg"),
+                verity_cert=host_dir(keys).file("verity.crt"),
             )
         ).export(str(tmp_path / "site"))
         pushed = await (

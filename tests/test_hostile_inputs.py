@@ -139,6 +139,7 @@ def test_symlinked_image_is_refused_by_sign_and_publish(
     proc = run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         d,
         "--dest",
         tmp_path / "site",
@@ -311,6 +312,7 @@ def test_edited_metadata_cannot_relabel_a_signed_image(
     proc = run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         d,
         "--dest",
         tmp_path / "site",
@@ -357,6 +359,7 @@ def test_base_url_cannot_inject_lines(
         proc = run_cli(
             "publish",
             "static",
+            "--allow-unsigned",
             signed_images[V1],
             "--dest",
             tmp_path / "site",
@@ -1281,6 +1284,7 @@ def test_unsigned_metadata_never_reaches_what_publish_writes(
     proc = run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         src,
         "--dest",
         dest,

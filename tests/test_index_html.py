@@ -54,6 +54,7 @@ def publish(src: Path, dest: Path, key: tuple[Path, Path], *extra: str) -> None:
     run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         src,
         "--dest",
         dest,

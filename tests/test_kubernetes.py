@@ -20,7 +20,7 @@ from support.registry_images import sign_into
 from support.vm_payloads import TEST_HOST, pin
 
 from pipeline.core.resources import recipes_dir
-from pipeline.publish.sysupdate import KUBELET_DEFAULTS, NODE_LABEL
+from pipeline.publish.butane import KUBELET_DEFAULTS, NODE_LABEL, RESTART_CONTAINERD
 from pipeline.recipe.load import load_all
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "runtimeclasses.yaml"
@@ -84,6 +84,7 @@ def test_node_butane_merges_the_shims_labels_the_node(
     run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         signed,
         "--dest",
         dest,
@@ -125,6 +126,4 @@ def test_node_butane_merges_the_shims_labels_the_node(
     [sysupdate] = [
         u for u in config["systemd"]["units"] if u["name"] == "systemd-sysupdate.service"
     ]
-    assert all(
-        "systemctl try-restart containerd.service" in d["contents"] for d in sysupdate["dropins"]
-    )
+    assert all(RESTART_CONTAINERD in d["contents"] for d in sysupdate["dropins"])

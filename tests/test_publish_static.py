@@ -30,6 +30,7 @@ def publish(
     return run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         src,
         "--dest",
         dest,
@@ -135,6 +136,11 @@ def test_publish_v1_then_v2(
     assert set(entry["versions"][1]["arches"]) == {"x86-64", "arm64"}
     bu = (dest / entry["butane"]).read_text()
     assert f"sha256-{x86['sha256']}" in bu and "/etc/systemd/import-pubring.pgp" in bu
+    # Unsigned, and said so: no certificate, no policy, a warning in the config and on stderr.
+    assert "# WARNING: published with --allow-unsigned." in bu
+    assert "verity.d" not in bu and "image-policy" not in bu
+    assert "--allow-unsigned: the Butane configs install no verity certificate" in proc.stderr
+    assert index["image_policy"] is None and index["verity_certificates"] == []
 
     # Idempotent: the same publish again writes nothing, not even a new generation.
     before = snapshot(dest)
@@ -167,6 +173,7 @@ def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
     run_cli(
         "publish",
         "static",
+        "--allow-unsigned",
         signed_images[V1],
         "--dest",
         dest,
@@ -181,11 +188,46 @@ def test_signature_reused_when_manifest_unchanged_and_required_otherwise(
     ).read_bytes()
     before = snapshot(dest)
     proc = run_cli(
-        "publish", "static", signed_images[V2], "--dest", dest, "--keyring", publish_key[1]
+        "publish",
+        "static",
+        "--allow-unsigned",
+        signed_images[V2],
+        "--dest",
+        dest,
+        "--keyring",
+        publish_key[1],
     )
     assert proc.returncode == 1
     assert "pass --gpg-key" in proc.stderr
     assert snapshot(dest) == before
+
+
+def test_verity_certificate_is_required_unless_unsigned_is_allowed(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
+    """Without --verity-cert, publish reads keys/verity.crt of the checkout it runs in; a tree
+    hosts would refuse is refused before anything is written."""
+    args: tuple[str | Path, ...] = ("publish", "static", signed_images[V1], "--dest")
+    args += (tmp_path / "www", "--base-url", BASE)
+    args += ("--gpg-key", publish_key[0], "--keyring", publish_key[1])
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    proc = run_cli(*args, cwd=checkout)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "wasm-sysexts: error: keys/verity.crt: missing (the default --verity-cert); pass "
+        "--verity-cert FILE, or --allow-unsigned to publish images hosts do not verify"
+    ]
+    run_cli("keys", "generate", "--out", checkout / "keys", check=True)
+    proc = run_cli(*args, cwd=checkout)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    image = signed_images[V1] / f"{NAME}-{V1}-arm64.raw"
+    assert line.startswith(f"wasm-sysexts: error: {image}: not a verity-signed DDI"), line
+    proc = run_cli(*args, "--allow-unsigned", "--verity-cert", checkout / "keys/verity.crt")
+    assert proc.returncode == 1
+    assert "--allow-unsigned: publishes without --verity-cert; give one, not both" in proc.stderr
+    assert not (tmp_path / "www").exists()
 
 
 @pytest.mark.parametrize("damage", ["image", "signature", "unlisted"])
@@ -239,6 +281,7 @@ def test_killed_publish_leaves_previous_tree_intact(
             "pipeline",
             "publish",
             "static",
+            "--allow-unsigned",
             str(big),
             "--dest",
             str(dest),
@@ -281,6 +324,7 @@ def test_concurrent_publishes_are_serialized(
                 "pipeline",
                 "publish",
                 "static",
+                "--allow-unsigned",
                 str(signed_images[V2]),
                 "--dest",
                 str(dest),
@@ -318,6 +362,7 @@ def test_concurrent_publishes_are_serialized(
                 "pipeline",
                 "publish",
                 "static",
+                "--allow-unsigned",
                 str(src),
                 "--dest",
                 str(dest),

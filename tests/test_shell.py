@@ -10,19 +10,24 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import test_provision_vm
 import test_sign
 import test_sysupdate_vm
 
+from pipeline.publish import canary
 from pipeline.vm import qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_SCRIPTS = [".ci/run", ".ci/setup", ".ci/test", "pipeline/vm/guest/boot.sh"]
+# Scripts the Butane configs install on hosts, as written for one image.
+INSTALLED = {"trust canary": canary.check_script("/opt/extensions/c/c-1-x86-64.raw")}
 # cri.sh runs on its own (`sh $WSX_DIR/cri.sh ...`); the others inside the prelude.
 GUEST_SCRIPTS = {
     "pipeline/smoke/cri.sh": None,
     "pipeline/smoke/guest.sh": "smoke test",
     "tests/test_sysupdate_vm.py GUEST": test_sysupdate_vm.GUEST,
     "tests/test_sign.py ENFORCE_GUEST": test_sign.ENFORCE_GUEST,
+    "tests/test_provision_vm.py GUEST": test_provision_vm.GUEST,
     "hung guest (test_smoke_vm.py)": 'wsx_frame \'{"event": "x"}\'\nsleep 1\n',
 }
 
@@ -52,4 +57,12 @@ def test_guest_programs_pass_shellcheck_as_the_guest_runs_them(name: str, tmp_pa
     script = tmp_path / "guest.sh"
     script.write_text(text)
     proc = shellcheck(script, "--shell=sh")
+    assert proc.returncode == 0, f"{name}:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_scripts_installed_on_hosts_pass_shellcheck(name: str, tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text(INSTALLED[name])
+    proc = shellcheck(script)
     assert proc.returncode == 0, f"{name}:\n{proc.stdout}{proc.stderr}"

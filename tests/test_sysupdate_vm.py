@@ -10,17 +10,15 @@ was altered (its signature no longer matches) must be refused with v1 still acti
 
 from __future__ import annotations
 
-import functools
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support import guest_steps
 from support.cache import VM_CACHE
 from support.cli import run_cli
+from support.guest_steps import RUN_STEP, http_server
 from support.mirror import Mirror
 from support.registry_images import NAME, V1, V2, build_signed, make_key
 from support.relay import relay_command
@@ -35,41 +33,17 @@ pytestmark = [pytest.mark.vm, pytest.mark.debroot]
 GUEST_PORT = 8080
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def http_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """A static web server on 127.0.0.1 serving a directory (following symlinks)."""
     root = tmp_path / "htdocs"
     root.mkdir()
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
-    )
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_server(root) as port:
+        yield root, port
 
 
 GUEST = f"""
 N={NAME}
-run() {{  # run STEP CMD...: report its exit code, output and how often it ran
-    step=$1; shift; tries=1
-    "$@" >/run/out 2>&1; rc=$?
-    # QEMU's user-mode network now and then drops a guest-forward connection (curl: "Server
-    # returned nothing", "Failure when receiving data from the peer"; 2 of 7 runs here, and no
-    # relay had run for the lost connection): a transport failure, and only that, runs again.
-    while [ $rc -ne 0 ] && [ $tries -lt 6 ] && grep -q "Transfer failed: " /run/out; do
-        tries=$((tries + 1)); "$@" >/run/out 2>&1; rc=$?
-    done
-    head="\\"step\\": \\"$step\\", \\"rc\\": $rc, \\"tries\\": $tries"
-    wsx_frame "{{$head, \\"out_b64\\": \\"$(wsx_b64 /run/out)\\"}}"
-}}
+{RUN_STEP}
 run net wsx_net_up
 # The root file system is read-only (like Flatcar's /usr): writable /etc, /opt and /tmp.
 mkdir -p /run/rw && mount -t tmpfs tmpfs /run/rw && mkdir -p /run/rw/up /run/rw/work
@@ -113,6 +87,7 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
         run_cli(
             "publish",
             "static",
+            "--allow-unsigned",
             signed[version],
             "--dest",
             good,
@@ -148,8 +123,7 @@ def test_sysupdate_updates_v1_to_v2_and_refuses_bad_signature(
     result = qemu.boot(
         image, payload, GUEST, timeout=420, net_forward=(GUEST_PORT, relay_command(port))
     )
-    steps: dict[str, dict[str, Any]] = {str(f["step"]): f for f in result.frames if "step" in f}
-    detail = "\n".join(f"{k}: rc={v['rc']} {v.get('out', '')}" for k, v in steps.items())
+    steps, detail = guest_steps.steps(result)
     assert result.finished, f"{result.stopped_at}\n{detail}\n{result.console[-3000:]}"
 
     assert steps["active-v1"]["rc"] == 0 and steps["active-v1"]["out"] == f"{NAME} {V1}\n", detail

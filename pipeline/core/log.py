@@ -57,6 +57,8 @@ class _Handler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         label = getattr(record, "wsx_label", "") or record.name.removeprefix(f"{ROOT}.")
         text = printable(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            text = f"warning: {text}"  # stands out among progress lines, and greps
         line = f"[{label}] {text}" if label and label != ROOT else text
         with self.guard:
             self._end_live()

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 from pipeline.core import options, secret
+from pipeline.core.errors import PipelineError
+from pipeline.core.fs import os_problem, write_atomic
 from pipeline.core.secret import SecretSpec
 from pipeline.core.vocab import Arch
 from pipeline.publish.oci.client import Client, split_reference
 from pipeline.publish.oci.layout import publish_oci
 from pipeline.publish.oci.pull import pull_oci
-from pipeline.publish.static import publish_static
+from pipeline.publish.static import INDEX, compose, publish_static
 from pipeline.sign.cli import add_signer, signer
+from pipeline.sign.keys import VERITY_CERT
 
 
 def _password(args: argparse.Namespace) -> SecretSpec | None:
@@ -63,15 +66,61 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+DEFAULT_VERITY_CERT = Path("keys") / VERITY_CERT  # the repository's, from the checkout
+
+
 def cmd_publish_static(args: argparse.Namespace) -> int:
+    certs: list[Path] = args.verity_cert or []
+    if not certs and not args.allow_unsigned:
+        if not DEFAULT_VERITY_CERT.is_file():
+            raise PipelineError(
+                f"{DEFAULT_VERITY_CERT}: missing (the default --verity-cert); pass "
+                "--verity-cert FILE, or --allow-unsigned to publish images hosts do not verify"
+            )
+        certs = [DEFAULT_VERITY_CERT]
     index = publish_static(
-        args.dir, args.dest, args.base_url, args.keep, signer(args), args.keyring
+        args.dir,
+        args.dest,
+        args.base_url,
+        args.keep,
+        signer(args),
+        args.keyring,
+        certs,
+        args.allow_unsigned,
+        args.cache if args.trust_canary else None,
     )
     if args.json:
         print(json.dumps(index, indent=2, sort_keys=True))
     else:
         for name, entry in index["extensions"].items():
             print(f"{name}: {', '.join(v['version'] for v in entry['versions'])}")
+    return 0
+
+
+def cmd_publish_butane(args: argparse.Namespace) -> int:
+    tree: Path = args.tree
+    index_path = tree / INDEX
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{index_path}: missing (not a tree publish static wrote)") from None
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{index_path}: cannot read as JSON: {err}") from None
+
+    def read(rel: str) -> bytes:
+        try:
+            return (tree / rel).read_bytes()
+        except OSError as err:
+            raise PipelineError(f"{tree / rel}: {os_problem(err)}") from None
+
+    try:
+        text = compose(index, read, args.names, args.arch, str(index_path))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise PipelineError(f"{index_path}: not an index publish static wrote") from None
+    if args.out:
+        write_atomic(args.out, text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -129,8 +178,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="public keyring verifying the input (default: --gpg-key's public key)",
     )
+    p.add_argument(
+        "--verity-cert",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="PEM certificate hosts verify the images with: every image must be a DDI it "
+        f"signed (repeat it to trust an old and a new one; default {DEFAULT_VERITY_CERT})",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="publish images without verity signatures: the Butane configs then install no "
+        "certificate and no image policy",
+    )
+    p.add_argument(
+        "--trust-canary",
+        action="store_true",
+        help="add an image signed by a throwaway key, and a unit failing on any host that "
+        "merges it (docs/publishing.md)",
+    )
+    options.add_cache(p, "the Debian root that runs systemd-repart (--trust-canary)")
     options.add_output(p, "print index.json on stdout")
     p.set_defaults(func=cmd_publish_static)
+
+    p = targets.add_parser(
+        "butane", help="write the Butane config for a host running some of a tree's extensions"
+    )
+    p.add_argument("tree", type=Path, metavar="TREE", help="a tree publish static wrote (--dest)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="extensions (default: all)")
+    p.add_argument(
+        "--arch",
+        type=Arch,
+        choices=list(Arch),
+        help="the host's arch (default: x86-64 where published, else arm64)",
+    )
+    p.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    p.set_defaults(func=cmd_publish_butane)
 
     p = targets.add_parser("oci", help="push images as OCI artifacts with signature referrers")
     p.add_argument(

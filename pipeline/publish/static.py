@@ -7,6 +7,7 @@ Layout of `--dest PATH` (see docs/publishing.md):
       <name>/<name>-<version>-<arch>.spdx.json, .intoto.jsonl   its SBOM, signed provenance
       sysupdate.d/<name>.transfer, <name>.conf, <name>.bu
       import-pubring.gpg                 the key hosts verify SHA256SUMS.gpg with
+      verity.d/<file>.crt                the certificates hosts verify the images with
       index.json, index.html             what is published, for programs and for people
 
 Every publish writes a complete new generation directory beside the live one (unchanged
@@ -16,6 +17,11 @@ only an unreferenced temporary directory that the next publish removes. The prev
 generation is kept so requests that resolved it just before the swap still complete.
 Publishes serialize on an flock beside PATH. A run that would produce the current tree again
 writes nothing.
+
+Every image the new tree holds must be a verity-signed DDI whose signature verifies against one
+of the given certificates (`--verity-cert`, default keys/verity.crt): the Butane configs make
+hosts refuse anything else, so a tree they would refuse is refused here, before anything is
+written. `--allow-unsigned` publishes without that promise, and the Butane configs say so.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.build.fetch import check_base_url
@@ -47,15 +55,20 @@ from pipeline.core.vocab import (
     attestation_name,
     containerd_record_problem,
 )
-from pipeline.publish import html
-from pipeline.publish.sysupdate import Installed, butane, transfer
+from pipeline.publish import canary, html
+from pipeline.publish.butane import IMAGE_POLICY, Certificate, Installed, Trust, butane
+from pipeline.publish.sysupdate import transfer
 from pipeline.publish.versions import newest_first
+from pipeline.sign.ddi import check_ddi
+from pipeline.sign.gpt import is_gpt
+from pipeline.sign.keys import cert_fingerprint, load_cert
 from pipeline.sign.openpgp import Signer, read_keyring, verify_detached
 
 INDEX = "index.json"
 PAGE = "index.html"  # the same, for people
 NODE_BUTANE = "kubernetes-node.bu"
 CONFIG_DIR = "sysupdate.d"
+CERT_DIR = "verity.d"
 _ATTACHMENT_KEYS = {SBOM_SUFFIX: "sbom", PROVENANCE_SUFFIX: "provenance"}  # in index.json
 KEPT_GENERATIONS = 2  # the live one and the one just replaced (in-flight readers)
 _log = log.get("publish")
@@ -89,6 +102,39 @@ class Plan:
 
     files: dict[str, bytes] = field(default_factory=dict)
     images: dict[str, Image | Attachment] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VerityCerts:
+    """The certificates every published image must verify against: their paths (what
+    `openssl cms` reads) and how hosts get them."""
+
+    paths: tuple[Path, ...]
+    certificates: tuple[Certificate, ...]
+
+    @classmethod
+    def load(cls, paths: list[Path]) -> VerityCerts:
+        certificates: dict[str, Certificate] = {}
+        for path in paths:
+            fingerprint = cert_fingerprint(load_cert(path, "--verity-cert"))
+            file = f"wasm-sysexts-{fingerprint[:16]}.crt"
+            if file in certificates:
+                raise PipelineError(f"--verity-cert {path}: the same certificate is given twice")
+            certificates[file] = Certificate(file, path.read_text(encoding="ascii"))
+        return cls(tuple(paths), tuple(certificates.values()))
+
+    def check(self, image: Path, shown: str) -> None:
+        """Raise unless `image` is a DDI signed by one of the certificates, naming `shown`."""
+        if not is_gpt(image):
+            raise PipelineError(
+                f"{shown}: not a verity-signed DDI, and hosts provisioned from this tree refuse "
+                "unsigned images (sign with --verity-key/--verity-cert, or publish with "
+                "--allow-unsigned)"
+            )
+        try:
+            check_ddi(image, self.paths)
+        except PipelineError as err:
+            raise PipelineError(f"{shown}: {str(err).removeprefix(f'{image.name}: ')}") from None
 
 
 def verify_signature(data: Path, signature: Path, keyring: bytes) -> None:
@@ -208,8 +254,11 @@ def plan(
     keep: int,
     signer: Signer | None,
     keyring: bytes,
+    certs: VerityCerts | None,
+    canaries: dict[Arch, Attachment] | None = None,
 ) -> Plan:
-    """Compute the next generation; signs only manifests whose content changes."""
+    """Compute the next generation; signs only manifests whose content changes. With `certs`,
+    every image it keeps (published before or new) must verify against one of them."""
     current = _current_images(live) if live else {}
     old_index: dict[str, Any] = {}
     if live and (live / INDEX).is_file():
@@ -238,10 +287,19 @@ def plan(
     extensions: dict[str, Any] = {}
     index = {"schema": 1, "base_url": base.rstrip("/"), "extensions": extensions}
     names = sorted({i.name for i in merged.values()})
-    keyring_sha = hashlib.sha256(public).hexdigest()
-    node: list[tuple[Installed, str]] = []
+    trust = Trust(hashlib.sha256(public).hexdigest(), certs.certificates if certs else ())
+    index["image_policy"] = IMAGE_POLICY if certs else None
+    index["verity_certificates"] = [
+        {"file": f"{CERT_DIR}/{c.file}", "sha256": hashlib.sha256(c.pem.encode()).hexdigest()}
+        for c in trust.certificates
+    ]
+    for cert in trust.certificates:
+        result.files[f"{CERT_DIR}/{cert.file}"] = cert.pem.encode()
     for name in names:
         kept = _prune([i for i in merged.values() if i.name == name], keep)
+        for image in kept:  # published before: the certificates may have changed since
+            if certs and live and image.source.is_relative_to(live):
+                certs.check(image.source, str(image.source))
         listed: dict[str, str] = {}
         for image in kept:
             items: list[Image | Attachment] = [image, *image.attachments]
@@ -256,25 +314,74 @@ def plan(
         conf = transfer(name, base).encode()
         result.files[f"{CONFIG_DIR}/{name}.transfer"] = conf
         result.files[f"{CONFIG_DIR}/{name}.conf"] = conf
-        latest = newest_first([i.version for i in kept])[0]
-        # The Butane example installs the newest version; x86-64 when there is one.
-        newest = sorted((i for i in kept if i.version == latest), key=lambda i: i.arch)[-1]
-        result.files[f"{CONFIG_DIR}/{name}.bu"] = butane(
-            [Installed(name, newest.file, newest.sha256)], base, keyring_sha
-        ).encode()
         extensions[name] = _index_entry(name, base, kept)
         handler = _handler(kept, old_index.get("extensions", {}).get(name, {}))
         if handler:
             extensions[name]["containerd"] = handler
-            node.append((Installed(name, newest.file, newest.sha256), handler["handler"]))
-    if node:  # a Kubernetes node running Wasm pods with every shim published here
-        result.files[f"{CONFIG_DIR}/{NODE_BUTANE}"] = butane(
-            [ext for ext, _ in node], base, keyring_sha, [h for _, h in node]
-        ).encode()
+    guards = {}
+    for arch, item in sorted((canaries or {}).items()):
+        result.images[f"{canary.NAME}/{item.file}"] = item
+        guards[str(arch)] = {"file": f"{canary.NAME}/{item.file}", "sha256": item.sha256}
+    if guards:
+        index["trust_canary"] = guards
+    read = result.files.__getitem__
+    for name in names:
+        result.files[f"{CONFIG_DIR}/{name}.bu"] = compose(index, read, [name]).encode()
+    shims = [name for name in names if "containerd" in extensions[name]]
+    if shims:  # a Kubernetes node running Wasm pods with every shim published here
+        result.files[f"{CONFIG_DIR}/{NODE_BUTANE}"] = compose(index, read, shims).encode()
         index["kubernetes_node_butane"] = f"{CONFIG_DIR}/{NODE_BUTANE}"
     result.files[INDEX] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
     result.files[PAGE] = html.render(index, html.butane_texts(result.files)).encode()
     return result
+
+
+def compose(
+    index: dict[str, Any],
+    read: Callable[[str], bytes],
+    names: Sequence[str],
+    arch: Arch | None = None,
+    where: str = INDEX,
+) -> str:
+    """The Butane config for a host running `names` (every extension when empty) from a tree
+    with this `index`, whose files `read` returns by tree-relative path: the newest version of
+    each, for `arch` (default x86-64 where published, else arm64), with the node labels of the
+    containerd handlers among them. Errors name `where` (the index file)."""
+    extensions: dict[str, Any] = index["extensions"]
+    for name in names:
+        if name not in extensions:
+            raise PipelineError(
+                f"{where}: no extension {name} in this tree (published: "
+                f"{', '.join(sorted(extensions)) or 'none'})"
+            )
+    certificates = tuple(
+        Certificate(PurePosixPath(c["file"]).name, read(c["file"]).decode("ascii"))
+        for c in index.get("verity_certificates", [])
+    )
+    trust = Trust(hashlib.sha256(read(KEYRING)).hexdigest(), certificates)
+    installed, handlers = [], []
+    picked: list[str] = []
+    for name in names or sorted(extensions):
+        entry = extensions[name]
+        newest = entry["versions"][0]  # index.json lists versions newest first
+        arches: dict[str, Any] = newest["arches"]
+        pick = str(arch) if arch else max(arches)  # "x86-64" sorts after "arm64"
+        if pick not in arches:
+            raise PipelineError(
+                f"{where}: {name} {newest['version']} has no {pick} image "
+                f"(published: {', '.join(sorted(arches))})"
+            )
+        installed.append(Installed(name, arches[pick]["file"], arches[pick]["sha256"]))
+        picked.append(pick)
+        if "containerd" in entry:
+            handlers.append(entry["containerd"]["handler"])
+    found = index.get("trust_canary", {}).get(picked[0]) if picked else None
+    guard = (
+        Installed(canary.NAME, PurePosixPath(found["file"]).name, found["sha256"])
+        if found
+        else None
+    )
+    return butane(installed, str(index["base_url"]), trust, handlers, guard)
 
 
 def _handler(kept: list[Image], old_entry: dict[str, Any]) -> dict[str, str] | None:
@@ -424,11 +531,20 @@ def publish_static(
     keep: int,
     signer: Signer | None,
     keyring_path: Path | None,
+    verity_certs: list[Path],
+    allow_unsigned: bool = False,
+    canary_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Publish `src`'s signed images into `dest`; returns the tree's index.json content."""
+    """Publish `src`'s signed images into `dest`; returns the tree's index.json content.
+    Every image must verify against one of `verity_certs`, unless `allow_unsigned`. With
+    `canary_cache` (where systemd-repart's Debian root is kept), the tree gets a trust canary
+    for each arch it holds (canary.py), kept from the live tree when it has one."""
     dest = dest.absolute()
     if base_url is not None:
         check_base_url(base_url, "--base-url")
+    if allow_unsigned and verity_certs:
+        raise PipelineError("--allow-unsigned: publishes without --verity-cert; give one, not both")
+    certs = None if allow_unsigned else VerityCerts.load(verity_certs)
     if keyring_path is not None:
         keyring = read_keyring(keyring_path)
     elif signer:
@@ -436,41 +552,80 @@ def publish_static(
     else:
         raise PipelineError("--keyring or --gpg-key: needed to verify the input's SHA256SUMS.gpg")
     images, input_sums, input_sig = load_input(src, keyring)
+    if certs is not None:
+        for image in images:  # before waiting for the lock
+            certs.check(image.source, str(image.source))
+    else:
+        _log.warning(
+            "--allow-unsigned: the Butane configs install no verity certificate and no image "
+            "policy; hosts provisioned from them merge unsigned images"
+        )
     _log.info(f"{len(images)} verified image(s) in {src}")
     with dest_lock(dest):
         gens = generations_dir(dest)
         live = _live(dest)
-        new = plan(live, images, input_sums, input_sig, base_url, keep, signer, keyring)
-        index: dict[str, Any] = json.loads(new.files[INDEX])
-        if _unchanged(live, new):
-            _log.info(f"{dest}: already up to date")
-            return index
+        given = (live, images, input_sums, input_sig, base_url, keep, signer, keyring, certs)
+        if canary_cache is None:
+            return _commit(dest, gens, live, plan(*given))
         gens.mkdir(exist_ok=True)
-        for stale in gens.glob(".tmp-*"):  # left by a publish that was killed
+        for stale in gens.glob(".canary-*"):  # left by a publish that was killed
             shutil.rmtree(stale)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        gen_id = f"{stamp}-{os.getpid()}-{os.urandom(3).hex()}"
-        tmp = gens / f".tmp-{gen_id}"
-        tmp.mkdir()
-        for rel, image in sorted(new.images.items()):
-            _place(image, live, tmp / rel)
-        for rel, data in sorted(new.files.items()):
-            _write(tmp / rel, data)
-        for directory in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
-            fsync_dir(directory)
-        final = gens / gen_id
-        tmp.rename(final)
-        link = dest.parent / f".{dest.name}.link-{gen_id}"
-        link.symlink_to(final.relative_to(dest.parent))
-        if dest.is_dir() and not dest.is_symlink():
-            # First publish over a plain directory: swap it out in one step and keep it as
-            # the previous generation, so in-flight readers still find their files.
-            _exchange(link, dest)
-            link.rename(gens / f"{gen_id}-previous")
-        else:
-            os.replace(link, dest)
-        fsync_dir(dest.parent)
-        _prune_generations(gens, final)
+        with tempfile.TemporaryDirectory(prefix=".canary-", dir=gens) as scratch:
+            canaries = _canaries(live, images, Path(scratch), canary_cache)
+            return _commit(dest, gens, live, plan(*given, canaries))
+
+
+def _canaries(
+    live: Path | None, images: list[Image], scratch: Path, cache: Path
+) -> dict[Arch, Attachment]:
+    """A canary for every arch the next tree holds: the live tree's, or a new one."""
+    arches = {i.arch for i in images} | {
+        i.arch for i in (_current_images(live).values() if live else ())
+    }
+    found = {}
+    for arch in sorted(arches):
+        file = canary.file_name(arch)
+        path = live / canary.NAME / file if live else None
+        if path is None or not path.is_file():
+            _log.info(f"making the {arch} trust canary")
+            path = scratch / file
+            canary.make_canary(arch, path, cache)
+        found[arch] = Attachment(file, sha256_file(path), path)
+    return found
+
+
+def _commit(dest: Path, gens: Path, live: Path | None, new: Plan) -> dict[str, Any]:
+    """Write `new` as the next generation and swap it in (the caller holds the lock)."""
+    index: dict[str, Any] = json.loads(new.files[INDEX])
+    if _unchanged(live, new):
+        _log.info(f"{dest}: already up to date")
+        return index
+    gens.mkdir(exist_ok=True)
+    for stale in gens.glob(".tmp-*"):  # left by a publish that was killed
+        shutil.rmtree(stale)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    gen_id = f"{stamp}-{os.getpid()}-{os.urandom(3).hex()}"
+    tmp = gens / f".tmp-{gen_id}"
+    tmp.mkdir()
+    for rel, item in sorted(new.images.items()):
+        _place(item, live, tmp / rel)
+    for rel, data in sorted(new.files.items()):
+        _write(tmp / rel, data)
+    for directory in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
+        fsync_dir(directory)
+    final = gens / gen_id
+    tmp.rename(final)
+    link = dest.parent / f".{dest.name}.link-{gen_id}"
+    link.symlink_to(final.relative_to(dest.parent))
+    if dest.is_dir() and not dest.is_symlink():
+        # First publish over a plain directory: swap it out in one step and keep it as
+        # the previous generation, so in-flight readers still find their files.
+        _exchange(link, dest)
+        link.rename(gens / f"{gen_id}-previous")
+    else:
+        os.replace(link, dest)
+    fsync_dir(dest.parent)
+    _prune_generations(gens, final)
     _log.info(f"{dest}: now {final.name}")
     return index
 

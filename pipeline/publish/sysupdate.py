@@ -8,14 +8,11 @@ side), and `systemd-sysupdate -C <name> update` updates it alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pipeline.build.fetch import check_base_url
 
 TARGET_DIR = "/opt/extensions"
 EXTENSIONS_DIR = "/etc/extensions"
 INSTANCES_MAX = 3
-KEYRINGS = ("/etc/systemd/import-pubring.gpg", "/etc/systemd/import-pubring.pgp")
 
 
 def match_pattern(name: str) -> str:
@@ -44,120 +41,3 @@ MatchPattern={match_pattern(name)}
 CurrentSymlink={EXTENSIONS_DIR}/{name}.raw
 InstancesMax={INSTANCES_MAX}
 """
-
-
-NODE_LABEL = "wasm-sysexts.dev/{handler}"  # RuntimeClasses schedule onto nodes with it (deploy/)
-KUBELET_DEFAULTS = "/etc/default/kubelet"  # kubeadm's kubelet drop-in reads KUBELET_EXTRA_ARGS
-
-
-@dataclass(frozen=True)
-class Installed:
-    """One extension a Butane config installs: its name and the image file it starts with."""
-
-    name: str
-    image: str
-    sha256: str
-
-
-def butane(
-    extensions: list[Installed],
-    base_url: str,
-    keyring_sha256: str,
-    handlers: list[str] | None = None,
-) -> str:
-    """A Butane (variant flatcar) config installing `extensions` and keeping them updated.
-
-    Every fetched file is pinned by hash: the Butane config is the trust root, so the keyring
-    sysupdate verifies against is as trustworthy as the config that names it. With `handlers`
-    (a Kubernetes node running Wasm pods), the kubelet labels the node with each containerd
-    runtime handler's label, and containerd restarts when an update changed the extensions,
-    so it reads the new handlers' config.
-    """
-    base = base_url.rstrip("/")
-    names = ", ".join(e.name for e in extensions)
-    files, links, dropins = [], [], []
-    refresh = "systemd-sysext refresh"  # activate only when an update moved a link
-    if handlers:
-        refresh += " && systemctl try-restart containerd.service"
-    for ext in extensions:
-        component = f"/etc/sysupdate.{ext.name}.d"
-        link = f"{EXTENSIONS_DIR}/{ext.name}.raw"
-        files.append(f"""\
-    - path: {TARGET_DIR}/{ext.name}/{ext.image}
-      mode: 0644
-      contents:
-        source: {base}/{ext.name}/{ext.image}
-        verification:
-          hash: sha256-{ext.sha256}
-    - path: {component}/{ext.name}.transfer
-      contents:
-        source: {base}/sysupdate.d/{ext.name}.transfer
-    - path: {component}/{ext.name}.conf
-      contents:
-        source: {base}/sysupdate.d/{ext.name}.conf
-""")
-        links.append(f"""\
-    - path: {link}
-      target: {TARGET_DIR}/{ext.name}/{ext.image}
-      hard: false
-""")
-        moved = f"readlink -f {link} | cmp -s /run/{ext.name}.old - || {refresh}"
-        dropins.append(f"""\
-        - name: {ext.name}.conf
-          contents: |
-            [Service]
-            ExecStartPre=/bin/sh -c "readlink -f {link} > /run/{ext.name}.old"
-            ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {ext.name} update
-            ExecStartPost=/bin/sh -c "{moved}"
-""")
-    if handlers:
-        labels = ",".join(f"{NODE_LABEL.format(handler=h)}=true" for h in handlers)
-        files.append(f"""\
-    # The node labels the RuntimeClasses select (deploy/kubernetes/runtimeclasses.yaml). With
-    # kubeadm's JoinConfiguration, nodeRegistration.kubeletExtraArgs node-labels does the same.
-    - path: {KUBELET_DEFAULTS}
-      mode: 0644
-      overwrite: true
-      contents:
-        inline: |
-          KUBELET_EXTRA_ARGS=--node-labels={labels}
-""")
-    keyrings = "".join(
-        f"""\
-    - path: {ring}
-      mode: 0644
-      contents:
-        source: {base}/import-pubring.gpg
-        verification:
-          hash: sha256-{keyring_sha256}
-"""
-        for ring in KEYRINGS
-    )
-    them = "them" if len(extensions) > 1 else "it"
-    return f"""\
-# Install {names} from {base} and let systemd-sysupdate keep {them} up to date.
-variant: flatcar
-version: 1.0.0
-storage:
-  files:
-{"".join(files)}{keyrings}\
-    # sysupdate complains when /etc/sysupdate.d has no definitions at all.
-    - path: /etc/sysupdate.d/noop.conf
-      contents:
-        inline: |
-          [Source]
-          Type=regular-file
-          Path=/
-          MatchPattern=invalid@v.raw
-          [Target]
-          Type=regular-file
-          Path=/
-  links:
-{"".join(links)}\
-systemd:
-  units:
-    - name: systemd-sysupdate.timer
-      enabled: true
-    - name: systemd-sysupdate.service
-      dropins:
-{"".join(dropins)}"""

@@ -9,11 +9,16 @@ from pathlib import Path
 
 
 def run_cli(
-    *args: str | Path, env: dict[str, str] | None = None, check: bool = False, timeout: float = 900
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: float = 900,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pipeline ARGS` as a user would, capturing stdout and stderr."""
+    """Run `python -m pipeline ARGS` as a user would (in `cwd`), capturing stdout and stderr."""
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *map(str, args)],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,6 +5,7 @@ built in place."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,10 +15,12 @@ from pathlib import Path
 from support.cache import CACHE, keep
 
 
-def go_tool(module: str, version: str, package: str, binary: str, ldflags: str = "") -> Path:
+def go_tool(
+    module: str, version: str, package: str, binary: str, ldflags: str = "", cgo: bool = False
+) -> Path:
     """`binary`, built from `package` (relative to the module root) of `module@version`."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "1" if cgo else "0"}
 
     def build(out: Path) -> None:
         info = json.loads(
@@ -37,13 +40,32 @@ def go_tool(module: str, version: str, package: str, binary: str, ldflags: str =
             check=True,
         )
 
-    return keep(CACHE / f"{binary}-{version}" / binary, build)
+    flags = hashlib.sha256(f"{package}\n{ldflags}\n{cgo}".encode()).hexdigest()[:8]
+    return keep(CACHE / f"{binary}-{version}-{flags}" / binary, build)
 
 
 def butane_binary() -> Path:
     module, version = "github.com/coreos/butane", "v0.25.1"
     return go_tool(
         module, version, "./internal", "butane", f"-X {module}/internal/version.Raw={version}"
+    )
+
+
+IGNITION_VERSION = "v2.24.0"  # what Flatcar stable 4593 ships (sys-apps/ignition-2.24.0-r1)
+
+
+def ignition_binary() -> Path:
+    """Flatcar's provisioning tool, built as Flatcar's ebuild builds it (cgo for libblkid, and
+    no SELinux relabeling: Flatcar does not relabel)."""
+    module = "github.com/coreos/ignition/v2"
+    version = f"-X {module}/internal/version.Raw={IGNITION_VERSION}"
+    return go_tool(
+        module,
+        IGNITION_VERSION,
+        "./internal",
+        "ignition",
+        f"{version} -X {module}/internal/distro.selinuxRelabel=false",
+        cgo=True,
     )
 
 

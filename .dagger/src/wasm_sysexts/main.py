@@ -83,8 +83,11 @@ SOURCE_PACKAGES = [
 ]
 # Signing: gpg, openssl for PKCS#7 checks, systemd-repart (257 in trixie) for verity DDIs.
 SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
-# Publishing: gpg verifies the input's signature and re-signs merged manifests.
-PUBLISH_PACKAGES = ["gnupg"]
+# Publishing: gpg verifies the input's signature and re-signs merged manifests; openssl checks
+# every image's verity signature against the certificates hosts will trust.
+PUBLISH_PACKAGES = ["gnupg", "openssl"]
+# A trust canary is a verity DDI made at publish time (squashfs, then systemd-repart).
+CANARY_PACKAGES = [*SIGN_PACKAGES, "squashfs-tools"]
 # What the CLI is installed from: the package and its metadata. The recipe and key packages
 # are there as empty markers only, so editing a recipe or a key changes no installed layer.
 CLI_SOURCE = [
@@ -589,12 +592,24 @@ class WasmSysexts:
         keyring: Annotated[
             dagger.File | None, Doc("public keyring verifying the input (default: gpg_key's)")
         ] = None,
+        verity_cert: Annotated[
+            dagger.File | None,
+            Doc("PEM certificate every image must be a DDI signed by (hosts trust it)"),
+        ] = None,
+        allow_unsigned: Annotated[
+            bool, Doc("publish images without verity signatures; hosts then verify none")
+        ] = False,
+        trust_canary: Annotated[
+            bool, Doc("add an image signed by a throwaway key that every host must refuse")
+        ] = False,
     ) -> dagger.Directory:
         """Merge signed images into a static systemd-sysupdate server tree to upload.
 
-        See docs/publishing.md; `export` leaves the top directory mode 0700 (chmod it 0755
-        before serving it)."""
-        ctr = (await self._base(*PUBLISH_PACKAGES)).with_directory("/images", images)
+        Its Butane configs make hosts merge only images signed by verity_cert, so every image
+        must be; allow_unsigned publishes without that promise. See docs/publishing.md;
+        `export` leaves the top directory mode 0700 (chmod it 0755 before serving it)."""
+        packages = CANARY_PACKAGES if trust_canary else PUBLISH_PACKAGES
+        ctr = (await self._base(*packages)).with_directory("/images", images)
         cmd = [
             "wasm-sysexts",
             "publish",
@@ -610,8 +625,12 @@ class WasmSysexts:
             ctr = ctr.with_directory(SITE, existing)
         ctr, cmd = _pass_file(ctr, cmd, "--gpg-key", f"{SECRETS}/gpg-key", gpg_key)
         ctr, cmd = _pass_file(ctr, cmd, "--keyring", "/keys/import-pubring.gpg", keyring)
+        ctr, cmd = _pass_file(ctr, cmd, "--verity-cert", "/keys/verity.crt", verity_cert)
+        cmd += ["--allow-unsigned"] if allow_unsigned else []
+        cmd += ["--trust-canary"] if trust_canary else []
         # SITE is a symlink to the new generation; hand back plain files to upload.
-        ctr = await _run(ctr.with_exec(cmd), "publish static")
+        run = ctr.with_exec(cmd, insecure_root_capabilities=trust_canary)  # repart, as in sign
+        ctr = await _run(run, "publish static")
         return ctr.with_exec(["cp", "-a", f"{SITE}/.", OUT]).directory(OUT)
 
     @function(cache="never")  # type: ignore[call-overload, untyped-decorator]  # dagger-io 0.21 overloads omit cache=
