@@ -25,6 +25,7 @@ import pytest
 from support.cli import run_cli
 from support.hostile import assert_nothing_left, build_fails, member, tar_with
 from support.mirror import Mirror
+from support.payloads import tar_bytes
 from support.recipes import pinned_tiny, serve, tiny_tarball, write_recipe
 from support.registry_images import NAME, V1, copy_input
 
@@ -1341,3 +1342,73 @@ def test_an_image_replaced_without_its_sums_is_hashed_again_by_the_next_build(
     build("second")
     sums = dict(line.split()[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
     assert sums[image.name] == hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- the compile step's reach
+
+
+def test_source_build_scripts_get_no_network(mirror: Mirror, tmp_path: Path) -> None:
+    """A Makefile (like a crate's build.rs) is third-party code run by the build: it runs in
+    private network and mount namespaces, so a connection to a listener on the host fails and
+    the listener sees nothing, while the build itself completes."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    probe = (
+        f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""
+    )
+    makefile = (
+        "all:\n"
+        f"\t{probe} && echo reached > verdict || echo unreachable > verdict\n"
+        "\tprintf '#!/bin/sh\\necho %s\\n' \"$$(cat verdict)\" > netcheck\n"
+        "\tchmod 0755 netcheck\n"
+    ).encode()
+    url = "https://example.org/netcheck-1.0.tar.gz"
+    digest = serve(mirror, url, tar_bytes({"netcheck-1.0/Makefile": makefile}, "gz"))
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "netcheck.yaml").write_text(f"""\
+name: netcheck
+summary: a build that tries the network
+homepage: https://example.org/netcheck
+license: MIT
+version: "1.0"
+source:
+  kind: make
+  outputs: {{netcheck: netcheck}}
+  versions:
+    "1.0":
+      archive: {{url: "{url}", sha256: "{digest}"}}
+install:
+  - {{from: "netcheck", to: /usr/bin/netcheck, mode: "0755"}}
+""")
+    proc = run_cli(
+        "build",
+        "netcheck",
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror.url,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--arch",
+        "x86-64",
+        "--quiet",
+    )
+    reached = []
+    with suppress(TimeoutError):
+        while True:
+            reached.append(listener.accept())
+    listener.close()
+    assert proc.returncode == 0, proc.stderr
+    assert reached == [], "the build script reached the host's network"
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(
+        ["unsquashfs", "-q", "-d", str(unpacked), str(tmp_path / "out/netcheck-1.0-x86-64.raw")],
+        check=True,
+    )
+    assert (unpacked / "usr/bin/netcheck").read_text() == "#!/bin/sh\necho unreachable\n"

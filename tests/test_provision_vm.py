@@ -322,12 +322,14 @@ def test_provisioned_host_merges_only_trusted_images_and_updates(
     print(f"--- sysupdate:\n{steps['update-journal']['out']}")
     assert ok("link").strip() == f"/opt/extensions/wazero/wazero-{WAZERO_V2}-x86-64.raw", detail
     assert f"SYSEXT_VERSION_ID={WAZERO_V2}" in ok("release").splitlines(), detail
+    print(f"--- merged after the update:\n{ok('status-after')}")
     assert ok("wazero-after").strip() == HELLO_OUTPUT
 
     # The trust canary: refused at boot, as it must be; noticed once the policy was gone.
     guard = f"/opt/extensions/{canary.NAME}/{canary.file_name(Arch.X86_64)}"
     assert sorted(ok("canary-boot").split()) == ["active", "success"], detail
     assert f"{canary.NAME}: {guard} was refused, as it must be" in ok("canary-boot-journal")
+    print(f"--- canary at boot:\n{ok('canary-boot-journal')}")
     ok("canary-no-policy")
     assert steps["canary-unprotected"]["rc"] != 0, detail
     merged = ok("canary-unprotected-journal")

@@ -12,6 +12,14 @@ SOURCE_DATE_EPOCH, a private HOME), the work directory mapped to /build in every
 in the image metadata and its build key. arm64 is cross-built on x86-64: Go natively, cargo
 with the aarch64 target and Debian's aarch64-linux-gnu-gcc as linker, CMake with a toolchain
 file for the same compilers.
+
+The compile step runs third-party code (a crate's build.rs, a Makefile, CMake scripts), so on
+the CLI it runs in private mount and network namespaces (`sandbox()`): dependencies are fetched
+first (`go list -deps`, `cargo fetch --locked`), then the build runs with no network at all,
+so it can neither fetch what the locks do not pin nor send anything anywhere. `prepare` steps
+are the recipe's own (reviewed in this repository) and keep the network (`cargo update
+--precise`). Where namespaces are not permitted (a container without CAP_SYS_ADMIN) the build
+runs without them, said once: there the container is the isolation (docs/sources.md).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tomllib
 import zipfile
 from collections.abc import Callable
@@ -444,6 +453,7 @@ def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[s
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
+        "TMPDIR": str(home),  # the build's scratch files stay in its work directory
         "LC_ALL": "C",
         "TZ": "UTC",
         "SOURCE_DATE_EPOCH": str(epoch),
@@ -467,17 +477,56 @@ def _environment(work: Path, arch: Arch, epoch: int, fetcher: Fetcher) -> dict[s
     }
 
 
+@functools.cache
+def sandbox() -> tuple[str, ...]:
+    """The command prefix that runs a compile step in private mount and network namespaces:
+    directly as root, else in a user namespace mapped to the caller; empty (and said once)
+    where the platform permits neither."""
+    unshare = shutil.which("unshare")
+    namespaces = ["--mount", "--net", "--propagation", "private"]
+    tries: list[list[str]] = [[]] if os.geteuid() == 0 else []
+    tries.append(["--user", "--map-root-user"])
+    for extra in tries if unshare else []:
+        prefix = (str(unshare), *extra, *namespaces, "--")
+        if subprocess.run([*prefix, "true"], capture_output=True, check=False).returncode == 0:
+            return prefix
+    _log.warning(
+        "source builds run without private mount and network namespaces here (unshare is "
+        "missing or not permitted): a build script can reach the network"
+    )
+    return ()
+
+
 def _go(job: _Job) -> dict[str, Path]:
     _no_local_replace(job)
     built = {}
     ldflags = job.expand(job.source.ldflags)
+    tags = [f"-tags={','.join(job.source.tags)}"] if job.source.tags else []
+    packages = list(job.source.packages.values())
+    # Every module the packages need, fetched (and checked against go.sum) before the build,
+    # which then runs offline.
+    run.run(
+        ["go", "list", "-deps", *tags, "-f", "{{.ImportPath}}", *packages],
+        cwd=job.directory,
+        env=job.env,
+        what=f"go list -deps ({job.arch})",
+    )
+    offline = {**job.env, "GOPROXY": "off"}
     for name, package in job.source.packages.items():
         target = job.work / "out" / name
-        tags = [f"-tags={','.join(job.source.tags)}"] if job.source.tags else []
         run.run(
-            ["go", "build", "-o", str(target), f"-ldflags={ldflags} -buildid=", *tags, package],
+            [
+                *sandbox(),
+                "go",
+                "build",
+                "-o",
+                str(target),
+                f"-ldflags={ldflags} -buildid=",
+                *tags,
+                package,
+            ],
             cwd=job.directory,
-            env=job.env,
+            env=offline,
             what=f"go build {package} ({job.arch})",
         )
         built[name] = target
@@ -538,7 +587,13 @@ def _cargo(job: _Job) -> dict[str, Path]:
         env[f"CARGO_TARGET_{triple.upper().replace('-', '_')}_LINKER"] = _cc(job.arch)
         env[f"CC_{triple.replace('-', '_')}"] = _cc(job.arch)
         env[f"CXX_{triple.replace('-', '_')}"] = _cxx(job.arch)
-    args = ["cargo", "build", "--release", "--locked", "--target", triple]
+    run.run(
+        ["cargo", "fetch", "--locked", "--target", triple],
+        cwd=job.directory,
+        env=env,
+        what=f"cargo fetch ({job.arch})",
+    )
+    args = [*sandbox(), "cargo", "build", "--release", "--locked", "--offline", "--target", triple]
     if job.source.package:
         args += ["-p", job.expand(job.source.package)]
     if job.source.features:
@@ -571,10 +626,10 @@ def _cmake(job: _Job) -> dict[str, Path]:
             "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)\n"
         )
         args.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain_file}")
-    run.run(args, env=job.env, what=f"cmake configure ({job.arch})")
+    run.run([*sandbox(), *args], env=job.env, what=f"cmake configure ({job.arch})")
     target = ["--target", job.expand(job.source.target)] if job.source.target else []
     run.run(
-        ["cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
+        [*sandbox(), "cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
         env=job.env,
         what=f"cmake build ({job.arch})",
     )
@@ -593,5 +648,5 @@ def _make(job: _Job) -> dict[str, Path]:
     ]
     if job.source.target:
         args.append(job.expand(job.source.target))
-    run.run(args, env=job.env, what=f"make ({job.arch})")
+    run.run([*sandbox(), *args], env=job.env, what=f"make ({job.arch})")
     return {name: job.directory / path for name, path in job.source.outputs.items()}
