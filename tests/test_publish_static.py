@@ -405,3 +405,30 @@ def test_first_publish_needs_base_url(
     assert proc.returncode == 1
     assert "--base-url: required" in proc.stderr
     assert not (tmp_path / "ext").exists()
+
+
+def test_publish_butane_reads_only_its_tree(
+    tmp_path: Path, signed_images: dict[str, Path], publish_key: tuple[Path, Path]
+) -> None:
+    """`publish butane` writes what the tree's index says, and nothing from outside it."""
+    dest = tmp_path / "www"
+    publish(signed_images[V1], dest, publish_key, "--allow-unsigned", "--base-url", BASE)
+    out = tmp_path / "host.bu"
+    run_cli("publish", "butane", dest, "--arch", "arm64", "--out", out, check=True)
+    assert f"{NAME}-{V1}-arm64.raw" in out.read_text()
+    index = json.loads((dest / "index.json").read_text())
+    index["verity_certificates"] = [{"file": "../../../etc/hostname", "sha256": "0" * 64}]
+    live = dest.resolve()
+    (live / "index.json").write_text(json.dumps(index))
+    proc = run_cli("publish", "butane", dest, "--out", tmp_path / "evil.bu")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {dest / 'index.json'}: names '../../../etc/hostname', which is "
+        "outside the tree"
+    ]
+    (live / "index.json").write_text(json.dumps({"extensions": {NAME: {}}}))
+    proc = run_cli("publish", "butane", dest)
+    assert proc.stderr.splitlines() == [
+        f"wasm-sysexts: error: {dest / 'index.json'}: not an index publish static wrote"
+    ]
+    assert not (tmp_path / "evil.bu").exists()

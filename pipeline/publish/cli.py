@@ -108,6 +108,8 @@ def cmd_publish_butane(args: argparse.Namespace) -> int:
         raise PipelineError(f"{index_path}: cannot read as JSON: {err}") from None
 
     def read(rel: str) -> bytes:
+        if not (tree / rel).resolve().is_relative_to(tree.resolve()):
+            raise PipelineError(f"{index_path}: names {rel!r}, which is outside the tree")
         try:
             return (tree / rel).read_bytes()
         except OSError as err:

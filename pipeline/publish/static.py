@@ -544,6 +544,8 @@ def publish_static(
         check_base_url(base_url, "--base-url")
     if allow_unsigned and verity_certs:
         raise PipelineError("--allow-unsigned: publishes without --verity-cert; give one, not both")
+    if not allow_unsigned and not verity_certs:
+        raise PipelineError("--verity-cert: needed to check the images hosts will verify")
     certs = None if allow_unsigned else VerityCerts.load(verity_certs)
     if keyring_path is not None:
         keyring = read_keyring(keyring_path)
