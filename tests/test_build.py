@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import run_cli
+from support.cli import run_build, run_cli
 from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 from support.recipes import WASMTIME_BASE, sha256_of
@@ -24,23 +24,7 @@ IMAGE = f"wasmtime-{WASMTIME_VERSION}-x86-64.raw"
 
 
 def build(recipes: Path, mirror: Mirror, cache: Path, out: Path, *extra: str) -> dict[str, Any]:
-    proc = run_cli(
-        "build",
-        "wasmtime",
-        "--recipes",
-        recipes,
-        "--mirror",
-        mirror.url,
-        "--cache",
-        cache,
-        "--out",
-        out,
-        "--arch",
-        "x86-64",
-        "--json",
-        *extra,
-        check=True,
-    )
+    proc = run_build("wasmtime", recipes, mirror.url, cache, out, "--json", *extra, check=True)
     result: dict[str, Any]
     [result] = json.loads(proc.stdout)
     return result

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support.cli import run_cli
+from support.cli import run_build, run_cli
 from support.hostile import assert_nothing_left, build_fails, member, tar_with
 from support.mirror import Mirror
 from support.payloads import tar_bytes
@@ -433,21 +433,7 @@ def test_killed_build_leaves_nothing_running_and_the_next_run_cleans_up(
     assert tools_writing(out) == [], "the image tool outlived the CLI"
     assert list(out.glob(".~wsx-*")), "the killed build left its work directory"
     time.sleep(2.5)  # older than a sweep's minimum age
-    rerun = run_cli(
-        "build",
-        "wasmtime",
-        "--recipes",
-        recipes,
-        "--mirror",
-        mirror.url,
-        "--cache",
-        cache,
-        "--out",
-        out,
-        "--arch",
-        "x86-64",
-        check=True,
-    )
+    rerun = run_build("wasmtime", recipes, mirror.url, cache, out, check=True)
     assert "built" in rerun.stdout
     assert not list(out.glob(".~wsx-*")) and not list(cache.rglob(".~wsx-*"))
 

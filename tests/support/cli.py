@@ -29,3 +29,31 @@ def run_cli(
             f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def run_build(
+    name: str,
+    recipes: Path,
+    mirror_url: str,
+    cache: Path,
+    out: Path,
+    *extra: str | Path,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`wasm-sysexts build NAME` for x86-64, from `recipes`, through the test mirror."""
+    return run_cli(
+        "build",
+        name,
+        "--recipes",
+        recipes,
+        "--mirror",
+        mirror_url,
+        "--cache",
+        cache,
+        "--out",
+        out,
+        "--arch",
+        "x86-64",
+        *extra,
+        check=check,
+    )

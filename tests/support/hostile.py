@@ -6,7 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from support.cli import run_cli
+from support.cli import run_build
 from support.mirror import Mirror
 from support.recipes import TINY_BINARY
 
@@ -42,21 +42,7 @@ def build_fails(
     mirror: Mirror, recipes: Path, name: str, tmp_path: Path, *extra: str, version: str = "1.0"
 ) -> str:
     out = tmp_path / "out"
-    proc = run_cli(
-        "build",
-        name,
-        "--recipes",
-        recipes,
-        "--mirror",
-        mirror.url,
-        "--cache",
-        tmp_path / "cache",
-        "--out",
-        out,
-        "--arch",
-        "x86-64",
-        *extra,
-    )
+    proc = run_build(name, recipes, mirror.url, tmp_path / "cache", out, *extra)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert_nothing_left(out)
     errors = [line for line in proc.stderr.splitlines() if "] FAILED: " in line]
