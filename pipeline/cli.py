@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline import __version__
+from pipeline.audit import cli as audit_cli
 from pipeline.build import cli as build_cli
 from pipeline.core import log
 from pipeline.core.errors import PipelineError
@@ -27,8 +28,8 @@ from pipeline.recipe.load import default_recipes_dir
 from pipeline.sign import cli as sign_cli
 from pipeline.smoke import cli as smoke_cli
 
-# In pipeline order: recipes, build, sign/verify, smoke test, publish.
-STEPS = (recipe_cli, build_cli, sign_cli, smoke_cli, publish_cli)
+# In pipeline order: recipes, build, audit, sign/verify, smoke test, publish.
+STEPS = (recipe_cli, build_cli, audit_cli, sign_cli, smoke_cli, publish_cli)
 
 
 def parser() -> argparse.ArgumentParser:

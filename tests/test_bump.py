@@ -94,6 +94,7 @@ name: tiny
 summary: test payload
 homepage: https://example.org/tiny
 license: MIT
+package: "pkg:github/{repo}@v{{version}}"
 version: "{version}"  # the default
 checksums: "https://github.com/{repo}/releases/download/v{{version}}/SHA256SUMS"
 versions:
@@ -215,6 +216,7 @@ install:
         "newest": "1.1.1",
         "newer": ["1.1.1", "1.1"],
         "outdated": True,
+        "fixes": {},
         "problem": None,
         "upstream": {
             "kind": "github",
@@ -236,7 +238,7 @@ install:
     code, out, err = cli(github, mirror, tmp_path, "outdated", "tiny", "nowhere")
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()]
-    assert rows[0] == ["NAME", "VERSION", "NEWEST", "NEWER", "UPSTREAM"]
+    assert rows[0] == ["NAME", "VERSION", "NEWEST", "NEWER", "FIXES", "UPSTREAM"]
     assert rows[1][:4] == ["tiny", "1.0", "1.1.1", "1.1.1,1.1"]
     assert rows[2][:4] == ["nowhere", "1.0", "-", "-"] and "\nnowhere: " in out
 
@@ -529,3 +531,48 @@ def test_the_token_never_travels_in_clear_text(mirror: Mirror, tmp_path: Path) -
         "wasm-sysexts: error: --github-api http://192.0.2.1/api: plain http, which would carry "
         "GITHUB_TOKEN in clear text; use https:// (or unset the token)"
     ], proc.stderr
+
+
+def test_outdated_and_bump_name_the_advisories_a_release_fixes(
+    mirror: Mirror, github: FakeGitHub, tmp_path: Path
+) -> None:
+    """An advisory against the default (a GIT record listing its tags) that a newer release is
+    not listed for: `outdated` marks that release, `bump` says so in its report (and so in the
+    pull request's body, .github/workflows/bump.yml)."""
+    repo = "example/tiny-advised"
+    old = publish(mirror, github, repo, "1.0")
+    publish(mirror, github, repo, "1.1", digests="right")
+    write_tiny(tmp_path / "recipes", repo, "1.0", old)
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "WSX-TEST-TINY.json").write_text(
+        json.dumps(
+            {
+                "id": "WSX-TEST-TINY",
+                "modified": "2026-12-08T00:00:00Z",
+                "affected": [
+                    {
+                        "ranges": [
+                            {
+                                "type": "GIT",
+                                "repo": f"https://github.com/{repo}",
+                                "events": [{"introduced": "0"}],
+                            }
+                        ],
+                        "versions": ["v1.0"],
+                    }
+                ],
+                "database_specific": {"severity": "HIGH"},
+            }
+        )
+    )
+    code, out, err = cli(github, mirror, tmp_path, "outdated", "--json", "--db", db)
+    assert code == 0, err
+    [status] = json.loads(out)
+    assert status["newer"] == ["1.1"] and status["fixes"] == {"1.1": ["WSX-TEST-TINY"]}
+    code, out, err = cli(github, mirror, tmp_path, "outdated", "--db", db)
+    assert out.splitlines()[1].split()[:5] == ["tiny", "1.0", "1.1", "1.1", "WSX-TEST-TINY"]
+
+    code, out, err = cli(github, mirror, tmp_path, "bump", "tiny", "--json", "--db", db)
+    assert code == 0, err
+    assert json.loads(out)["fixes"] == ["WSX-TEST-TINY"]

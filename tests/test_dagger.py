@@ -24,7 +24,7 @@ import dagger
 import pytest
 from dagger import dag
 from support.cache import VM_CACHE
-from support.cli import run_cli
+from support.cli import run_build, run_cli
 from support.daggermod import (
     BASE_IMAGE,
     MIRROR,
@@ -37,8 +37,9 @@ from support.daggermod import (
 )
 from support.mirror import Mirror
 from support.payloads import WASMTIME_VERSION
-from support.recipes import tiny_tarball, wasmtime_recipe
+from support.recipes import pinned_tiny, tiny_tarball, wasmtime_recipe
 from support.registry_images import NAME, V2, write_recipe
+from wasm_sysexts import main as module
 
 from pipeline.core.artifacts import read_sums
 from pipeline.core.debroot import debian_root, run_in_root
@@ -477,3 +478,48 @@ def test_dagger_source_build_matches_the_cli(mirror: Mirror, tmp_path: Path) -> 
         == cli_meta["image"]["sha256"]
         == dagger_meta["image"]["sha256"]
     )
+
+
+def test_dagger_audit_and_build_read_the_advisory_feed(mirror: Mirror, tmp_path: Path) -> None:
+    """`audit` and `build` with the feed the engine passes by default (advisories/): the
+    build of a version with a critical advisory is refused naming it, the audit of an image
+    that ships it fails naming it, and a waiver the caller's feed adds lets it pass."""
+    old_shim = "pkg:github/containerd/runwasi@containerd-shim-wasmtime/v0.6.0"
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    pinned_tiny(mirror, recipes, "oldshim", package=old_shim)
+    out = tmp_path / "out"
+    accept = ("--accept-advisory", "GHSA-cc25-vq59-rcjx")
+    run_build("oldshim", recipes, mirror.url, tmp_path / "cache", out, *accept, check=True)
+    waived = tmp_path / "waived"
+    shutil.copytree(ROOT / "advisories", waived, ignore=shutil.ignore_patterns("__*"))
+    (waived / "waivers.yaml").write_text(
+        "- {id: CVE-2026-47218, images: 'oldshim-*', reason: test, expires: 2099-01-01}\n"
+    )
+
+    async def body() -> tuple[str, str, str]:
+        obj = module_instance(mirror)
+        feed = default_argument(module.WasmSysexts.audit, "advisories")
+        errors = []
+        for call in (
+            obj.build("oldshim", host_dir(recipes), mirror=MIRROR, advisories=feed),
+            obj.audit(host_dir(out), advisories=feed),
+        ):
+            try:
+                await call
+            except dagger.DaggerError as err:
+                errors.append(str(err))
+            else:
+                raise AssertionError("a call that must fail succeeded")
+        report = await (await obj.audit(host_dir(out), advisories=host_dir(waived))).contents()
+        return errors[0], errors[1], report
+
+    refused, failed, report = run(body)
+    assert "GHSA-cc25-vq59-rcjx (CVE-2026-47218): critical advisory" in refused
+    assert "--accept-advisory GHSA-cc25-vq59-rcjx" in refused
+    assert failed == (
+        "audit failed:\noldshim-1.0-x86-64.raw: GHSA-cc25-vq59-rcjx (critical) in "
+        "pkg:github/containerd/runwasi@containerd-shim-wasmtime%2Fv0.6.0"
+    )
+    data = json.loads(report)
+    assert data["passed"] is True and data["findings"][0]["waived"]["reason"] == "test"

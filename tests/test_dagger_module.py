@@ -84,6 +84,7 @@ def test_functions_take_the_documented_flags() -> None:
         "base",
         "build",
         "build_all",
+        "audit",
         "sign",
         "verify",
         "smoke_test",
@@ -110,6 +111,8 @@ def test_functions_take_the_documented_flags() -> None:
         "format": "squashfs",
         "mirror": "",
         "build_from": "",
+        "accept_advisory": None,
+        "advisories": None,
     }
     assert DefaultPath("sysexts") in meta("build", "recipes")
     assert returns("build_all") is dagger.Directory
@@ -119,6 +122,17 @@ def test_functions_take_the_documented_flags() -> None:
         "format": "squashfs",
         "mirror": "",
         "keep_going": False,
+        "advisories": None,
+    }
+    for name in ("build", "build_all", "audit"):
+        assert DefaultPath("advisories") in meta(name, "advisories")
+    assert returns("audit") is dagger.File  # the JSON report; the call fails on a finding
+    assert flags("audit") == {
+        "images": required,
+        "db": None,
+        "online": False,
+        "fail_on": "medium",
+        "advisories": None,
     }
     assert returns("sign") is dagger.Directory
     assert flags("sign") == {

@@ -141,6 +141,7 @@ def test_list_json_describes_every_recipe() -> None:
         "summary",
         "license",
         "homepage",
+        "packages",
         "versions",
         "arches",
         "pinned",

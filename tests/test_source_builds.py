@@ -22,7 +22,9 @@ from support.mirror import Mirror
 from support.payloads import HELLO_OUTPUT, WASMTIME_VERSION
 from support.recipes import WASMTIME_BASE, sha256_of
 from support.sources import (
+    RUNWASI_ADVISORY,
     RUNWASI_LOCK,
+    SHIM_OUT,
     WAMR_VERSION,
     WAZERO_MODULE,
     WAZERO_VERSION,
@@ -288,3 +290,50 @@ def test_source_cargo_runwasi_shim(mirror: Mirror) -> None:
         assert "Version: 0.6.0" in version.stdout, version.stdout
     finally:
         shutil.rmtree(tree)
+
+
+def test_source_audit_flags_an_advisory_against_the_exact_version(
+    built: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A source-built image's SBOM names its Go module at the version built; an advisory for
+    exactly that version fails the audit for both arches, and for no other image."""
+    out, _ = built
+    (tmp_path / "WSX-TEST-WAZERO.json").write_text(
+        json.dumps(
+            {
+                "id": "WSX-TEST-WAZERO",
+                "modified": "2026-12-08T00:00:00Z",
+                "affected": [
+                    {
+                        "package": {"ecosystem": "Go", "name": WAZERO_MODULE},
+                        "versions": [WAZERO_VERSION],
+                    }
+                ],
+                "database_specific": {"severity": "HIGH"},
+            }
+        )
+    )
+    proc = run_cli("audit", out, "--db", tmp_path, "--json")
+    assert proc.returncode == 1, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    assert sorted(f["image"] for f in findings) == [
+        f"wazero-{WAZERO_VERSION}-{arch}.raw" for arch in ("arm64", "x86-64")
+    ]
+    assert {f["package"] for f in findings} == {f"pkg:golang/{WAZERO_MODULE}@v{WAZERO_VERSION}"}
+
+
+def test_source_audit_flags_the_0_6_0_shim_and_its_engine(mirror: Mirror) -> None:
+    """The runwasi 0.6.0 shim built from source: CVE-2026-47218 from the project feed as
+    shipped, and the wasmtime 27.0.0 it embeds (from its Cargo.lock) against the wasmtime
+    records."""
+    shim_image(mirror)
+    fixtures = Path(__file__).parent / "data" / "osv"
+    proc = run_cli("audit", SHIM_OUT, "--db", fixtures, "--json")
+    assert proc.returncode == 1, proc.stderr
+    found = {(f["id"], f["package"], f["severity"]) for f in json.loads(proc.stdout)["findings"]}
+    assert (
+        RUNWASI_ADVISORY,
+        "pkg:github/containerd/runwasi@containerd-shim-wasmtime%2Fv0.6.0",
+        "critical",
+    ) in found
+    assert ("GHSA-m9f7-9w4p-gv38", "pkg:cargo/wasmtime@27.0.0", "unknown") in found

@@ -69,3 +69,19 @@ def test_dagger_front_door_is_run_as_typed_and_the_smoke_report_survives_a_failu
     judge = next(i for i, s in enumerate(steps) if "jq -e '.passed'" in s.get("run", ""))
     assert boot < upload < judge and steps[upload]["if"] == "always()"
     assert "report export --path" in steps[boot]["run"]
+
+
+def test_release_audits_before_signing_and_a_finding_fails_it() -> None:
+    """The advisory gate (docs/advisories.md): `audit --online` on the built images, after the
+    build and before anything is signed, with nothing letting a failure through."""
+    release = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+    steps = release["jobs"]["build"]["steps"]
+    names = [s.get("name", "") for s in steps]
+    build, audit, sign = names.index("Build"), names.index("Audit"), names.index("Sign")
+    assert build < audit < sign
+    run = steps[audit]["run"]
+    assert run.startswith("dagger call audit --images out/images --online --fail-on medium")
+    assert "continue-on-error" not in steps[audit] and "||" not in run
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    calls = [s.get("run", "") for s in ci["jobs"]["dagger-call"]["steps"]]
+    assert any(c.startswith("dagger call audit --images out/images") for c in calls)

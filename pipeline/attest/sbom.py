@@ -132,13 +132,7 @@ def _source_package(source: dict[str, Any], license_: str) -> dict[str, Any]:
             module,
             version,
             f"https://proxy.golang.org/{module}/@v/v{version}.zip",
-            externalRefs=[
-                {
-                    "referenceCategory": "PACKAGE-MANAGER",
-                    "referenceType": "purl",
-                    "referenceLocator": f"pkg:golang/{module}@v{version}",
-                }
-            ],
+            externalRefs=[_purl_ref(f"pkg:golang/{module}@v{version}")],
             **common,
         )
     if isinstance(source.get("git"), dict):
@@ -158,8 +152,17 @@ def _source_package(source: dict[str, Any], license_: str) -> dict[str, Any]:
     return _package(ref, kind, None, "NOASSERTION", **common)
 
 
-def sbom(meta: ImageMeta, root: Path) -> bytes:
-    """The SPDX document of the image whose staged tree is `root`, described by `meta`."""
+def _purl_ref(locator: str) -> dict[str, str]:
+    return {
+        "referenceCategory": "PACKAGE-MANAGER",
+        "referenceType": "purl",
+        "referenceLocator": locator,
+    }
+
+
+def sbom(meta: ImageMeta, root: Path, purls: tuple[str, ...] = ()) -> bytes:
+    """The SPDX document of the image whose staged tree is `root`, described by `meta`; `purls`
+    name the upstream packages it ships (the recipe's `package:`), which advisories match."""
     image_ref = "SPDXRef-Image"
     files, engines = _files(root)
     recipe = meta.recipe
@@ -179,6 +182,7 @@ def sbom(meta: ImageMeta, root: Path) -> bytes:
             "summary": recipe.get("summary", ""),
             "primaryPackagePurpose": "OPERATING-SYSTEM",
             "supplier": "Organization: wasm-sysexts",
+            **({"externalRefs": [_purl_ref(p) for p in purls]} if purls else {}),
             "comment": f"systemd-sysext image {meta.image.file} ({meta.format}, {meta.arch}), "
             f"built from recipe {recipe.get('file', '?')}",
         }
@@ -256,13 +260,7 @@ def sbom(meta: ImageMeta, root: Path) -> bytes:
                     version,
                     f"https://crates.io/crates/{crate}/{version}",
                     primaryPackagePurpose="LIBRARY",
-                    externalRefs=[
-                        {
-                            "referenceCategory": "PACKAGE-MANAGER",
-                            "referenceType": "purl",
-                            "referenceLocator": f"pkg:cargo/{crate}@{version}",
-                        }
-                    ],
+                    externalRefs=[_purl_ref(f"pkg:cargo/{crate}@{version}")],
                     comment="Wasm engine embedded in the image's binaries (found in "
                     f"{' and '.join(x for x in (seen, from_lock) if x)})",
                 )

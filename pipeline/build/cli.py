@@ -10,6 +10,8 @@ from pipeline.build.fetch import Fetcher
 from pipeline.build.orchestrate import Options, build_many, fetch_one, summary_table
 from pipeline.core import options
 from pipeline.core.artifacts import format_sums, merge_dirs
+from pipeline.core.osv import Advisory, Package, open_database
+from pipeline.core.resources import advisories_dir
 from pipeline.core.vocab import BUILD_FORMATS, Arch, BuildStatus, ImageFormat
 from pipeline.recipe.load import find, load_all
 from pipeline.recipe.model import BuildFrom, Recipe
@@ -33,10 +35,26 @@ def _jobs(args: argparse.Namespace, recipes: list[Recipe]) -> list[tuple[Recipe,
     return [(r, args.version or r.version, a) for r in unique for a in arches]
 
 
+def known_advisories(
+    args: argparse.Namespace, wanted: list[tuple[Recipe, str]]
+) -> dict[tuple[str, str], tuple[tuple[Package, Advisory], ...]]:
+    """(name, version) -> the advisories of the packages each recipe version ships, from the
+    project's feed and any --db (offline: a build does not wait on osv.dev)."""
+    packages = {(r.name, v): r.upstream_packages(v) for r, v in wanted}
+    feed = args.advisories if args.advisories is not None else advisories_dir()
+    db = open_database((p for ps in packages.values() for p in ps), feed, args.db)
+    return {key: tuple((p, a) for p in ps for a in db.matching(p)) for key, ps in packages.items()}
+
+
 def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
     jobs = _jobs(args, recipes)
     opts = Options(
-        out_dir=args.out, fmt=args.fmt, epoch=options.epoch(), build_from=args.build_from
+        out_dir=args.out,
+        fmt=args.fmt,
+        epoch=options.epoch(),
+        build_from=args.build_from,
+        advisories=known_advisories(args, [(r, v) for r, v, _ in jobs]),
+        accepted=frozenset(args.accept_advisory),
     )
     results = build_many(jobs, fetcher(args), opts, args.jobs)
     if args.json:
@@ -97,6 +115,14 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--jobs", type=int, default=2, help="images built at once")
+    options.add_advisories(parser)
+    parser.add_argument(
+        "--accept-advisory",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="build even though this critical advisory (id or alias) applies, repeatable",
+    )
     options.add_output(parser)
 
 

@@ -32,6 +32,7 @@ from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
 from pipeline.core.errors import NotCached, PipelineError
 from pipeline.core.fs import locked, os_error_line, scratch_dir, sha256_file, sweep
 from pipeline.core.log import human_size, labelled, redact
+from pipeline.core.osv import Advisory, Package, Severity
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
 from pipeline.recipe.model import BuildFrom, Input, Recipe
 
@@ -44,6 +45,11 @@ class Options:
     fmt: ImageFormat = ImageFormat.SQUASHFS
     epoch: int = 0
     build_from: BuildFrom | None = None  # None: each recipe's default
+    # (recipe name, version) -> the known advisories of the packages it ships (build/cli.py)
+    advisories: dict[tuple[str, str], tuple[tuple[Package, Advisory], ...]] = field(
+        default_factory=dict
+    )
+    accepted: frozenset[str] = frozenset()  # --accept-advisory: critical ones built anyway
 
 
 @dataclass
@@ -95,6 +101,7 @@ def build_key(
         "install": [asdict(i) for i in recipe.install],
         "files": [asdict(f) for f in recipe.files],
         "from": str(origin),
+        "packages": recipe.purls(version),  # they are in the SBOM
     }
     if origin is BuildFrom.SOURCE:
         assert recipe.source is not None
@@ -207,6 +214,26 @@ def fetch_one(
     return f"{len(job.inputs)} input(s) fetched"
 
 
+def _advise(opts: Options, name: str, version: str) -> None:
+    """One warning per known advisory of what this build ships; a critical one stops the build
+    unless accepted by id (the decision is the builder's, made explicitly)."""
+    for package, advisory in opts.advisories.get((name, version), ()):
+        also = f" ({', '.join(advisory.aliases)})" if advisory.aliases else ""
+        fixed = ", ".join(advisory.fixed_in(package)) or "no fixed version named"
+        line = (
+            f"{advisory.id}{also}: {advisory.severity} advisory for "
+            f"{package.name.rsplit('/', 1)[-1]} {package.version}, fixed in {fixed}"
+        )
+        if advisory.severity is Severity.CRITICAL and not (
+            {advisory.id, *advisory.aliases} & opts.accepted
+        ):
+            raise PipelineError(
+                f"{line}: not building it (build a fixed version, or pass "
+                f"--accept-advisory {advisory.id})"
+            )
+        _log.warning(f"warning: {line}")
+
+
 def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: Options) -> Result:
     """Build one image; a PipelineError leaves no new image, metadata or sums entry behind."""
     image = ImageName(recipe.name, version, arch)
@@ -218,6 +245,7 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: 
         result.status, result.error = BuildStatus.SKIPPED, f"not available: {job.skipped}"
         _log.info(f"skipped: {job.skipped}")
         return result
+    _advise(opts, recipe.name, version)
     tools = {str(opts.fmt): tool_version(opts.fmt), "wasm-sysexts": __version__}
     if origin is BuildFrom.SOURCE:
         assert recipe.source is not None
@@ -279,7 +307,7 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: 
             builder=builder_identity(),
             started_on=result.started,
         )
-        out.put(staged, meta, sbom(meta, root))
+        out.put(staged, meta, sbom(meta, root, recipe.purls(version)))
     result.status, result.image, result.sha256 = BuildStatus.BUILT, image.file, meta.sha256
     result.size = meta.size
     result.seconds = round(time.monotonic() - started, 1)
@@ -349,11 +377,4 @@ def summary_table(results: list[Result]) -> str:
         )
         for r in results
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return (
-        "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
-            for row in rows
-        ).rstrip()
-        + "\n"
-    )
+    return log.table(rows)

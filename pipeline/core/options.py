@@ -92,6 +92,25 @@ def add_output(
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def add_advisories(parser: argparse.ArgumentParser) -> None:
+    """The advisory sources `audit` and `build` read (pipeline/core/osv.py)."""
+    parser.add_argument(
+        "--db",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR|ZIP",
+        help="an OSV export (a directory of records or osv.dev's all.zip), repeatable",
+    )
+    parser.add_argument(
+        "--advisories",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the project's advisory feed and waivers.yaml (default: the repository's advisories/)",
+    )
+
+
 def add_arches(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch",

@@ -1,6 +1,7 @@
-"""The repository's recipes (`sysexts/`) and public keys (`keys/`), shipped in the package as
-`pipeline.sysexts` and `pipeline.keys` (pyproject maps those packages onto the two top-level
-directories), so a plain `pip install` carries them, as do the Dagger containers."""
+"""The repository's recipes (`sysexts/`), public keys (`keys/`) and advisory feed
+(`advisories/`), shipped in the package as `pipeline.sysexts`, `pipeline.keys` and
+`pipeline.advisories` (pyproject maps those packages onto the top-level directories), so a
+plain `pip install` carries them, as do the Dagger containers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def data_dir(package: str) -> Path:
 
 def recipes_dir() -> Path:
     return data_dir("sysexts")
+
+
+def advisories_dir() -> Path:
+    """The project's OSV advisory feed and waivers (top-level advisories/)."""
+    return data_dir("advisories")
 
 
 def keys_dir() -> Path:

@@ -55,6 +55,7 @@ class Status:
     newest: str | None = None
     newer: tuple[str, ...] = ()  # newest first
     problem: str | None = None  # why the upstream is unknown
+    fixes: dict[str, list[str]] = field(default_factory=dict)  # newer version -> advisory ids
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class Status:
             "version": self.version,
             "newest": self.newest,
             "newer": list(self.newer),
+            "fixes": self.fixes,
             "outdated": bool(self.newer),
             "upstream": self.upstream.to_json() if self.upstream else None,
             "problem": self.problem,
@@ -101,6 +103,7 @@ class Report:
     lock: list[str] = field(default_factory=list)  # lock's lines, one per input
     digests: list[str] = field(default_factory=list)  # pins GitHub's asset digests confirm
     changed: bool = False  # the recipe file changed
+    fixes: list[str] = field(default_factory=list)  # advisories of `previous` this version fixes
 
     @property
     def cross_check(self) -> str:
@@ -144,6 +147,7 @@ class Report:
             "lock": self.lock,
             "digests": self.digests,
             "changed": self.changed,
+            "fixes": self.fixes,
         }
 
     def lines(self) -> list[str]:
@@ -153,6 +157,11 @@ class Report:
             *self.lock,
             *self.digests,
             f"cross-check: {self.cross_check}",
+            *(
+                [f"fixes known advisories of {self.previous}: {', '.join(self.fixes)}"]
+                if self.fixes
+                else []
+            ),
             self.note,
         ]
 

@@ -6,10 +6,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from pipeline.build.cli import fetcher
-from pipeline.core import options
+from pipeline.core import log, options
+from pipeline.core.osv import Database, Package, fixed_by, open_database
+from pipeline.core.resources import advisories_dir
 from pipeline.core.vocab import Arch
+from pipeline.recipe.bump import Status, bump, outdated
 from pipeline.recipe.load import find, load_all
 from pipeline.recipe.lock import lock, lock_source
 from pipeline.recipe.model import BuildFrom, Recipe
@@ -32,18 +36,22 @@ def _arches(recipe: Recipe) -> dict[str, str]:
 def cmd_list(args: argparse.Namespace) -> int:
     recipes = load_all(args.recipes)
     if args.check:  # CI: no default version may build from an unpinned input
-        problems = [line for r in recipes for line in r.unpinned_default()]
-        for line in problems:
+        unpinned = [line for r in recipes for line in r.unpinned_default()]
+        # Advisories are matched by package: a recipe that names none could never be flagged.
+        unnamed = [
+            f"{r.path}: package: missing (the upstream purl advisories are matched against)"
+            for r in recipes
+            if not r.packages
+        ]
+        for line in unpinned + unnamed:
             print(line, file=sys.stderr)
+        summary = [f"{len(unpinned)} unpinned default input(s)"] if unpinned else []
+        summary += [f"{len(unnamed)} without a package"] if unnamed else []
         print(
             f"{len(recipes)} recipe(s): "
-            + (
-                f"{len(problems)} unpinned default input(s)"
-                if problems
-                else "every default version pinned"
-            )
+            + (", ".join(summary) or "every default version pinned and its package named")
         )
-        return 1 if problems else 0
+        return 1 if unpinned or unnamed else 0
     if args.json:
         print(
             json.dumps(
@@ -54,6 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         "summary": r.summary,
                         "license": r.license,
                         "homepage": r.homepage,
+                        "packages": list(r.purls(r.version)),
                         "versions": r.all_versions,
                         "arches": _arches(r),
                         "from": str(r.builds_from(r.version)),
@@ -95,19 +104,17 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_outdated(args: argparse.Namespace) -> int:
-    from pipeline.recipe.bump import outdated
-
     recipes = (
         [find(args.recipes, n) for n in dict.fromkeys(args.names)]
         if args.names
         else load_all(args.recipes)
     )
     client = Client.from_env(args.github_api, args.mirror)
-    statuses = [outdated(r, client) for r in recipes]
+    statuses = _with_fixes(args, recipes, [outdated(r, client) for r in recipes])
     if args.json:
         print(json.dumps([s.to_json() for s in statuses], indent=2))
         return 0
-    rows = [("NAME", "VERSION", "NEWEST", "NEWER", "UPSTREAM")]
+    rows = [("NAME", "VERSION", "NEWEST", "NEWER", "FIXES", "UPSTREAM")]
     for s in statuses:
         shown = list(s.newer[:3]) + ([f"+{len(s.newer) - 3}"] if len(s.newer) > 3 else [])
         where = (
@@ -115,22 +122,55 @@ def cmd_outdated(args: argparse.Namespace) -> int:
             if s.upstream
             else "unknown: cannot derive it from the recipe's URLs"
         )
-        rows.append((s.name, s.version, s.newest or "-", ",".join(shown) or "-", where))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+        fixes = ",".join(s.fixes.get(s.newest or "", [])) or "-"
+        rows.append((s.name, s.version, s.newest or "-", ",".join(shown) or "-", fixes, where))
+    print(log.table(rows), end="")
     for s in statuses:
         if s.problem:
             print(f"{s.name}: {s.problem}")
     return 0
 
 
-def cmd_bump(args: argparse.Namespace) -> int:
-    from pipeline.recipe.bump import bump
+def _advisories(args: argparse.Namespace, packages: list[Package]) -> Database:
+    feed = args.advisories if args.advisories is not None else advisories_dir()
+    return open_database(packages, feed, args.db)
 
+
+def _with_fixes(
+    args: argparse.Namespace, recipes: list[Recipe], statuses: list[Status]
+) -> list[Status]:
+    """Each status with the known advisories of its default that each newer release fixes."""
+    by_name = {r.name: r for r in recipes}
+    versions = {(s.name, v) for s in statuses for v in (s.version, *s.newer)}
+    db = _advisories(args, [p for n, v in versions for p in by_name[n].upstream_packages(v)])
+    return [
+        replace(
+            s,
+            fixes={
+                v: fixed
+                for v in s.newer
+                if (
+                    fixed := fixed_by(
+                        db,
+                        by_name[s.name].upstream_packages(s.version),
+                        by_name[s.name].upstream_packages(v),
+                    )
+                )
+            },
+        )
+        for s in statuses
+    ]
+
+
+def cmd_bump(args: argparse.Namespace) -> int:
     recipe = find(args.recipes, args.name)
     client = Client.from_env(args.github_api, args.mirror)
     report = bump(recipe, client, fetcher(args), args.to)
+    before, after = (
+        recipe.upstream_packages(report.previous),
+        recipe.upstream_packages(report.version),
+    )
+    report.fixes = fixed_by(_advisories(args, [*before, *after]), before, after)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -185,6 +225,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     options.add_recipes(p)
     options.add_mirror(p)
+    options.add_advisories(p)
     _add_upstream(p)
     p.set_defaults(func=cmd_outdated)
 
@@ -195,6 +236,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--to", metavar="V", help="the version (default: upstream's newest release)")
     options.add_recipes(p)
     options.add_fetch(p)
+    options.add_advisories(p)
     _add_upstream(p)
     options.add_output(p, "print the report as JSON on stdout")
     p.set_defaults(func=cmd_bump)

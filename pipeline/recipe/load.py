@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.osv import Package
 from pipeline.core.resources import recipes_dir
 from pipeline.core.vocab import (
     HANDLER_RE,
@@ -63,6 +64,7 @@ TOP_LEVEL = {
     "source",
     "from",
     "containerd",
+    "package",
 }
 CONTAINERD_KEYS = {"handler", "runtime_type", "options", "pods"}
 GIT_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -232,6 +234,7 @@ class _Validator:
                 checksums = None
             else:
                 self.placeholders("checksums", checksums, PLACEHOLDERS)
+        packages = self.packages(data.get("package"))
         if self.problems:
             raise RecipeError(self.problems)
         return Recipe(
@@ -250,7 +253,29 @@ class _Validator:
             source=source,
             default_from=default_from,
             containerd=containerd,
+            packages=packages,
         )
+
+    def packages(self, value: Any) -> tuple[str, ...]:
+        """`package:` a purl template (or a list: what else the image ships, e.g. a bundled
+        server) naming the upstream package advisories are matched against."""
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        good = []
+        for i, item in enumerate(items):
+            where = f"package[{i}]" if isinstance(value, list) else "package"
+            if not isinstance(item, str) or "@" not in item:
+                self.bad(where, "must be a purl with a version, e.g. pkg:cargo/NAME@{version}")
+                continue
+            try:
+                Package.from_purl(item.replace("{version}", "1.0.0"))
+            except PipelineError as err:
+                self.bad(where, str(err))
+                continue
+            self.placeholders(where, item, frozenset({"version"}))
+            good.append(item)
+        return tuple(good)
 
     def placeholders(self, where: str, template: str, allowed: frozenset[str]) -> None:
         try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.osv import Package
 from pipeline.core.vocab import Arch
 
 # Placeholders a recipe may use in URLs and install paths; smoke commands also get {hello_wasm}.
@@ -153,6 +155,17 @@ class Recipe:
     source: Source | None = None
     default_from: BuildFrom = BuildFrom.RELEASE
     containerd: ContainerdRuntime | None = None
+    packages: tuple[str, ...] = ()  # purl templates (`package:`), matched against advisories
+
+    def upstream_packages(self, version: str) -> tuple[Package, ...]:
+        return tuple(Package.from_purl(p) for p in self.purls(version))
+
+    def purls(self, version: str) -> tuple[str, ...]:
+        """The upstream packages `version` ships, as purls (the version part percent-encoded)."""
+        return tuple(
+            head + "@" + quote(tail.replace("{version}", version), safe="")
+            for head, _, tail in (p.partition("@") for p in self.packages)
+        )
 
     @property
     def ships_units(self) -> bool:

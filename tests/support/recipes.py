@@ -16,10 +16,17 @@ def tiny_tarball() -> bytes:
 
 
 def write_recipe(
-    recipes: Path, name: str, arches: str, install: str | None = None, extra: str = ""
+    recipes: Path,
+    name: str,
+    arches: str,
+    install: str | None = None,
+    extra: str = "",
+    package: str | None = "pkg:github/example/{name}@v{{version}}",
 ) -> Path:
-    """A recipe NAME whose `versions."1.0"` block is `arches` (YAML, indented 4 spaces)."""
+    """A recipe NAME whose `versions."1.0"` block is `arches` (YAML, indented 4 spaces), naming
+    `package` (None: no package: field)."""
     install = install or '  - {from: "tiny/bin/tiny", to: /usr/bin/tiny, mode: "0755"}\n'
+    package_line = f'package: "{package.format(name=name)}"\n' if package else ""
     path = recipes / f"{name}.yaml"
     path.write_text(f"""\
 # test recipe {name}
@@ -27,7 +34,7 @@ name: {name}
 summary: test payload
 homepage: https://example.org/{name}
 license: MIT
-version: "1.0"
+{package_line}version: "1.0"
 versions:
   "1.0":
 {arches}install:
@@ -48,12 +55,13 @@ def pinned_tiny(
     data: bytes | None = None,
     sha256: str | None = None,
     url: str | None = None,
+    package: str | None = "pkg:github/example/{name}@v{{version}}",
 ) -> Path:
     """A recipe for x86-64 only, pinned to `data` served at `url` (defaults: the tiny tarball)."""
     url = url or f"https://example.org/{name}/v1.0/{name}.tar.gz"
     digest = serve(mirror, url, data if data is not None else tiny_tarball())
     arches = f'    x86-64: {{url: "{url}", sha256: "{sha256 or digest}"}}\n'
-    return write_recipe(recipes, name, arches)
+    return write_recipe(recipes, name, arches, package=package)
 
 
 WASMTIME_BASE = (

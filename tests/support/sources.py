@@ -37,6 +37,7 @@ WAMR_URL = (
 )
 SIMDE_URL = "https://github.com/simd-everywhere/simde/archive/refs/tags/v0.8.2.tar.gz"
 RUNWASI_VERSION = "0.6.0"
+RUNWASI_ADVISORY = "GHSA-cc25-vq59-rcjx"  # CVE-2026-47218, critical, fixed in 0.6.1
 RUNWASI_URL = (
     "https://github.com/containerd/runwasi/archive/refs/tags/"
     "containerd-shim-wasmtime/v{version}.tar.gz"
@@ -140,6 +141,7 @@ name: wazero
 summary: wazero built from its Go module
 homepage: https://wazero.io
 license: Apache-2.0
+package: "pkg:golang/{WAZERO_MODULE}@v{{version}}"
 version: "{WAZERO_VERSION}"
 source:
   kind: go
@@ -187,6 +189,7 @@ name: wamr
 summary: WAMR iwasm built from source
 homepage: https://github.com/bytecodealliance/wasm-micro-runtime
 license: Apache-2.0 WITH LLVM-exception
+package: "pkg:github/bytecodealliance/wasm-micro-runtime@WAMR-{{version}}"
 version: "{WAMR_VERSION}"
 source:
   kind: cmake
@@ -231,6 +234,9 @@ def shim_image(mirror: Mirror) -> Path:
         SHIM_OUT,
         "--arch",
         "x86-64",
+        # 0.6.0 is the newest shim source served here; the build refuses it by default.
+        "--accept-advisory",
+        RUNWASI_ADVISORY,
         "--json",
         "--quiet",
         check=True,

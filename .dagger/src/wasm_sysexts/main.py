@@ -96,6 +96,7 @@ CLI_SOURCE = [
     "pipeline/**",
     "sysexts/__init__.py",
     "keys/__init__.py",
+    "advisories/__init__.py",
 ]
 SOURCE_IGNORE = ["**", *(f"!{p}" for p in CLI_SOURCE), "**/__pycache__"]
 # The CLI's Python dependencies, installed from pyproject.toml alone before the package itself.
@@ -113,6 +114,7 @@ VM_CACHE = "wasm-sysexts-vm"
 APT_CACHE = "wasm-sysexts-apt"
 PIP_CACHE = "wasm-sysexts-pip"
 OUT = "/out"
+ADVISORIES = "/advisories"  # the project's advisory feed, mounted for build and audit
 BUILT = "/work/built"  # a build's --out; `merge` copies the artifacts from it to OUT
 ARCHES = ["x86-64", "arm64"]
 DAGGER_BUILDER = "https://wasm-sysexts.dev/builder/dagger"  # provenance's builder.id
@@ -159,6 +161,21 @@ def _headline(err: dagger.ExecError) -> str:
         if r.get("status") == "failed"
     ]
     return "\n".join(failed) if failed else _cli_lines(err.stderr or err.stdout)
+
+
+def _audit_failures(report: str, stderr: str) -> str:
+    """The failing findings of `audit --json`, one line each, else the CLI's error lines."""
+    try:
+        data = json.loads(report)
+    except json.JSONDecodeError:
+        return _cli_lines(stderr)
+    lines = [
+        f"{f['image']}: {f['id']} ({f['severity']}) in {f['package']}"
+        for f in data.get("findings", [])
+        if f.get("fails")
+    ]
+    lines += [f"{w['where']}: waiver expired on {w['expires']}" for w in data["expired_waivers"]]
+    return "\n".join(lines or [_cli_lines(stderr)])
 
 
 async def _run(ctr: dagger.Container, what: str) -> dagger.Container:
@@ -327,6 +344,7 @@ class WasmSysexts:
         fmt: str,
         mirror: str,
         from_source: bool,
+        advisories: dagger.Directory | None,
     ) -> tuple[dagger.Directory | None, str]:
         """One image build: its artifacts, or (None, the CLI's error line). Only this recipe's
         file is mounted. A source build gets the toolchains and a cache volume for their
@@ -342,6 +360,9 @@ class WasmSysexts:
         if from_source:
             ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
         routed = [*args, "--recipes", "/recipes", *(["--mirror", mirror] if mirror else [])]
+        if advisories is not None:  # `dagger call` passes the repository's advisories/
+            ctr = ctr.with_directory(ADVISORIES, advisories)
+            routed += ["--advisories", ADVISORIES]
         service = self.mirror_service
         offline = ["--offline"] if service is not None else []
         build = ctr.with_exec(
@@ -385,6 +406,14 @@ class WasmSysexts:
         format: Annotated[str, Doc("squashfs or erofs")] = "squashfs",
         mirror: Annotated[str, Doc("fetch https://HOST/PATH from MIRROR/HOST/PATH")] = "",
         build_from: Annotated[str, Doc("release or source (default: the recipe's)")] = "",
+        accept_advisory: Annotated[
+            list[str] | None, Doc("critical advisories (ids) to build in spite of")
+        ] = None,
+        advisories: Annotated[
+            dagger.Directory | None,
+            Doc("the advisory feed: OSV records and waivers.yaml"),
+            DefaultPath("advisories"),
+        ] = None,
     ) -> dagger.Directory:
         """Build one runtime's sysext image, with its metadata, SBOM and SHA256SUMS.
 
@@ -396,9 +425,16 @@ class WasmSysexts:
             )
         args = ["--arch", arch, *(["--version", version] if version else [])]
         args += ["--from", build_from] if build_from else []
+        args += [a for i in accept_advisory or [] for a in ("--accept-advisory", i)]
         origin = build_from or str(rows[runtime].get("from", "release"))
         out, error = await self._build_one(
-            runtime, recipes.file(f"{runtime}.yaml"), args, format, mirror, origin == "source"
+            runtime,
+            recipes.file(f"{runtime}.yaml"),
+            args,
+            format,
+            mirror,
+            origin == "source",
+            advisories,
         )
         if out is None:
             raise FunctionError(f"build of {runtime} failed: {error}")
@@ -414,6 +450,11 @@ class WasmSysexts:
         keep_going: Annotated[
             bool, Doc("return the images that built when others failed (the failures are printed)")
         ] = False,
+        advisories: Annotated[
+            dagger.Directory | None,
+            Doc("the advisory feed: OSV records and waivers.yaml"),
+            DefaultPath("advisories"),
+        ] = None,
     ) -> dagger.Directory:
         """Build every recipe's image for each arch, concurrently, into one directory.
 
@@ -437,6 +478,7 @@ class WasmSysexts:
                 format,
                 mirror,
                 rows[name]["from"] == "source",
+                advisories,
             )
 
         async with anyio.create_task_group() as group:
@@ -459,6 +501,44 @@ class WasmSysexts:
             ctr = ctr.with_directory(f"/in/{i}", out)
         merge = ["wasm-sysexts", "merge", *(f"/in/{i}" for i in range(len(built))), "--out", OUT]
         return (await _run(ctr.with_exec(merge), "merge")).directory(OUT)
+
+    @function(cache="never")  # type: ignore[call-overload, untyped-decorator]  # dagger-io 0.21 overloads omit cache=
+    async def audit(
+        self,
+        images: Annotated[dagger.Directory, Doc("built images with their SBOMs")],
+        db: Annotated[
+            dagger.Directory | None,
+            Doc("an OSV export: records (*.json) or osv.dev's all.zip files"),
+        ] = None,
+        online: Annotated[bool, Doc("also ask osv.dev (the release gate)")] = False,
+        fail_on: Annotated[str, Doc("lowest failing severity: low, medium, high, critical")] = (
+            "medium"
+        ),
+        advisories: Annotated[
+            dagger.Directory | None,
+            Doc("the advisory feed: OSV records and waivers.yaml"),
+            DefaultPath("advisories"),
+        ] = None,
+    ) -> dagger.File:
+        """Match every image's SBOM against OSV advisories; returns the JSON report.
+
+        The call fails, naming each unwaived finding and each expired waiver, when the audit
+        does. Never cached: advisories are published every day."""
+        ctr = (await self._base()).with_directory("/in", images)
+        cmd = ["wasm-sysexts", "audit", "/in", "--fail-on", fail_on]
+        if advisories is not None:  # `dagger call` passes the repository's advisories/
+            ctr, cmd = (
+                ctr.with_directory(ADVISORIES, advisories),
+                [*cmd, "--advisories", ADVISORIES],
+            )
+        if db is not None:
+            ctr, cmd = ctr.with_directory("/db", db), [*cmd, "--db", "/db"]
+        cmd += ["--online"] if online else []
+        ctr = ctr.with_exec([*cmd, "--json"], redirect_stdout="/audit.json", expect=ReturnType.ANY)
+        if await ctr.exit_code() != 0:
+            report = await ctr.file("/audit.json").contents()
+            raise FunctionError("audit failed:\n" + _audit_failures(report, await ctr.stderr()))
+        return ctr.file("/audit.json")
 
     @function
     async def sign(
