@@ -255,21 +255,31 @@ def test_statement_must_name_its_own_image_once(
 
 
 def test_engines_come_from_the_package_dependency_graph_not_the_whole_workspace() -> None:
-    """runwasi's workspace lock holds every shim's engine; each shim embeds only its own."""
+    """runwasi's workspace lock holds every shim's engine; each shim's graph holds only its
+    own, and every crates.io crate it builds in (what the SBOM lists)."""
     import tarfile
     import tomllib
 
     from support.sources import RUNWASI, archive
 
-    from pipeline.build.source import _reachable_engines
+    from pipeline.build.source import _reachable
 
     with tarfile.open(archive(RUNWASI)) as tar:
         member = tar.extractfile("runwasi-containerd-shim-wasmtime-v0.6.0/Cargo.lock")
         assert member is not None
         entries = tomllib.loads(member.read().decode())["package"]
-    assert _reachable_engines(entries, "containerd-shim-wasmtime") == {"wasmtime": "27.0.0"}
-    assert _reachable_engines(entries, "containerd-shim-wasmer") == {"wasmer": "5.0.2"}
-    assert _reachable_engines(entries, "containerd-shim-wasmedge") == {
+    engines = {"wasmtime", "wasmer", "wasmedge-sdk", "wasmedge-sys"}
+
+    def engines_of(package: str) -> dict[str, str]:
+        return {n: v for n, v in _reachable(entries, package) if n in engines}
+
+    assert engines_of("containerd-shim-wasmtime") == {"wasmtime": "27.0.0"}
+    assert engines_of("containerd-shim-wasmer") == {"wasmer": "5.0.2"}
+    assert engines_of("containerd-shim-wasmedge") == {
         "wasmedge-sdk": "0.14.0",
         "wasmedge-sys": "0.19.4",
     }
+    graph = _reachable(entries, "containerd-shim-wasmtime")
+    assert ["cranelift-codegen", "0.114.0"] in graph and len(graph) > 200
+    # The workspace's own (path) crates are the source, not dependencies.
+    assert not {n for n, _ in graph} & {"containerd-shim-wasmtime", "containerd-shim-wasm"}

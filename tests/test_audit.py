@@ -150,7 +150,7 @@ def test_audit_gate_at_build_warns_and_refuses_critical(mirror: Mirror, tmp_path
     pinned_tiny(mirror, recipes, "wasmtime", package="pkg:cargo/wasmtime@{{version}}")
     error = build_fails(mirror, recipes, "oldshim", tmp_path)  # and nothing left in --out
     assert error == (
-        f"{RUNWASI} (CVE-2026-47218): critical advisory for runwasi "
+        f"{RUNWASI} (CVE-2026-47218) (critical) affects runwasi "
         "containerd-shim-wasmtime/v0.6.0, fixed in commit d28ab73c2c8a: not building it "
         f"(build a fixed version, or pass --accept-advisory {RUNWASI})"
     )

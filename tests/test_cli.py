@@ -170,3 +170,23 @@ def test_new_scaffolds_a_recipe_that_validates(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = run_cli("new", "Bad Name", "--recipes", tmp_path)
     assert bad.returncode == 1 and "must match" in bad.stderr
+
+
+def test_new_skeleton_placeholders_fail_list_check_until_filled(tmp_path: Path) -> None:
+    """A skeleton loads, but CI's `list --check` names each field `new` left a placeholder in;
+    an invalid SPDX license fails as the recipe loads."""
+    run_cli("new", "my-runtime", "--recipes", tmp_path, check=True)
+    proc = run_cli("list", "--check", "--recipes", tmp_path)
+    assert proc.returncode == 1
+    path = tmp_path / "my-runtime.yaml"
+    for field, marker in (
+        ("summary", "TODO"),
+        ("homepage", "TODO"),
+        ("license", "TODO"),
+        ("package", "OWNER/REPO"),
+        ("versions", "OWNER/REPO"),
+    ):
+        assert f"{path}: {field}: still the placeholder `new` wrote ({marker})" in proc.stderr
+    path.write_text(path.read_text().replace("LicenseRef-TODO", "Apache 2"))
+    bad = run_cli("list", "--check", "--recipes", tmp_path)
+    assert bad.returncode == 1 and f"{path}: license: " in bad.stderr

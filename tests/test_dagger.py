@@ -515,7 +515,7 @@ def test_dagger_audit_and_build_read_the_advisory_feed(mirror: Mirror, tmp_path:
         return errors[0], errors[1], report
 
     refused, failed, report = run(body)
-    assert "GHSA-cc25-vq59-rcjx (CVE-2026-47218): critical advisory" in refused
+    assert "GHSA-cc25-vq59-rcjx (CVE-2026-47218) (critical) affects runwasi" in refused
     assert "--accept-advisory GHSA-cc25-vq59-rcjx" in refused
     assert failed == (
         "audit failed:\noldshim-1.0-x86-64.raw: GHSA-cc25-vq59-rcjx (critical) in "
@@ -523,3 +523,32 @@ def test_dagger_audit_and_build_read_the_advisory_feed(mirror: Mirror, tmp_path:
     )
     data = json.loads(report)
     assert data["passed"] is True and data["findings"][0]["waived"]["reason"] == "test"
+
+
+def test_dagger_builds_a_crate_with_its_pinned_rust(tmp_path: Path) -> None:
+    """A crates.io crate from source in the module's container, with the Rust it pins (rustup
+    1.29.0 by sha256, toolchain 1.95.0), for both arches."""
+    recipes = tmp_path / "recipes"
+    run_cli(
+        "new",
+        "hello",
+        "--crate",
+        "rust-hello-world@0.1.1",
+        "--recipes",
+        recipes,
+        "--cache",
+        tmp_path / "cache",
+        check=True,
+    )
+
+    async def body() -> None:
+        obj = module_instance()
+        for arch in ("x86-64", "arm64"):
+            out = await obj.build("hello", host_dir(recipes), arch=arch, build_from="source")
+            await out.export(str(tmp_path / arch))
+
+    run(body)
+    for arch in ("x86-64", "arm64"):
+        meta = json.loads((tmp_path / arch / f"hello-0.1.1-{arch}.raw.json").read_text())
+        assert meta["source"]["toolchain"]["rustc"].startswith("rustc 1.95.0 ")
+        assert [e["machine"] for e in meta["elf"]] == [arch]

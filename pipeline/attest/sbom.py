@@ -8,10 +8,11 @@ the Linux Foundation tooling consume; `spdx-tools` validates it.
 The document describes the image package: every regular file in it (SHA1, as SPDX requires,
 and SHA256), the recipe's license and homepage; each input archive with its URL and sha256, or
 the pinned source (module h1, git commit or tree, Cargo.lock sha256); each tool that built it
-with its version; and the Wasm engines the binaries embed, read from the crate paths the Rust
-compiler leaves in them (`…/wasmtime-27.0.0/src/…`) and, for cargo source builds, from
-Cargo.lock. Output is deterministic: the creation time is SOURCE_DATE_EPOCH and the document
-namespace derives from the build key, so a rebuild writes the same bytes.
+with its version; for cargo source builds every crates.io crate of the package's Cargo.lock
+dependency graph; and the Wasm engines the binaries embed, read from the crate paths the Rust
+compiler leaves in them (`…/wasmtime-27.0.0/src/…`) and from that graph. Output is
+deterministic: the creation time is SOURCE_DATE_EPOCH and the document namespace derives from
+the build key, so a rebuild writes the same bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from pipeline.core.artifacts import ImageMeta
 from pipeline.core.vocab import ENGINE_CRATES
 
 NAMESPACE = "https://wasm-sysexts.dev/spdx"
+# Bumped when what sbom() writes for the same build changes: part of the build key, so an
+# image built before is rebuilt with the SBOM this code writes.
+FORMAT = "2"
 _ENGINE_PATH = re.compile(
     rb"/("
     + b"|".join(re.escape(c.encode()) for c in ENGINE_CRATES)
@@ -244,34 +248,46 @@ def sbom(meta: ImageMeta, root: Path, purls: tuple[str, ...] = ()) -> bytes:
                 "relatedSpdxElement": image_ref,
             }
         )
-    locked = (meta.source or {}).get("engines") or {}
-    for crate in sorted(set(engines) | set(locked)):
-        versions = sorted(
-            set(engines.get(crate, [])) | ({locked[crate]} if crate in locked else set())
+    # A cargo source build's whole dependency graph (Cargo.lock, walked from the package);
+    # the crates that are Wasm engines, with those the binaries' crate paths name, are marked.
+    locked = {(str(n), str(v)) for n, v in (meta.source or {}).get("crates", [])}
+    found = {(crate, v) for crate, versions in engines.items() for v in versions}
+    for crate, version in sorted(locked | found):
+        engine = crate in ENGINE_CRATES
+        seen = "the binaries' crate paths" if (crate, version) in found else ""
+        from_lock = "Cargo.lock" if (crate, version) in locked else ""
+        ref = _ref("Engine" if engine else "Crate", f"{crate}-{version}")
+        what = "Wasm engine embedded in the image's binaries" if engine else "Rust crate built in"
+        packages.append(
+            _package(
+                ref,
+                crate,
+                version,
+                f"https://crates.io/crates/{crate}/{version}",
+                primaryPackagePurpose="LIBRARY",
+                externalRefs=[_purl_ref(f"pkg:cargo/{crate}@{version}")],
+                comment=f"{what} (found in {' and '.join(x for x in (seen, from_lock) if x)})",
+            )
         )
-        for version in versions:
-            ref = _ref("Engine", f"{crate}-{version}")
-            seen = "the binaries' crate paths" if version in engines.get(crate, []) else ""
-            from_lock = "Cargo.lock" if locked.get(crate) == version else ""
-            packages.append(
-                _package(
-                    ref,
-                    crate,
-                    version,
-                    f"https://crates.io/crates/{crate}/{version}",
-                    primaryPackagePurpose="LIBRARY",
-                    externalRefs=[_purl_ref(f"pkg:cargo/{crate}@{version}")],
-                    comment="Wasm engine embedded in the image's binaries (found in "
-                    f"{' and '.join(x for x in (seen, from_lock) if x)})",
-                )
+        relationships.append(
+            {"spdxElementId": image_ref, "relationshipType": "CONTAINS", "relatedSpdxElement": ref}
+        )
+    for module, version in (meta.source or {}).get("modules", []):
+        ref = _ref("Module", f"{module}-{version}")
+        packages.append(
+            _package(
+                ref,
+                str(module),
+                str(version),
+                f"https://proxy.golang.org/{module}/@v/{version}.zip",
+                primaryPackagePurpose="LIBRARY",
+                externalRefs=[_purl_ref(f"pkg:golang/{module}@{version}")],
+                comment="Go module linked into the image's binaries (their build info)",
             )
-            relationships.append(
-                {
-                    "spdxElementId": image_ref,
-                    "relationshipType": "CONTAINS",
-                    "relatedSpdxElement": ref,
-                }
-            )
+        )
+        relationships.append(
+            {"spdxElementId": image_ref, "relationshipType": "CONTAINS", "relatedSpdxElement": ref}
+        )
     created = datetime.datetime.fromtimestamp(meta.source_date_epoch, datetime.UTC)
     document = {
         "spdxVersion": "SPDX-2.3",

@@ -55,6 +55,7 @@ def _run_builds(args: argparse.Namespace, recipes: list[Recipe]) -> int:
         build_from=args.build_from,
         advisories=known_advisories(args, [(r, v) for r, v, _ in jobs]),
         accepted=frozenset(args.accept_advisory),
+        keep_work=args.keep_work,
     )
     results = build_many(jobs, fetcher(args), opts, args.jobs)
     if args.json:
@@ -115,6 +116,11 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--jobs", type=int, default=2, help="images built at once")
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep each build's work tree (source, build directory) in OUT/<image>.work",
+    )
     options.add_advisories(parser)
     parser.add_argument(
         "--accept-advisory",

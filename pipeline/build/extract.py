@@ -49,10 +49,11 @@ MAX_TOTAL_BYTES = 4 << 30  # default limit of what one input may unpack to
 MAX_MEMBER_BYTES = 2 << 30  # no runtime ships a larger single file
 MAX_MEMBERS = 100_000
 # Bumped when what unpack() produces changes: part of the unpacked-input cache key.
-FORMAT = "2"
+FORMAT = "3"
 _DECOMPRESSORS: dict[str, Callable[[Path], io.BufferedIOBase]] = {
     ".tar.gz": gzip.GzipFile,
     ".tgz": gzip.GzipFile,
+    ".crate": gzip.GzipFile,  # crates.io's package format: a gzip tar of <name>-<version>/
     ".tar.xz": lzma.LZMAFile,
     ".txz": lzma.LZMAFile,
     ".tar.bz2": bz2.BZ2File,

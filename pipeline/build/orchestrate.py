@@ -11,7 +11,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,6 +23,7 @@ import anyio
 
 from pipeline import __version__
 from pipeline.attest.provenance import builder_identity
+from pipeline.attest.sbom import FORMAT as SBOM_FORMAT
 from pipeline.attest.sbom import sbom
 from pipeline.build.extract import FORMAT as EXTRACT_FORMAT
 from pipeline.build.extract import unpack
@@ -30,7 +34,14 @@ from pipeline.build.stage import stage
 from pipeline.core import log
 from pipeline.core.artifacts import ImageDir, ImageMeta, ImageName, InputRecord
 from pipeline.core.errors import NotCached, PipelineError
-from pipeline.core.fs import locked, os_error_line, scratch_dir, sha256_file, sweep
+from pipeline.core.fs import (
+    locked,
+    os_error_line,
+    remove_tree,
+    scratch_dir,
+    sha256_file,
+    sweep,
+)
 from pipeline.core.log import human_size, labelled, redact
 from pipeline.core.osv import Advisory, Package, Severity
 from pipeline.core.vocab import Arch, BuildStatus, ImageFormat
@@ -50,6 +61,7 @@ class Options:
         default_factory=dict
     )
     accepted: frozenset[str] = frozenset()  # --accept-advisory: critical ones built anyway
+    keep_work: bool = False  # --keep-work: leave each build's work tree in <out>/<image>.work
 
 
 @dataclass
@@ -102,6 +114,7 @@ def build_key(
         "files": [asdict(f) for f in recipe.files],
         "from": str(origin),
         "packages": recipe.purls(version),  # they are in the SBOM
+        "sbom": SBOM_FORMAT,
     }
     if origin is BuildFrom.SOURCE:
         assert recipe.source is not None
@@ -214,6 +227,22 @@ def fetch_one(
     return f"{len(job.inputs)} input(s) fetched"
 
 
+@contextmanager
+def _kept(work: Path, opts: Options, image: ImageName) -> Iterator[None]:
+    """With --keep-work, the build's work tree (source, prepared tree, target dir) moved to
+    <out>/<image>.work when the build ends, however it ends."""
+    try:
+        yield
+    finally:
+        if opts.keep_work:
+            kept = opts.out_dir / f"{image.file}.work"
+            if kept.exists():
+                remove_tree(kept)
+            os.rename(work, kept)
+            work.mkdir()  # the scratch directory's own cleanup finds it empty
+            _log.info(f"work tree kept in {kept}")
+
+
 def _advise(opts: Options, name: str, version: str) -> None:
     """One warning per known advisory of what this build ships; a critical one stops the build
     unless accepted by id (the decision is the builder's, made explicitly)."""
@@ -221,7 +250,7 @@ def _advise(opts: Options, name: str, version: str) -> None:
         also = f" ({', '.join(advisory.aliases)})" if advisory.aliases else ""
         fixed = ", ".join(advisory.fixed_in(package)) or "no fixed version named"
         line = (
-            f"{advisory.id}{also}: {advisory.severity} advisory for "
+            f"{advisory.id}{also} ({advisory.severity}) affects "
             f"{package.name.rsplit('/', 1)[-1]} {package.version}, fixed in {fixed}"
         )
         if advisory.severity is Severity.CRITICAL and not (
@@ -231,7 +260,7 @@ def _advise(opts: Options, name: str, version: str) -> None:
                 f"{line}: not building it (build a fixed version, or pass "
                 f"--accept-advisory {advisory.id})"
             )
-        _log.warning(f"warning: {line}")
+        _log.warning(line)  # the log prints it as "warning: ..."
 
 
 def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: Options) -> Result:
@@ -263,11 +292,16 @@ def build_one(recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, opts: 
     _log.info(f"building {image.file} ({opts.fmt}, from {origin})")
     urls, trees = _fetched(recipe, version, arch, fetcher, job)
     labels = [redact(u) for u in urls]
-    with scratch_dir(opts.out_dir, image.file) as work:
+    build_log = opts.out_dir / f"{image.file}.build.log"
+    build_log.unlink(missing_ok=True)  # a failed build's, superseded
+    with scratch_dir(opts.out_dir, image.file) as work, _kept(work, opts, image):
         built = None
         if origin is BuildFrom.SOURCE:
             (work / "source").mkdir()
-            built = build_from_source(recipe, version, arch, fetcher, work / "source", opts.epoch)
+            built = build_from_source(
+                recipe, version, arch, fetcher, work / "source", opts.epoch, build_log
+            )
+            build_log.unlink(missing_ok=True)  # kept only to read a failure
             trees, labels = [built.outputs], [f"the {recipe.name} source build's outputs"]
         root = work / "root"
         root.mkdir()

@@ -29,21 +29,24 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.build import crates
 from pipeline.build.extract import MAX_MEMBER_BYTES, MAX_MEMBERS, MAX_TOTAL_BYTES
 from pipeline.build.fetch import Fetcher, mirror_url
 from pipeline.core import log, run
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
 from pipeline.core.log import redact
-from pipeline.core.vocab import ENGINE_CRATES, Arch
+from pipeline.core.vocab import Arch
 from pipeline.recipe.model import (
     Fetched,
     GitPin,
@@ -66,10 +69,12 @@ class _Job:
     """One build: where it happens and how its templates expand."""
 
     recipe: Recipe
+    version: str
     source: Source
     pin: SourcePin
     directory: Path  # the tree to build in
     work: Path
+    log: Path  # the compile's full output (kept beside the image when it fails)
     arch: Arch
     env: dict[str, str]
     expand: Callable[[str], str]
@@ -227,11 +232,11 @@ def _tree(
     if item.sha256:
         path = fetcher.fetch(url, item.sha256)
         root = unpacked(fetcher, path, item.sha256, url)
-        return _top(root)
+        return top_dir(root)
     assert item.tree is not None
 
     def check(path: Path) -> None:
-        tree = _top(unpacked(fetcher, path, sha256_file(path), url))
+        tree = top_dir(unpacked(fetcher, path, sha256_file(path), url))
         actual = git_tree_id(tree)
         if actual != item.tree:
             raise PipelineError(
@@ -239,10 +244,12 @@ def _tree(
             )
 
     path = _fetch_by_content(fetcher, url, f"tree:{item.tree}", check)
-    return _top(unpacked(fetcher, path, sha256_file(path), url))
+    return top_dir(unpacked(fetcher, path, sha256_file(path), url))
 
 
-def _top(root: Path) -> Path:
+def top_dir(root: Path) -> Path:
+    """An unpacked archive's single top-level directory, if it has one (a tag archive's
+    `<repo>-<tag>/`, a .crate's `<name>-<version>/`)."""
     entries = list(root.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
 
@@ -315,10 +322,19 @@ def fetch_source(
     return main, trees
 
 
-def build_from_source(
+@dataclass(frozen=True)
+class _Prepared:
+    src: Path  # the source tree, prepared
+    directory: Path  # where in it the build runs
+    env: dict[str, str]
+    expand: Callable[[str], str]
+
+
+def _prepare(
     recipe: Recipe, version: str, arch: Arch, fetcher: Fetcher, work: Path, epoch: int
-) -> SourceBuild:
-    """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`."""
+) -> _Prepared:
+    """The pinned source of `version` in `work/src`, its inputs beside it, its declared
+    prepare steps run: what a build (or `lock`, for the Cargo.lock it pins) starts from."""
     source = recipe.source
     assert source is not None
     pin = recipe.source_pin(version)
@@ -356,6 +372,34 @@ def build_from_source(
             env=env,
             what=f"{recipe.path}: source.prepare[{i}]",
         )
+    return _Prepared(src, directory, env, expand)
+
+
+def cargo_lock_sha256(recipe: Recipe, version: str, fetcher: Fetcher) -> str:
+    """The sha256 of the Cargo.lock a build of `version` would use (after prepare)."""
+    assert recipe.source is not None
+    with tempfile.TemporaryDirectory(prefix="wsx-lock-") as scratch:
+        work = Path(scratch)
+        prepared = _prepare(recipe, version, recipe.source.arches[0], fetcher, work, 0)
+        return sha256_file(cargo_lock(recipe, prepared.directory, work))
+
+
+def build_from_source(
+    recipe: Recipe,
+    version: str,
+    arch: Arch,
+    fetcher: Fetcher,
+    work: Path,
+    epoch: int,
+    log: Path,
+) -> SourceBuild:
+    """Build `recipe`'s outputs for `version` and `arch` in the empty directory `work`; the
+    compile's output goes to `log`."""
+    source = recipe.source
+    assert source is not None
+    pin = recipe.source_pin(version)
+    prepared = _prepare(recipe, version, arch, fetcher, work, epoch)
+    src, directory, env, expand = prepared.src, prepared.directory, prepared.env, prepared.expand
     out = work / "out"
     out.mkdir()
     record: dict[str, object] = {
@@ -370,7 +414,7 @@ def build_from_source(
         SourceKind.CMAKE: _cmake,
         SourceKind.MAKE: _make,
     }[source.kind]
-    built = builder(_Job(recipe, source, pin, directory, work, arch, env, expand))
+    built = builder(_Job(recipe, version, source, pin, directory, work, log, arch, env, expand))
     for name, path in built.items():
         if not path.is_file():
             raise PipelineError(
@@ -381,32 +425,48 @@ def build_from_source(
             os.chmod(out / name, path.stat().st_mode & 0o777)
     record["toolchain"] = toolchain(source.kind, arch, directory, tuple(sorted(env.items())))
     if source.kind is SourceKind.CARGO:
-        record["engines"] = _locked_engines(directory, src, source.package)
+        record["crates"] = _locked_crates(directory, src, source.package or source.crate)
+    if source.kind is SourceKind.GO:
+        record["modules"] = _go_modules(list(built.values()), env)
     return SourceBuild(out, record)
 
 
-def _locked_engines(directory: Path, top: Path, package: str) -> dict[str, str]:
-    """Wasm engine crates `package` really depends on, with their versions, per the Cargo.lock
-    that governed the build (the nearest one up to the source root). A workspace lock lists
-    every member's dependencies, so the graph is walked from `package`."""
+def _locked_crates(directory: Path, top: Path, package: str) -> list[list[str]]:
+    """Every crates.io crate `package` really depends on, [name, version] sorted, per the
+    Cargo.lock that governed the build (the nearest one up to the source root): what the
+    SBOM lists and advisories are matched against. A workspace lock lists every member's
+    dependencies, so the graph is walked from `package`."""
     for candidate in (directory, *directory.parents):
         lock = candidate / "Cargo.lock"
         if lock.is_file():
             try:
                 entries = tomllib.loads(lock.read_text(encoding="utf-8")).get("package", [])
             except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-                return {}
-            return _reachable_engines(entries, package)
+                return []
+            return _reachable(entries, package)
         if candidate == top:
             break
-    return {}
+    return []
 
 
-def _reachable_engines(entries: list[dict[str, object]], package: str) -> dict[str, str]:
+def _go_modules(binaries: list[Path], env: dict[str, str]) -> list[list[str]]:
+    """The modules the Go binaries were linked from, [path, version] sorted, as their build
+    info records them (`go version -m`): the SBOM's Go dependency graph."""
+    found: set[tuple[str, str]] = set()
+    for binary in binaries:
+        info = run.run(["go", "version", "-m", str(binary)], env=env, what="go version -m")
+        for line in info.stdout.decode(errors="replace").splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 4 and fields[1] == "dep":
+                found.add((fields[2], fields[3]))
+    return [list(m) for m in sorted(found)]
+
+
+def _reachable(entries: list[dict[str, object]], package: str) -> list[list[str]]:
     by_name: dict[str, list[dict[str, object]]] = {}
     for entry in entries:
         by_name.setdefault(str(entry.get("name")), []).append(entry)
-    found: dict[str, str] = {}
+    found: set[tuple[str, str]] = set()
     seen: set[tuple[str, str]] = set()
     todo = [(package, "")]
     while todo:
@@ -416,13 +476,13 @@ def _reachable_engines(entries: list[dict[str, object]], package: str) -> dict[s
             if (version and key[1] != version) or key in seen:
                 continue
             seen.add(key)
-            if name in ENGINE_CRATES:
-                found[name] = key[1]
+            if str(entry.get("source", "")).startswith("registry+"):
+                found.add(key)
             deps = entry.get("dependencies")
             for dep in deps if isinstance(deps, list) else []:  # "name" or "name version (src)"
                 parts = str(dep).split()
                 todo.append((parts[0], parts[1] if len(parts) > 1 else ""))
-    return dict(sorted(found.items()))
+    return [list(k) for k in sorted(found)]
 
 
 def _pin_record(pin: SourcePin, recipe: Recipe, version: str, arch: Arch) -> dict[str, object]:
@@ -514,7 +574,7 @@ def _go(job: _Job) -> dict[str, Path]:
     offline = {**job.env, "GOPROXY": "off"}
     for name, package in job.source.packages.items():
         target = job.work / "out" / name
-        run.run(
+        run.logged(
             [
                 *sandbox(),
                 "go",
@@ -528,6 +588,7 @@ def _go(job: _Job) -> dict[str, Path]:
             cwd=job.directory,
             env=offline,
             what=f"go build {package} ({job.arch})",
+            log_file=job.log,
         )
         built[name] = target
     return built
@@ -562,21 +623,74 @@ def _no_local_replace(job: _Job) -> None:
             )
 
 
-def _cargo(job: _Job) -> dict[str, Path]:
-    lock = job.directory / "Cargo.lock"
+def cargo_lock(recipe: Recipe, directory: Path, work: Path) -> Path:
+    """The Cargo.lock a cargo build of `directory` uses; a crate must carry its own."""
+    lock = directory / "Cargo.lock"
     if not lock.is_file():
+        what = "the crate" if recipe.source and recipe.source.crate else "the source"
         raise PipelineError(
-            f"{job.recipe.path}: source: {lock.relative_to(job.work)} missing; "
-            "a cargo source must carry its Cargo.lock"
+            f"{recipe.path}: source: {lock.relative_to(work)} missing; {what} must carry "
+            "the Cargo.lock it is built --locked with"
         )
+    return lock
+
+
+def _crate_outputs(job: _Job) -> dict[str, str]:
+    """A crate's outputs: the recipe's, each a binary the manifest declares, else them all;
+    and the crate's minimum Rust checked against the toolchain's."""
+    built = crates.binaries(job.directory)
+    wanted = job.source.outputs or {b: b for b in built}
+    for name, binary in wanted.items():
+        if binary not in built:
+            raise PipelineError(
+                f"{job.recipe.path}: source.outputs.{name}: crate {job.source.crate} builds "
+                f"no binary {binary!r} (it builds: {', '.join(built) or 'none'})"
+            )
+    needed = crates.rust_version(job.directory)
+    rustc = toolchain(SourceKind.CARGO, job.arch, job.directory, tuple(sorted(job.env.items())))
+    have = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", rustc["rustc"])
+    if needed and have and _numbers(have.group(0)) < _numbers(needed):
+        raise PipelineError(
+            f"{job.recipe.path}: source: crate {job.source.crate} needs Rust >= {needed} "
+            f"(its rust-version), but the toolchain is {rustc['rustc']}: install a newer "
+            "one with rustup (docs/maintainers.md), or build in the module's container"
+        )
+    return wanted
+
+
+def _rust_target(job: _Job, triple: str) -> None:
+    """A cross build needs the target's standard library (rustup installs it per toolchain)."""
+    sysroot = (
+        run.run(["rustc", "--print", "sysroot"], cwd=job.directory, env=job.env, what="rustc")
+        .stdout.decode()
+        .strip()
+    )
+    if not (Path(sysroot) / "lib" / "rustlib" / triple / "lib").is_dir():
+        raise PipelineError(
+            f"{job.recipe.path}: source: the Rust standard library for {triple} is not "
+            f"installed in {sysroot}: run 'rustup target add {triple}' (docs/maintainers.md)"
+        )
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+    return parts + (0,) * (3 - len(parts))
+
+
+def _cargo(job: _Job) -> dict[str, Path]:
+    lock = cargo_lock(job.recipe, job.directory, job.work)
     actual = sha256_file(lock)
     if actual != job.pin.lock_sha256:
         raise PipelineError(
-            f"{job.recipe.path}: source.versions: the Cargo.lock to build with "
-            f"has sha256 {actual}, but lock_sha256 pins {job.pin.lock_sha256}; "
-            "review the lock, then pin it"
+            f"{job.recipe.path}: source.versions.{job.version}.lock_sha256: the Cargo.lock "
+            f"to build with ({lock.relative_to(job.work)}) has sha256 {actual}, but the "
+            f"recipe pins {job.pin.lock_sha256}; review it (`wasm-sysexts lock "
+            f"{job.recipe.name} --version {job.version} --from source` writes the pin)"
         )
+    outputs = _crate_outputs(job) if job.source.crate else job.source.outputs
     triple = job.arch.facts.rust
+    if job.arch is not Arch.host():
+        _rust_target(job, triple)
     env = {
         **job.env,
         "CARGO_TARGET_DIR": str(job.work / "target"),
@@ -598,11 +712,8 @@ def _cargo(job: _Job) -> dict[str, Path]:
         args += ["-p", job.expand(job.source.package)]
     if job.source.features:
         args += ["--features", ",".join(job.source.features)]
-    run.run(args, cwd=job.directory, env=env, what=f"cargo build ({job.arch})")
-    return {
-        name: job.work / "target" / triple / "release" / path
-        for name, path in job.source.outputs.items()
-    }
+    run.logged(args, cwd=job.directory, env=env, what=f"cargo build ({job.arch})", log_file=job.log)
+    return {name: job.work / "target" / triple / "release" / path for name, path in outputs.items()}
 
 
 def _cmake(job: _Job) -> dict[str, Path]:
@@ -628,10 +739,11 @@ def _cmake(job: _Job) -> dict[str, Path]:
         args.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain_file}")
     run.run([*sandbox(), *args], env=job.env, what=f"cmake configure ({job.arch})")
     target = ["--target", job.expand(job.source.target)] if job.source.target else []
-    run.run(
+    run.logged(
         [*sandbox(), "cmake", "--build", str(build), *target, "-j", str(os.cpu_count() or 2)],
         env=job.env,
         what=f"cmake build ({job.arch})",
+        log_file=job.log,
     )
     return {name: build / path for name, path in job.source.outputs.items()}
 
@@ -648,5 +760,5 @@ def _make(job: _Job) -> dict[str, Path]:
     ]
     if job.source.target:
         args.append(job.expand(job.source.target))
-    run.run([*sandbox(), *args], env=job.env, what=f"make ({job.arch})")
+    run.logged([*sandbox(), *args], env=job.env, what=f"make ({job.arch})", log_file=job.log)
     return {name: job.directory / path for name, path in job.source.outputs.items()}

@@ -93,6 +93,10 @@ def debian_root(
     return final
 
 
+# Private mount and PID namespaces: every mount goes, and every process dies, with the command.
+PRIVATE = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child")
+
+
 def run_in_root(
     root: Path,
     args: Sequence[str],
@@ -119,13 +123,7 @@ def run_in_root(
     # the CLI, like every tool): the kernel then kills everything in the namespace, so the
     # mkfs that systemd-repart started cannot outlive a killed CLI.
     command = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--pid",
-        "--fork",
-        "--kill-child",
+        *PRIVATE,
         "--",
         "env",
         *bind_args,

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from pipeline.core import log
 from pipeline.core.errors import PipelineError
+
+HEARTBEAT = 30.0  # seconds between "still running" lines of a long tool
+_log = log.get("run")
 
 # Executable -> the Debian package that ships it.
 PACKAGES: dict[str, str] = {
@@ -132,6 +138,49 @@ def run(
         detail = (why or _default_why)(proc.stderr or proc.stdout or b"", proc.returncode)
         raise PipelineError(f"{name}: {detail}")
     return proc
+
+
+def logged(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    what: str,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    every: float = HEARTBEAT,
+) -> None:
+    """Run a long tool (a compile) with its output appended to `log_file` and a progress line
+    every `every` seconds, so a ten-minute build is seen working. A failure raises with the
+    tool's meaningful line and the log's path; the tool is killed if we are interrupted."""
+    argv, _ = _argv(args)
+    started = time.monotonic()
+    with open(log_file, "ab") as out:
+        out.write(f"+ {shlex.join(os.fspath(a) for a in args)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    _log.info(f"{what}: still running, {time.monotonic() - started:.0f} s")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if code != 0:
+        with open(log_file, "rb") as log:
+            log.seek(max(0, log_file.stat().st_size - (64 << 10)))
+            tail = log.read()
+        raise PipelineError(f"{what}: {reason(tail, code)} (full log: {log_file})")
 
 
 def _default_why(output: bytes, code: int) -> str:

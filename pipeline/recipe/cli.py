@@ -17,7 +17,7 @@ from pipeline.recipe.bump import Status, bump, outdated
 from pipeline.recipe.load import find, load_all
 from pipeline.recipe.lock import lock, lock_source
 from pipeline.recipe.model import BuildFrom, Recipe
-from pipeline.recipe.scaffold import scaffold
+from pipeline.recipe.scaffold import from_crate, placeholders, scaffold
 from pipeline.recipe.upstream import GITHUB_API, GITHUB_API_ENV, TOKEN_ENV, Client
 
 
@@ -42,11 +42,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{r.path}: package: missing (the upstream purl advisories are matched against)"
             for r in recipes
             if not r.packages
-        ]
+        ] + [line for r in recipes for line in placeholders(r)]
         for line in unpinned + unnamed:
             print(line, file=sys.stderr)
         summary = [f"{len(unpinned)} unpinned default input(s)"] if unpinned else []
-        summary += [f"{len(unnamed)} without a package"] if unnamed else []
+        summary += [f"{len(unnamed)} unfinished field(s)"] if unnamed else []
         print(
             f"{len(recipes)} recipe(s): "
             + (", ".join(summary) or "every default version pinned and its package named")
@@ -98,6 +98,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
+    if args.crate:
+        path = from_crate(args.recipes, args.name, args.crate, fetcher(args))
+        print(
+            f"wrote {path}: pinned from crates.io; review it, then run: wasm-sysexts build "
+            f"{args.name} --recipes {args.recipes}"
+        )
+        return 0
     path = scaffold(args.recipes, args.name)
     print(f"wrote {path}; fill it in, then run: wasm-sysexts lock {args.name}")
     return 0
@@ -215,9 +222,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     options.add_fetch(p)
     p.set_defaults(func=cmd_lock)
 
-    p = sub.add_parser("new", help="scaffold a commented recipe")
+    p = sub.add_parser(
+        "new", help="scaffold a commented recipe, or write a pinned one from crates.io"
+    )
     p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--crate",
+        metavar="CRATE[@V]",
+        help="a crates.io crate with binaries (default version: the newest not yanked)",
+    )
     options.add_recipes(p)
+    options.add_fetch(p)
     p.set_defaults(func=cmd_new)
 
     p = sub.add_parser("outdated", help="list upstream releases newer than each recipe's version")

@@ -30,6 +30,8 @@ from pipeline.core.vocab import (
 from pipeline.recipe.containerd import OPTION_RE, shim_binary
 from pipeline.recipe.containerd import files as containerd_files
 from pipeline.recipe.model import (
+    CRATE_NAME_RE,
+    CRATE_URL,
     PLACEHOLDERS,
     SMOKE_PLACEHOLDERS,
     BuildFrom,
@@ -72,7 +74,7 @@ H1_RE = re.compile(r"^h1:[A-Za-z0-9+/]{43}=$")
 # Per kind: the source fields it takes besides kind, versions, directory, prepare, arches.
 SOURCE_FIELDS = {
     SourceKind.GO: {"module", "packages", "ldflags", "tags"},
-    SourceKind.CARGO: {"package", "features", "outputs"},
+    SourceKind.CARGO: {"package", "features", "outputs", "crate"},
     SourceKind.CMAKE: {"configure", "target", "outputs"},
     SourceKind.MAKE: {"configure", "target", "outputs"},
 }
@@ -374,7 +376,11 @@ class _Validator:
                 f"{where}.{key}",
                 f"unknown field for kind {kind} (known: {', '.join(sorted(allowed))})",
             )
-        pins = self.source_versions(data.get("versions"), kind)
+        crate = data.get("crate")
+        if crate is not None and (not isinstance(crate, str) or not CRATE_NAME_RE.match(crate)):
+            self.bad(f"{where}.crate", "must be a crates.io crate name")
+            crate = None
+        pins = self.source_versions(data.get("versions"), kind, crate)
         inputs = {n for pin in pins.values() for n, _ in pin.inputs}
         allowed_placeholders = PLACEHOLDERS | {"triple"} | inputs
         strings = {
@@ -398,7 +404,8 @@ class _Validator:
                 f"{where}.packages",
                 "missing (output name -> Go package, e.g. {wazero: ./cmd/wazero})",
             )
-        if kind is not SourceKind.GO and not outputs:
+        if kind is not SourceKind.GO and not outputs and not crate:
+            # A crate's manifest names its binaries; anything else says what it builds.
             self.bad(f"{where}.outputs", "missing (output name -> built file)")
         for name, built in {**packages, **outputs}.items():
             if "/" in name or name in ("", ".", ".."):
@@ -424,6 +431,7 @@ class _Validator:
             target=strings["target"],
             tags=tuple(lists["tags"]),
             arches=tuple(Arch(a) for a in arches),
+            crate=crate or "",
         )
 
     def template(self, where: str, value: Any, allowed: frozenset[str]) -> str:
@@ -453,7 +461,9 @@ class _Validator:
             return {}
         return dict(value)
 
-    def source_versions(self, data: Any, kind: SourceKind) -> dict[str, SourcePin]:
+    def source_versions(
+        self, data: Any, kind: SourceKind, crate: str | None = None
+    ) -> dict[str, SourcePin]:
         where = "source.versions"
         if not isinstance(data, dict) or not data:
             self.bad(where, "must map versions to their pins")
@@ -466,6 +476,9 @@ class _Validator:
                 continue
             if not isinstance(pin, dict):
                 self.bad(at, "must be a mapping (archive, git, h1, inputs, lock_sha256)")
+                continue
+            if crate is not None:
+                pins[ver] = self.crate_pin(at, pin, crate)
                 continue
             for key in sorted(
                 set(pin) - {"archive", "git", "h1", "inputs", "lock_sha256"}, key=str
@@ -520,6 +533,22 @@ class _Validator:
                 archive=archive, git=git, h1=h1, inputs=tuple(named), lock_sha256=lock
             )
         return pins
+
+    def crate_pin(self, at: str, pin: dict[str, Any], crate: str) -> SourcePin:
+        """A crates.io version: the .crate's sha256 (the index's cksum) and its Cargo.lock's."""
+        for key in sorted(set(pin) - {"sha256", "lock_sha256"}, key=str):
+            self.bad(f"{at}.{key}", "unknown field for a crate (known: sha256, lock_sha256)")
+        for key in ("sha256", "lock_sha256"):
+            value = pin.get(key, "")
+            if key not in pin:
+                self.bad(f"{at}.{key}", "missing (null until `wasm-sysexts lock --from source`)")
+            elif value is not None and (not isinstance(value, str) or not SHA256_RE.match(value)):
+                self.bad(f"{at}.{key}", "must be 64 lowercase hex digits, or null until locked")
+        sha, lock = pin.get("sha256"), pin.get("lock_sha256")
+        return SourcePin(
+            archive=Fetched(CRATE_URL.format(crate=crate), sha if isinstance(sha, str) else None),
+            lock_sha256=lock if isinstance(lock, str) else None,
+        )
 
     def fetched(self, where: str, item: Any) -> Fetched | None:
         if (

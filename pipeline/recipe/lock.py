@@ -12,8 +12,10 @@ import re
 import tempfile
 from pathlib import Path
 
+from pipeline.build import crates
 from pipeline.build.fetch import Fetcher, input_filename
 from pipeline.build.orchestrate import unpacked
+from pipeline.build.source import cargo_lock_sha256, go_h1, go_zip_url
 from pipeline.core import run
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
@@ -97,9 +99,8 @@ def lock(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
 
 def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
     """Pin a source version: a Go module's h1: (cross-checked against the checksum database,
-    as `go` does), and the sha256 of archives and inputs left null. A Cargo.lock's sha256 is
-    pinned by hand: the build names it, to be reviewed first."""
-    from pipeline.build.source import go_h1, go_zip_url
+    as `go` does), a crate's sha256 (cross-checked against the crates.io index), the sha256 of
+    archives and inputs left null, then the sha256 of the Cargo.lock the build will use."""
 
     source = recipe.source
     pin = recipe.source_pin(version)
@@ -119,8 +120,13 @@ def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
                 )
             _write_h1(recipe.path, version, h1)
             report.append(f"{source.module}@v{version}: {h1} (matches the checksum database)")
+        if source.crate and pin.archive and not pin.archive.sha256:
+            digest = _crate_sha256(recipe, version, fetcher)
+            _write_version_key(recipe.path, version, "sha256", digest)
+            report.append(f"{source.crate}-{version}.crate: {digest} (matches the crates.io index)")
+            recipe = load(recipe.path)
         fetched = [f for _, f in pin.inputs if isinstance(f, Fetched)] + (
-            [pin.archive] if pin.archive else []
+            [pin.archive] if pin.archive and not source.crate else []
         )
         for item in fetched:
             if item.sha256 or item.tree:
@@ -131,8 +137,14 @@ def lock_source(recipe: Recipe, version: str, fetcher: Fetcher) -> list[str]:
             unpacked(fetcher, path, digest, url, fetcher.max_unpack)
             pins[item.url] = digest
             report.append(f"{input_filename(url)}: {digest} (downloaded)")
-    if pins:
-        _write_pins(recipe.path, pins)
+        if pins:
+            _write_pins(recipe.path, pins)
+            recipe = load(recipe.path)
+        if source.kind is SourceKind.CARGO and not pin.lock_sha256:
+            # Everything it is made from is pinned now: the lock is what a build would use.
+            digest = cargo_lock_sha256(recipe, version, fetcher)
+            _write_version_key(recipe.path, version, "lock_sha256", digest)
+            report.append(f"Cargo.lock: {digest} (the lock the build uses, after prepare)")
     if not report:
         raise PipelineError(f"{recipe.path}: source.versions.{version}: nothing to pin")
     load(recipe.path)
@@ -183,6 +195,52 @@ def checksum_database_h1(module: str, version: str) -> str:
             f"{module}@{version}: the checksum database does not vouch for it: {problem}"
         )
     return str(data["Sum"])
+
+
+def _crate_sha256(recipe: Recipe, version: str, fetcher: Fetcher) -> str:
+    """The .crate's sha256, which must be what the crates.io index records for it."""
+    archive = recipe.source_pin(version).archive
+    assert recipe.source is not None and archive is not None
+    crate = recipe.source.crate
+    url = recipe.expand(archive.url, version, recipe.source.arches[0])
+    digest = sha256_file(fetcher.fetch(url, None))
+    recorded = crates.entry(crates.index(fetcher, crate), crate, version).get("cksum")
+    if digest != recorded:
+        raise PipelineError(
+            f"{recipe.path}: source.versions.{version}.sha256: {redact(url)} has sha256 "
+            f"{digest}, but the crates.io index records {recorded}"
+        )
+    return digest
+
+
+def _write_version_key(path: Path, version: str, key: str, value: str) -> None:
+    """Set `key: "value"` in source version `version`'s entry (on its line, or a line of its
+    block), where it is null: the recipe text, comments and layout kept."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    pattern = re.compile(rf"\b{re.escape(key)}:\s*(null|~)(?=[\s,}}]|$)")
+    start = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if re.match(rf"""\s+["']?{re.escape(version)}["']?:""", line)
+            and any(ln.startswith("source:") for ln in lines[:i])
+        ),
+        None,
+    )
+    if start is not None:
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        for i in range(start, len(lines)):
+            line = lines[i]
+            if i > start and line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            if pattern.search(line):
+                lines[i] = pattern.sub(f'{key}: "{value}"', line, count=1)
+                write_atomic(path, "".join(lines))
+                return
+    raise PipelineError(
+        f'{path}: source.versions.{version}.{key}: cannot find "{key}: null" in that '
+        "version's entry to write the pin into"
+    )
 
 
 def _write_h1(path: Path, version: str, h1: str) -> None:

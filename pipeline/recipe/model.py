@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +11,10 @@ from urllib.parse import quote
 from pipeline.core.errors import PipelineError
 from pipeline.core.osv import Package
 from pipeline.core.vocab import Arch
+
+# A crates.io crate (`source.crate`) and where the registry serves its .crate file.
+CRATE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CRATE_URL = "https://static.crates.io/crates/{crate}/{crate}-{{version}}.crate"
 
 # Placeholders a recipe may use in URLs and install paths; smoke commands also get {hello_wasm}.
 PLACEHOLDERS = frozenset({"version", "arch", "uarch", "goarch"})
@@ -125,6 +130,7 @@ class Source:
     configure: tuple[str, ...] = ()  # cmake: configure arguments; make: make arguments
     target: str = ""  # cmake/make target
     arches: tuple[Arch, ...] = tuple(Arch)
+    crate: str = ""  # cargo: a crates.io crate (the .crate, its own Cargo.lock and binaries)
 
 
 @dataclass(frozen=True)

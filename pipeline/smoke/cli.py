@@ -10,6 +10,7 @@ from pipeline.core import options
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import write_atomic
 from pipeline.core.vocab import Arch, Channel
+from pipeline.smoke.local import try_image
 from pipeline.smoke.payloads import HELLO_TEXT, hello_wasm_module
 from pipeline.smoke.report import SmokeReport, render
 from pipeline.smoke.run import GuestOS, Target, run
@@ -51,7 +52,30 @@ def cmd_smoke_test(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_try(args: argparse.Namespace) -> int:
+    failed = 0
+    for image in args.images:
+        for result in try_image(image, args.recipes, args.cache):
+            failed += not result.passed
+            print(f"{'PASS' if result.passed else 'FAIL'}  {image.name}: {result.command}")
+            for line in result.output.splitlines():
+                print(f"      {line}")
+    return 1 if failed else 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "try",
+        help="run each image's smoke commands locally in seconds (a namespace, no VM)",
+        description="Lay each image's /usr over a minimal Debian root of its arch in private "
+        "namespaces and run its recipe's smoke commands there (qemu-user for the other "
+        "arch). smoke-test, which boots a VM, stays the real gate.",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="built *.raw images")
+    options.add_recipes(p)
+    options.add_cache(p, "the Debian roots")
+    p.set_defaults(func=cmd_try)
+
     p = sub.add_parser(
         "smoke-test",
         help="boot one VM with every image of DIR and run each recipe's smoke commands",

@@ -70,10 +70,10 @@ def hooks(arch: Arch) -> list[str]:
     ]
 
 
-def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
-    """The `arch` reference VM: a read-only ext4 root disk plus its kernel and initrd, built
-    once per input hash under `cache_dir/vm/` (the root itself under `cache_dir/roots/`)."""
-    root = debroot.debian_root(
+def reference_root(cache_dir: Path, arch: Arch) -> Path:
+    """The reference VM's Debian root for `arch`, made once under `cache_dir/roots/` (also what
+    `try` runs images against)."""
+    return debroot.debian_root(
         cache_dir,
         SUITE,
         packages(arch),
@@ -81,6 +81,12 @@ def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
         hooks=hooks(arch),
         arch=arch.facts.debian,
     )
+
+
+def reference_vm(cache_dir: Path, arch: Arch = Arch.X86_64) -> VMImage:
+    """The `arch` reference VM: a read-only ext4 root disk plus its kernel and initrd, built
+    once per input hash under `cache_dir/vm/` (the root itself under `cache_dir/roots/`)."""
+    root = reference_root(cache_dir, arch)
     key = hashlib.sha256(f"{root.name}\n{mkfs_version()}".encode()).hexdigest()[:24]
     base = cache_dir / "vm"
     final = base / f"reference-{arch}-{key}"

@@ -64,11 +64,11 @@ SMOKE_PACKAGES = [
     # crictl and the reference VM's containerd, built for shim images' CRI pods
     "golang-go",
 ]
-# Source builds (docs/recipes.md): Debian's toolchains, so the Debian build image pins them.
+# Source builds (docs/recipes.md): Debian's toolchains, so the Debian build image pins them;
+# Rust comes from rustup instead (below): trixie's rustc 1.85 is older than crates need.
 SOURCE_PACKAGES = [
     "golang-go",
-    "cargo",
-    "rustc",
+    "curl",
     "cmake",
     "make",
     "gcc",
@@ -81,6 +81,27 @@ SOURCE_PACKAGES = [
     "libseccomp-dev",
     "git",
 ]
+# Rust for source builds, pinned: rustup-init by version and sha256 (static.rust-lang.org's
+# .sha256 files), then toolchain 1.95.0 with the arm64 target. It meets every recipe's
+# rust-version (wasmi_cli 2.0.0: 1.86); a rust-toolchain.toml (runwasi's 1.85.0) is followed.
+RUSTUP_VERSION = "1.29.0"
+RUSTUP_SHA256 = {
+    "x86_64": "4acc9acc76d5079515b46346a485974457b5a79893cfb01112423c89aeb5aa10",
+    "aarch64": "9732d6c5e2a098d3521fca8145d826ae0aaa067ef2385ead08e6feac88fa5792",
+}
+RUST_TOOLCHAIN = "1.95.0"
+RUST_HOME = "/opt/rust"
+INSTALL_RUST = (
+    "set -e; a=$(uname -m); case $a in "
+    + " ".join(f"{arch}) sum={digest};;" for arch, digest in RUSTUP_SHA256.items())
+    + f' *) echo "no rustup-init pinned for $a" >&2; exit 1;; esac; '
+    "curl -fsSL --retry 3 -o /tmp/rustup-init https://static.rust-lang.org/rustup/archive/"
+    f"{RUSTUP_VERSION}/$a-unknown-linux-gnu/rustup-init; "
+    'echo "$sum  /tmp/rustup-init" | sha256sum -c -; chmod +x /tmp/rustup-init; '
+    f"/tmp/rustup-init -y -q --no-modify-path --profile minimal --default-toolchain "
+    f"{RUST_TOOLCHAIN} --target aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu; "
+    "rm /tmp/rustup-init"
+)
 # Signing: gpg, openssl for PKCS#7 checks, systemd-repart (257 in trixie) for verity DDIs.
 SIGN_PACKAGES = ["gnupg", "openssl", "systemd-repart", "libcryptsetup12"]
 # Publishing: gpg verifies the input's signature and re-signs merged manifests; openssl checks
@@ -267,6 +288,9 @@ class WasmSysexts:
         return (
             (await self._start())
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
+            # The CLI's downloads (requests) trust the system store, as curl and cargo do: the
+            # CAs an operator's engine installs into every container are there, not in certifi.
+            .with_env_variable("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
             # Debian's container images delete downloaded packages; keep them in the volume.
             .with_exec(["rm", "-f", "/etc/apt/apt.conf.d/docker-clean"])
             .with_mounted_cache(
@@ -358,7 +382,13 @@ class WasmSysexts:
             .with_file(f"/recipes/{name}.yaml", recipe)
         )
         if from_source:
-            ctr = ctr.with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
+            ctr = (
+                ctr.with_env_variable("RUSTUP_HOME", f"{RUST_HOME}/rustup")
+                .with_env_variable("CARGO_HOME", f"{RUST_HOME}/cargo")
+                .with_exec(["sh", "-c", INSTALL_RUST])
+                .with_env_variable("PATH", f"{RUST_HOME}/cargo/bin:${{PATH}}", expand=True)
+                .with_mounted_cache("/cache/toolchains", dag.cache_volume(TOOLCHAIN_CACHE))
+            )
         routed = [*args, "--recipes", "/recipes", *(["--mirror", mirror] if mirror else [])]
         if advisories is not None:  # `dagger call` passes the repository's advisories/
             ctr = ctr.with_directory(ADVISORIES, advisories)
