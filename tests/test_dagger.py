@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cvss  # type: ignore[import-untyped]
 import dagger
 import pytest
 from dagger import dag
@@ -120,11 +121,13 @@ def cli_in_trixie(args: list[str], binds: dict[Path, str]) -> None:
             "git",
         ],
     )
+    # The one runtime dependency Debian does not package (pure Python): this environment's.
+    cvss_package = Path(cvss.__file__).parent
     run_in_root(
         root,
         ["python3", "-m", "pipeline", *args],
-        {ROOT: "/src", **binds},
-        env={"PYTHONPATH": "/src"},
+        {ROOT: "/src", cvss_package: "/deps/cvss", **binds},
+        env={"PYTHONPATH": "/src:/deps"},
         what="wasm-sysexts in trixie",
     )
 
