@@ -13,7 +13,15 @@ from pipeline.core.errors import PipelineError
 
 def data_dir(package: str) -> Path:
     """The directory of package data `pipeline.<package>` ("sysexts" or "keys")."""
-    found = importlib.resources.files(f"pipeline.{package}")
+    try:
+        found = importlib.resources.files(f"pipeline.{package}")
+    except ModuleNotFoundError:
+        # Run from a checkout without installing it (PYTHONPATH=checkout): pyproject's
+        # package-dir mapping does not exist then, the top-level directory does.
+        checkout = Path(__file__).resolve().parents[2] / package
+        if (checkout / "__init__.py").is_file():
+            return checkout
+        raise PipelineError(f"pipeline.{package}: package data not found") from None
     if not isinstance(found, Path):  # a zipped install: not how this package is shipped
         raise PipelineError(f"pipeline.{package}: package data is not a directory ({found})")
     return found
