@@ -10,13 +10,13 @@ version's sha256 as `cksum`, a pin checkable without GitHub or the crates.io API
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pipeline.build.fetch import Fetcher
 from pipeline.core.errors import PipelineError
+from pipeline.core.osv import version_key
 
 INDEX = "https://index.crates.io"
 
@@ -61,7 +61,7 @@ def newest(records: list[dict[str, Any]], crate: str) -> str:
     ]
     if not versions:
         raise PipelineError(f"{index_url(crate)}: no release of {crate} that is not yanked")
-    return max(versions, key=lambda v: tuple(int(p) for p in re.findall(r"\d+", v)))
+    return max(versions, key=version_key)
 
 
 def package(tree: Path) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from pipeline.core import log, run
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import sha256_file, write_atomic
 from pipeline.core.log import redact
+from pipeline.core.osv import version_key
 from pipeline.core.vocab import Arch
 from pipeline.recipe.model import (
     Fetched,
@@ -649,7 +650,7 @@ def _crate_outputs(job: _Job) -> dict[str, str]:
     needed = crates.rust_version(job.directory)
     rustc = toolchain(SourceKind.CARGO, job.arch, job.directory, tuple(sorted(job.env.items())))
     have = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", rustc["rustc"])
-    if needed and have and _numbers(have.group(0)) < _numbers(needed):
+    if needed and have and version_key(have.group(0)) < version_key(needed):
         raise PipelineError(
             f"{job.recipe.path}: source: crate {job.source.crate} needs Rust >= {needed} "
             f"(its rust-version), but the toolchain is {rustc['rustc']}: install a newer "
@@ -670,11 +671,6 @@ def _rust_target(job: _Job, triple: str) -> None:
             f"{job.recipe.path}: source: the Rust standard library for {triple} is not "
             f"installed in {sysroot}: run 'rustup target add {triple}' (docs/maintainers.md)"
         )
-
-
-def _numbers(version: str) -> tuple[int, ...]:
-    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
-    return parts + (0,) * (3 - len(parts))
 
 
 def _cargo(job: _Job) -> dict[str, Path]:
